@@ -1,0 +1,8 @@
+//! `prep eval`: not wired yet; its issue fills this module in.
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`prep eval` is not available in this build yet")
+}

@@ -1,0 +1,12 @@
+//! One module per subcommand: its clap `Args` and a `run` that wires the stage crates together.
+
+pub mod bench;
+pub mod demo;
+pub mod download;
+pub mod embed;
+pub mod eval;
+pub mod ingest;
+pub mod inspect;
+pub mod mix;
+pub mod search;
+pub mod train;

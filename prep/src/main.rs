@@ -1,0 +1,70 @@
+//! `prep`: a thin command line over the stage crates. Each subcommand lives in `cmd/<name>.rs`
+//! with its own clap `Args`; this file only dispatches and prints errors.
+
+mod cmd;
+mod progress;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "prep",
+    version,
+    about = "Turn public question-answer dumps into training data and train sentence embedders",
+    long_about = "prep turns the public question-answer datasets behind multi-qa-MiniLM-L6-cos-v1 into \
+training data and trains the model.\n\nPipeline: download -> ingest (raw dumps to Parquet pairs) -> mix \
+(weighted, tokenized shards) -> train (candle MNRL trainer) -> embed / search / eval.\n\nStart with \
+`prep demo`, which runs the whole pipeline on bundled samples with no network."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Fetch a source's raw files (or list the catalogue) into the local cache.
+    Download(cmd::download::Args),
+    /// Normalize a source's raw dump into Parquet pairs/triplets.
+    Ingest(cmd::ingest::Args),
+    /// Sample datasets by data_config.json weights into tokenized training shards.
+    Mix(cmd::mix::Args),
+    /// Summarize a pairs dataset or a shard folder (counts, lengths, duplicates, samples).
+    Inspect(cmd::inspect::Args),
+    /// Train a sentence embedder with MultipleNegativesRankingLoss on mixed shards.
+    Train(cmd::train::Args),
+    /// Embed texts with a sentence-transformers model.
+    Embed(cmd::embed::Args),
+    /// Search a corpus for the texts closest to a query.
+    Search(cmd::search::Args),
+    /// Measure retrieval quality (MRR@10, Recall@1/10, nDCG@10) on a pairs dataset.
+    Eval(cmd::eval::Args),
+    /// Run the whole pipeline on the bundled samples: ingest, mix, train, eval before and after.
+    Demo(cmd::demo::Args),
+    /// Measure the throughput and peak memory of a stage.
+    Bench(cmd::bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Download(a) => cmd::download::run(a),
+        Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Mix(a) => cmd::mix::run(a),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Embed(a) => cmd::embed::run(a),
+        Command::Search(a) => cmd::search::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Demo(a) => cmd::demo::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
+    };
+    if let Err(err) = result {
+        // One readable line per cause, outermost first.
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        std::process::exit(1);
+    }
+}
