@@ -1,6 +1,7 @@
 //! `prep`: a thin command line over the stage crates. Each subcommand lives in `cmd/<name>.rs`
 //! with its own clap `Args`; this file only dispatches and prints errors.
 
+mod bench;
 mod cmd;
 mod progress;
 

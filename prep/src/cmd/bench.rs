@@ -1,8 +1,30 @@
-//! `prep bench`: not wired yet; its issue fills this module in.
+//! `prep bench <stage>`: throughput and peak memory of each stage, for the README's figures.
+
+use clap::Subcommand;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    stage: Stage,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep bench` is not available in this build yet")
+#[derive(Subcommand)]
+enum Stage {
+    /// Ingest throughput (MB/s, rows/s) on generated jsonl.gz and StackExchange XML.
+    Ingest(crate::bench::ingest::Args),
+    /// Mix throughput (pairs/s, tokens/s) on the bench corpus.
+    Mix(crate::bench::mix::Args),
+    /// Encoder throughput (sentences/s, tokens/s) on the bench corpus.
+    Encode(crate::bench::encode::Args),
+    /// Seconds per training step (forward + backward + AdamW) and loader batches/s.
+    Train(crate::bench::train::Args),
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.stage {
+        Stage::Ingest(a) => crate::bench::ingest::run(a),
+        Stage::Mix(a) => crate::bench::mix::run(a),
+        Stage::Encode(a) => crate::bench::encode::run(a),
+        Stage::Train(a) => crate::bench::train::run(a),
+    }
 }

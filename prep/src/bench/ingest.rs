@@ -1,0 +1,8 @@
+//! `prep bench ingest`: filled in by its issue.
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`prep bench ingest` is not available in this build yet")
+}

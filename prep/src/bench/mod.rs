@@ -1,0 +1,31 @@
+//! Benchmarks behind `prep bench`, one module per stage, plus what they share.
+
+pub mod encode;
+pub mod ingest;
+pub mod mix;
+pub mod train;
+
+/// Peak resident set size of this process so far, in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak RSS for printing, in MiB.
+pub fn peak_rss_mib() -> String {
+    match peak_rss_bytes() {
+        Some(b) => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
+        None => "unknown".to_owned(),
+    }
+}
+
+/// Runs `f` on a rayon pool of `threads` threads (the measurement's "cores").
+#[allow(dead_code)]
+pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}
