@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod model;
 mod progress;
 
 use clap::{Parser, Subcommand};

@@ -40,3 +40,31 @@ pub fn fixture_dir(source: &str) -> Option<PathBuf> {
 pub fn reference_dir() -> Option<PathBuf> {
     shared_dir().map(|s| s.join("reference"))
 }
+
+/// The real all-MiniLM-L6-v2 folder used by parity tests: `$PREP_TEST_MODEL`, else
+/// `~/.cache/prep/test-models/all-MiniLM-L6-v2` (filled by `scripts/fetch-test-model.sh`).
+/// Same CI rule as [`shared_dir`]: missing under `CI=true` panics, else `None` with a message.
+pub fn test_model_dir() -> Option<PathBuf> {
+    let candidate = std::env::var_os("PREP_TEST_MODEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("."));
+            home.join(".cache/prep/test-models/all-MiniLM-L6-v2")
+        });
+    if candidate.join("model.safetensors").is_file() {
+        return Some(candidate);
+    }
+    if std::env::var("CI").map(|v| v == "true").unwrap_or(false) {
+        panic!(
+            "CI=true but the test model is missing at {} (run scripts/fetch-test-model.sh)",
+            candidate.display()
+        );
+    }
+    eprintln!(
+        "skipping: test model not found at {} (run scripts/fetch-test-model.sh)",
+        candidate.display()
+    );
+    None
+}
