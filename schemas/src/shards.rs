@@ -1,10 +1,17 @@
 //! `index.json`: the mixer's description of a folder of tokenized shards.
 //!
-//! The loader trusts only shards listed here, and verifies their sha256.
+//! The loader trusts only shards listed here, and verifies their sha256. This module also owns
+//! the shard files' Arrow schema ([`shard_schema`]) and a typed reader ([`ShardReader`]).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
+use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SchemaError};
@@ -48,5 +55,424 @@ impl ShardIndex {
 
     pub fn total_batches(&self) -> u64 {
         self.shards.iter().map(|s| s.batches).sum()
+    }
+}
+
+/// File name of shard `index` in a shard folder.
+pub fn shard_file_name(index: usize) -> String {
+    format!("shard-{index:05}.parquet")
+}
+
+fn id_list_field(name: &str, nullable: bool) -> Field {
+    Field::new_list(
+        name,
+        Field::new_list_field(DataType::UInt32, false),
+        nullable,
+    )
+}
+
+/// The Arrow schema of a shard file. Rows are in batch order and a file holds whole batches
+/// (one Parquet row group per batch).
+///
+/// - `batch` (UInt64): global batch index, `dataset` (Utf8): the dataset the row came from;
+/// - `anchor_ids`, `positive_ids` (List<UInt32>, non-null): token ids including `[CLS]`/`[SEP]`,
+///   already truncated; `negative_ids` (List<UInt32>): null in pair batches;
+/// - with `keep_text`, also the raw `anchor`, `positive`, `negative` (Utf8, `negative` nullable).
+pub fn shard_schema(keep_text: bool) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("batch", DataType::UInt64, false),
+        Field::new("dataset", DataType::Utf8, false),
+        id_list_field("anchor_ids", false),
+        id_list_field("positive_ids", false),
+        id_list_field("negative_ids", true),
+    ];
+    if keep_text {
+        fields.push(Field::new("anchor", DataType::Utf8, false));
+        fields.push(Field::new("positive", DataType::Utf8, false));
+        fields.push(Field::new("negative", DataType::Utf8, true));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// One row of a shard: one tokenized example of one batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardRow {
+    pub batch: u64,
+    pub dataset: String,
+    pub anchor_ids: Vec<u32>,
+    pub positive_ids: Vec<u32>,
+    /// `None` in pair batches.
+    pub negative_ids: Option<Vec<u32>>,
+    /// The raw texts, present only in shards written with `--keep-text`.
+    pub anchor: Option<String>,
+    pub positive: Option<String>,
+    pub negative: Option<String>,
+}
+
+/// One whole batch read back from a shard: every row has the same `batch` and `dataset`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShardBatch {
+    pub batch: u64,
+    pub dataset: String,
+    pub anchor_ids: Vec<Vec<u32>>,
+    pub positive_ids: Vec<Vec<u32>>,
+    /// `Some` (one list per row) in triplet batches.
+    pub negative_ids: Option<Vec<Vec<u32>>>,
+}
+
+impl ShardBatch {
+    pub fn len(&self) -> usize {
+        self.anchor_ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.anchor_ids.is_empty()
+    }
+}
+
+fn push_ids(builder: &mut ListBuilder<UInt32Builder>, ids: Option<&[u32]>) {
+    match ids {
+        Some(ids) => {
+            builder.values().append_slice(ids);
+            builder.append(true);
+        }
+        None => builder.append(false),
+    }
+}
+
+/// Builds the Arrow batch of `rows` with [`shard_schema`]`(keep_text)`. Texts missing from a row
+/// are an error when `keep_text` is set.
+pub fn shard_record_batch(rows: &[ShardRow], keep_text: bool) -> Result<RecordBatch> {
+    let here = Path::new("<shard rows>");
+    let item = || Arc::new(Field::new_list_field(DataType::UInt32, false));
+    let ids_builder = || ListBuilder::new(UInt32Builder::new()).with_field(item());
+    let mut batch = UInt64Builder::with_capacity(rows.len());
+    let mut dataset = StringBuilder::new();
+    let (mut a, mut p, mut n) = (ids_builder(), ids_builder(), ids_builder());
+    let (mut ta, mut tp, mut tn) = (
+        StringBuilder::new(),
+        StringBuilder::new(),
+        StringBuilder::new(),
+    );
+    for (i, r) in rows.iter().enumerate() {
+        batch.append_value(r.batch);
+        dataset.append_value(&r.dataset);
+        push_ids(&mut a, Some(&r.anchor_ids));
+        push_ids(&mut p, Some(&r.positive_ids));
+        push_ids(&mut n, r.negative_ids.as_deref());
+        if keep_text {
+            let (Some(anchor), Some(positive)) = (&r.anchor, &r.positive) else {
+                return Err(SchemaError::invalid(
+                    here,
+                    format!("row {i} has no text to keep"),
+                ));
+            };
+            ta.append_value(anchor);
+            tp.append_value(positive);
+            tn.append_option(r.negative.as_deref());
+        }
+    }
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(batch.finish()),
+        Arc::new(dataset.finish()),
+        Arc::new(a.finish()),
+        Arc::new(p.finish()),
+        Arc::new(n.finish()),
+    ];
+    if keep_text {
+        columns.push(Arc::new(ta.finish()));
+        columns.push(Arc::new(tp.finish()));
+        columns.push(Arc::new(tn.finish()));
+    }
+    RecordBatch::try_new(shard_schema(keep_text), columns).map_err(|e| SchemaError::Arrow {
+        path: here.to_path_buf(),
+        source: e,
+    })
+}
+
+fn column<'a, T: 'static>(
+    path: &Path,
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<Option<&'a T>> {
+    match batch.column_by_name(name) {
+        None => Ok(None),
+        Some(col) => col.as_any().downcast_ref::<T>().map(Some).ok_or_else(|| {
+            SchemaError::invalid(
+                path,
+                format!("shard column `{name}` has type {}", col.data_type()),
+            )
+        }),
+    }
+}
+
+fn required<'a, T: 'static>(path: &Path, batch: &'a RecordBatch, name: &str) -> Result<&'a T> {
+    column(path, batch, name)?
+        .ok_or_else(|| SchemaError::invalid(path, format!("not a shard: no `{name}` column")))
+}
+
+fn ids_at(path: &Path, list: &ListArray, name: &str, i: usize) -> Result<Option<Vec<u32>>> {
+    if list.is_null(i) {
+        return Ok(None);
+    }
+    let values = list
+        .values()
+        .as_any()
+        .downcast_ref::<UInt32Array>()
+        .ok_or_else(|| SchemaError::invalid(path, format!("`{name}` items are not UInt32")))?;
+    let offsets = list.value_offsets();
+    let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+    Ok(Some(values.values()[start..end].to_vec()))
+}
+
+/// Appends the rows of a shard record batch to `out`.
+pub fn shard_rows_from_batch(
+    path: &Path,
+    batch: &RecordBatch,
+    out: &mut Vec<ShardRow>,
+) -> Result<()> {
+    let index = required::<UInt64Array>(path, batch, "batch")?;
+    let dataset = required::<StringArray>(path, batch, "dataset")?;
+    let a = required::<ListArray>(path, batch, "anchor_ids")?;
+    let p = required::<ListArray>(path, batch, "positive_ids")?;
+    let n = required::<ListArray>(path, batch, "negative_ids")?;
+    let ta = column::<StringArray>(path, batch, "anchor")?;
+    let tp = column::<StringArray>(path, batch, "positive")?;
+    let tn = column::<StringArray>(path, batch, "negative")?;
+    let text = |col: Option<&StringArray>, i: usize| {
+        col.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_owned())
+    };
+    for i in 0..batch.num_rows() {
+        let (Some(anchor_ids), Some(positive_ids)) = (
+            ids_at(path, a, "anchor_ids", i)?,
+            ids_at(path, p, "positive_ids", i)?,
+        ) else {
+            return Err(SchemaError::invalid(
+                path,
+                format!("row {i}: null anchor_ids or positive_ids"),
+            ));
+        };
+        out.push(ShardRow {
+            batch: index.value(i),
+            dataset: dataset.value(i).to_owned(),
+            anchor_ids,
+            positive_ids,
+            negative_ids: ids_at(path, n, "negative_ids", i)?,
+            anchor: text(ta, i),
+            positive: text(tp, i),
+            negative: text(tn, i),
+        });
+    }
+    Ok(())
+}
+
+/// Reads one shard file: every row, or whole batches in order (one row group per batch).
+pub struct ShardReader {
+    path: PathBuf,
+    file: File,
+    row_groups: Vec<u64>,
+}
+
+impl ShardReader {
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let file = File::open(&path).map_err(|e| SchemaError::io(&path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(
+            file.try_clone().map_err(|e| SchemaError::io(&path, e))?,
+        )
+        .map_err(|e| SchemaError::Parquet {
+            path: path.clone(),
+            source: e,
+        })?;
+        for col in [
+            "batch",
+            "dataset",
+            "anchor_ids",
+            "positive_ids",
+            "negative_ids",
+        ] {
+            if builder.schema().field_with_name(col).is_err() {
+                return Err(SchemaError::invalid(
+                    &path,
+                    format!("not a shard: no `{col}` column"),
+                ));
+            }
+        }
+        let row_groups = builder
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64)
+            .collect();
+        Ok(ShardReader {
+            path,
+            file,
+            row_groups,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Rows per row group (each row group is one batch in shards written by prep).
+    pub fn row_groups(&self) -> &[u64] {
+        &self.row_groups
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.row_groups.iter().sum()
+    }
+
+    fn read(&self, groups: Option<Vec<usize>>) -> Result<Vec<ShardRow>> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| SchemaError::io(&self.path, e))?;
+        let parquet_err = |e| SchemaError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        };
+        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+        if let Some(groups) = groups {
+            builder = builder.with_row_groups(groups);
+        }
+        let mut out = Vec::new();
+        for batch in builder.build().map_err(parquet_err)? {
+            let batch = batch.map_err(|e| SchemaError::Arrow {
+                path: self.path.clone(),
+                source: e,
+            })?;
+            shard_rows_from_batch(&self.path, &batch, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Every row of the file, in order.
+    pub fn read_rows(&self) -> Result<Vec<ShardRow>> {
+        self.read(None)
+    }
+
+    /// The rows of one row group.
+    pub fn read_row_group(&self, index: usize) -> Result<Vec<ShardRow>> {
+        self.read(Some(vec![index]))
+    }
+
+    /// The file's batches in order, read one row group at a time (rows of a batch never span
+    /// two row groups in prep's shards; rows are grouped by their `batch` value regardless).
+    pub fn batches(&self) -> impl Iterator<Item = Result<ShardBatch>> + '_ {
+        let mut pending: Vec<ShardBatch> = Vec::new();
+        let mut group = 0usize;
+        std::iter::from_fn(move || loop {
+            if pending.len() > 1 || (group >= self.row_groups.len() && !pending.is_empty()) {
+                return Some(Ok(pending.remove(0)));
+            }
+            if group >= self.row_groups.len() {
+                return None;
+            }
+            let rows = match self.read_row_group(group) {
+                Ok(rows) => rows,
+                Err(e) => {
+                    group = self.row_groups.len();
+                    pending.clear();
+                    return Some(Err(e));
+                }
+            };
+            group += 1;
+            for row in rows {
+                if pending.last().is_none_or(|b| b.batch != row.batch) {
+                    pending.push(ShardBatch {
+                        batch: row.batch,
+                        dataset: row.dataset.clone(),
+                        negative_ids: row.negative_ids.as_ref().map(|_| Vec::new()),
+                        ..Default::default()
+                    });
+                }
+                let b = pending.last_mut().expect("pushed above");
+                if b.dataset != row.dataset
+                    || b.negative_ids.is_some() != row.negative_ids.is_some()
+                {
+                    let msg = format!(
+                        "batch {} mixes datasets or pair and triplet rows",
+                        row.batch
+                    );
+                    group = self.row_groups.len();
+                    pending.clear();
+                    return Some(Err(SchemaError::invalid(&self.path, msg)));
+                }
+                b.anchor_ids.push(row.anchor_ids);
+                b.positive_ids.push(row.positive_ids);
+                if let (Some(n), Some(ids)) = (b.negative_ids.as_mut(), row.negative_ids) {
+                    n.push(ids);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parquet::arrow::ArrowWriter;
+
+    fn row(batch: u64, i: u32, triplet: bool) -> ShardRow {
+        ShardRow {
+            batch,
+            dataset: if triplet { "t".into() } else { "p".into() },
+            anchor_ids: vec![101, i, 102],
+            positive_ids: vec![101, i + 1, i + 2, 102],
+            negative_ids: triplet.then(|| vec![101, 102]),
+            anchor: Some(format!("a{i}")),
+            positive: Some(format!("p{i}")),
+            negative: triplet.then(|| format!("n{i}")),
+        }
+    }
+
+    #[test]
+    fn shard_rows_and_batches_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(shard_file_name(3));
+        assert!(path.ends_with("shard-00003.parquet"));
+        let batches = [
+            vec![row(6, 1, false), row(6, 2, false)],
+            vec![row(7, 3, true), row(7, 4, true)],
+        ];
+        let file = File::create(&path).unwrap();
+        let mut w = ArrowWriter::try_new(file, shard_schema(true), None).unwrap();
+        for b in &batches {
+            w.write(&shard_record_batch(b, true).unwrap()).unwrap();
+            w.flush().unwrap();
+        }
+        w.close().unwrap();
+
+        let r = ShardReader::open(&path).unwrap();
+        assert_eq!(r.row_groups(), &[2, 2]);
+        let all: Vec<ShardRow> = batches.concat();
+        assert_eq!(r.read_rows().unwrap(), all);
+        let back: Vec<ShardBatch> = r.batches().collect::<Result<_>>().unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!((back[0].batch, back[0].dataset.as_str()), (6, "p"));
+        assert_eq!(back[0].positive_ids[1], vec![101, 3, 4, 102]);
+        assert!(back[0].negative_ids.is_none());
+        assert_eq!(back[1].negative_ids.as_ref().unwrap().len(), 2);
+
+        // Without texts the text columns are absent and rows read back with None.
+        let plain: Vec<ShardRow> = all
+            .iter()
+            .map(|r| ShardRow {
+                anchor: None,
+                positive: None,
+                negative: None,
+                ..r.clone()
+            })
+            .collect();
+        let rb = shard_record_batch(&plain, false).unwrap();
+        assert_eq!(rb.num_columns(), 5);
+        let mut out = Vec::new();
+        shard_rows_from_batch(&path, &rb, &mut out).unwrap();
+        assert_eq!(out, plain);
+        assert!(
+            shard_record_batch(&plain, true).is_err(),
+            "keep_text needs texts"
+        );
     }
 }
