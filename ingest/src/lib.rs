@@ -1,1 +1,113 @@
-//! placeholder until its issue lands
+//! Ingestors: each upstream source's raw dump into normalized pair/triplet Parquet datasets.
+//!
+//! One module per source under [`sources`], all behind the [`Source`] trait. Sources read through
+//! [`Sink::open`] (plain or gzip, hashed as read) and write through [`Sink::emit`]; line-oriented
+//! sources hand a [`LineParser`] to [`ingest_lines`], which parses on all cores and keeps the
+//! output order fixed.
+
+pub mod error;
+pub mod input;
+pub mod lines;
+pub mod sink;
+pub mod sources;
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use error::{IngestError, Location, Result};
+pub use lines::{ingest_lines, LineParser, Outcome};
+use schemas::{Arity, PairWriterOptions, Progress, Unit};
+pub use sink::{IngestReport, Sink};
+
+/// An upstream source: what it reads, what datasets it writes, and how.
+pub trait Source: Sync {
+    /// The name used on the command line (`prep ingest --source <name>`).
+    fn name(&self) -> &'static str;
+    /// The datasets written, with their column counts; rows go to them by index in this order.
+    fn datasets(&self) -> &'static [(&'static str, Arity)];
+    /// The datasets a run writes: [`Source::datasets`] unless the source names them from its
+    /// inputs or options (the normalized `jsonl` source does).
+    fn outputs(&self, _inputs: &[PathBuf], _opts: &IngestOptions) -> Result<Vec<(String, Arity)>> {
+        Ok(self
+            .datasets()
+            .iter()
+            .map(|(id, arity)| (id.to_string(), *arity))
+            .collect())
+    }
+    /// One paragraph for `--help`: the files expected and how pairs are formed.
+    fn about(&self) -> &'static str;
+    /// Whether a file found inside an input folder belongs to this source.
+    fn accept(&self, _path: &Path) -> bool {
+        true
+    }
+    /// Reads every input into the sink.
+    fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, opts: &IngestOptions) -> Result<()>;
+}
+
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Malformed records tolerated before the run fails.
+    pub max_errors: u64,
+    /// Threads for parsing (1 = everything on the calling thread).
+    pub threads: usize,
+    pub writer: PairWriterOptions,
+    /// Output dataset id for sources that take one (`jsonl`).
+    pub dataset: Option<String>,
+    /// The options as the user gave them, recorded in every manifest.
+    pub record: BTreeMap<String, serde_json::Value>,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            max_errors: 1000,
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            writer: PairWriterOptions::default(),
+            dataset: None,
+            record: BTreeMap::new(),
+        }
+    }
+}
+
+/// Every source, in the order `--help` lists them.
+pub fn sources() -> &'static [&'static dyn Source] {
+    sources::ALL
+}
+
+/// Looks a source up by its command-line name.
+pub fn source(name: &str) -> Result<&'static dyn Source> {
+    sources()
+        .iter()
+        .copied()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| IngestError::UnknownSource(name.to_owned()))
+}
+
+/// Ingests `inputs` (files or folders) with the named source into `out/<dataset>/`.
+/// Each dataset folder appears only when complete, replacing any previous one whole.
+pub fn run(
+    source_name: &str,
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestReport> {
+    let source = source(source_name)?;
+    let files = input::expand_inputs(inputs, &|p| source.accept(p))?;
+    std::fs::create_dir_all(out).map_err(|e| IngestError::io(out, e))?;
+    progress.begin(
+        &format!("ingest {}", source.name()),
+        Some(input::total_size(&files)),
+        Unit::Bytes,
+    );
+    let outputs = source.outputs(&files, opts)?;
+    let mut sink = Sink::new(source.name(), &outputs, out, opts, progress)?;
+    source.ingest(&files, &mut sink, opts)?;
+    sink.report();
+    let report = sink.finish(&files)?;
+    progress.finish();
+    Ok(report)
+}

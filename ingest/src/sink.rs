@@ -1,0 +1,246 @@
+//! Where sources put what they read: one Parquet writer per dataset (inside an [`AtomicDir`]),
+//! skip counters by reason, the malformed-record budget, input hashing and progress.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use schemas::{AtomicDir, InputFile, Manifest, PairRecord, PairWriter, Progress, PREP_VERSION};
+use sha2::{Digest, Sha256};
+
+use crate::error::{IngestError, Location, Result};
+use crate::input::InputReader;
+use crate::IngestOptions;
+
+/// Digests of inputs read to the end, keyed by path: hashing while reading saves a second pass.
+type Digests = Arc<Mutex<HashMap<PathBuf, (u64, String)>>>;
+
+struct Hashing<R> {
+    inner: R,
+    hasher: Option<Sha256>,
+    bytes: u64,
+    path: PathBuf,
+    digests: Digests,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(h) = self.hasher.as_mut() {
+            if n == 0 {
+                let digest = hex::encode(self.hasher.take().expect("present").finalize());
+                self.digests
+                    .lock()
+                    .unwrap()
+                    .insert(self.path.clone(), (self.bytes, digest));
+            } else {
+                h.update(&buf[..n]);
+                self.bytes += n as u64;
+            }
+        }
+        Ok(n)
+    }
+}
+
+struct DatasetOut {
+    id: String,
+    dir: AtomicDir,
+    writer: PairWriter,
+    skipped: BTreeMap<String, u64>,
+}
+
+pub struct Sink<'p> {
+    source: &'static str,
+    datasets: Vec<DatasetOut>,
+    max_errors: u64,
+    malformed: u64,
+    examples: Vec<String>,
+    digests: Digests,
+    progress: &'p dyn Progress,
+    rows: u64,
+    bytes_reported: u64,
+    readers: Vec<Arc<AtomicU64>>,
+    options: BTreeMap<String, serde_json::Value>,
+}
+
+/// How many malformed-record messages a run keeps to show the user.
+const KEEP_EXAMPLES: usize = 5;
+
+impl<'p> Sink<'p> {
+    pub(crate) fn new(
+        source: &'static str,
+        datasets: &[(String, schemas::Arity)],
+        out: &Path,
+        opts: &IngestOptions,
+        progress: &'p dyn Progress,
+    ) -> Result<Self> {
+        let mut outs = Vec::new();
+        for (id, arity) in datasets {
+            let dir = AtomicDir::create(out.join(id))?;
+            let writer = PairWriter::new(dir.path(), *arity, opts.writer);
+            outs.push(DatasetOut {
+                id: id.clone(),
+                dir,
+                writer,
+                skipped: BTreeMap::new(),
+            });
+        }
+        Ok(Sink {
+            source,
+            datasets: outs,
+            max_errors: opts.max_errors,
+            malformed: 0,
+            examples: Vec::new(),
+            digests: Arc::default(),
+            progress,
+            rows: 0,
+            bytes_reported: 0,
+            readers: Vec::new(),
+            options: opts.record.clone(),
+        })
+    }
+
+    /// Opens an input through [`crate::input::open`], hashing it as it is read and counting its
+    /// raw bytes into the progress bar.
+    pub fn open(&mut self, path: &Path) -> Result<InputReader> {
+        let file = std::fs::File::open(path).map_err(|e| IngestError::io(path, e))?;
+        let hashing = Hashing {
+            inner: file,
+            hasher: Some(Sha256::new()),
+            bytes: 0,
+            path: path.to_path_buf(),
+            digests: self.digests.clone(),
+        };
+        let input = crate::input::open_reader(path, hashing)?;
+        self.readers.push(input.raw_bytes_read.clone());
+        Ok(input)
+    }
+
+    fn dataset(&mut self, index: usize) -> &mut DatasetOut {
+        let source = self.source;
+        let count = self.datasets.len();
+        self.datasets
+            .get_mut(index)
+            .unwrap_or_else(|| panic!("source `{source}` wrote to dataset {index} of {count}"))
+    }
+
+    /// Writes one row to the dataset at `index` (in the order the source declared them).
+    pub fn emit(&mut self, dataset: usize, record: PairRecord) -> Result<()> {
+        self.dataset(dataset).writer.push(&record)?;
+        self.rows += 1;
+        if self.rows % 65_536 == 0 {
+            self.report();
+        }
+        Ok(())
+    }
+
+    /// Counts a record the source's recipe leaves out on purpose (empty answer, low score, ...).
+    pub fn skip(&mut self, dataset: usize, reason: &str) {
+        *self
+            .dataset(dataset)
+            .skipped
+            .entry(reason.to_owned())
+            .or_default() += 1;
+    }
+
+    /// Counts a record left out of every dataset of this source.
+    pub fn skip_all(&mut self, reason: &str) {
+        for d in &mut self.datasets {
+            *d.skipped.entry(reason.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Counts a record that could not be read (bad JSON, invalid UTF-8, missing field) in every
+    /// dataset of the source, and fails once more than `--max-errors` have been seen.
+    pub fn malformed(
+        &mut self,
+        location: Location,
+        kind: &str,
+        message: impl Into<String>,
+    ) -> Result<()> {
+        let message = message.into();
+        self.malformed += 1;
+        self.skip_all(kind);
+        if self.examples.len() < KEEP_EXAMPLES {
+            self.examples.push(format!("{location}: {kind}: {message}"));
+        }
+        if self.malformed > self.max_errors {
+            return Err(IngestError::TooManyErrors {
+                location,
+                message: format!("{kind}: {message}"),
+                limit: self.max_errors,
+                count: self.malformed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refreshes the progress bar from the bytes the inputs have consumed.
+    pub fn report(&mut self) {
+        let bytes: u64 = self.readers.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        if bytes > self.bytes_reported {
+            self.progress.advance(bytes - self.bytes_reported);
+            self.bytes_reported = bytes;
+        }
+        self.progress
+            .message(&format!("{} rows, {} malformed", self.rows, self.malformed));
+    }
+
+    pub(crate) fn finish(self, inputs: &[PathBuf]) -> Result<IngestReport> {
+        let mut inputs_meta = Vec::new();
+        let digests = self.digests.lock().unwrap().clone();
+        for path in inputs {
+            let (bytes, sha256) = match digests.get(path) {
+                Some(d) => d.clone(),
+                // A source that stopped before EOF (or never opened the file): hash it now.
+                None => {
+                    let bytes = std::fs::metadata(path)
+                        .map_err(|e| IngestError::io(path, e))?
+                        .len();
+                    (bytes, schemas::sha256_file(path)?)
+                }
+            };
+            inputs_meta.push(InputFile {
+                path: path.display().to_string(),
+                bytes,
+                sha256,
+            });
+        }
+        let mut manifests = Vec::new();
+        for d in self.datasets {
+            let arity = d.writer.arity();
+            let files = d.writer.finish()?;
+            let manifest = Manifest {
+                dataset: d.id,
+                source: self.source.to_owned(),
+                columns: arity,
+                rows: files.iter().map(|f| f.rows).sum(),
+                skipped: d.skipped,
+                files,
+                inputs: inputs_meta.clone(),
+                prep_version: PREP_VERSION.to_owned(),
+                options: self.options.clone(),
+            };
+            manifest.write(d.dir.path())?;
+            d.dir.commit()?;
+            manifests.push(manifest);
+        }
+        Ok(IngestReport {
+            manifests,
+            malformed: self.malformed,
+            examples: self.examples,
+        })
+    }
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct IngestReport {
+    pub manifests: Vec<Manifest>,
+    /// Malformed records skipped (each counted once here, and in every dataset's manifest).
+    pub malformed: u64,
+    /// The first few malformed-record messages, with file and line.
+    pub examples: Vec<String>,
+}

@@ -1,0 +1,181 @@
+//! The upstream normalized files (the 1B-pairs release), `*.jsonl.gz`, one example per line:
+//! `["a","b"]`, `["a","b","c"]`, `{"texts":[...]}`, `{"set":[...]}` or
+//! `{"query","pos":[...],"neg":[...]}`.
+//!
+//! One dataset per run, named by `--dataset` or after the first input file; its column count is
+//! that of the first readable line. Sets of duplicates become disjoint consecutive pairs
+//! (s0,s1), (s2,s3), ... so no text repeats; query/pos/neg lines give one row per positive,
+//! negatives taken in turn.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use schemas::{Arity, PairRecord};
+use serde::Deserialize;
+
+use crate::input::{base_name, read_error};
+use crate::lines::{ingest_lines, Outcome};
+use crate::text::non_empty;
+use crate::{IngestError, IngestOptions, Result, Sink, Source};
+
+pub struct NormalizedJsonl;
+
+#[derive(Deserialize, Default)]
+struct Object {
+    texts: Option<Vec<String>>,
+    set: Option<Vec<String>>,
+    query: Option<String>,
+    pos: Option<Vec<String>>,
+    #[serde(default)]
+    neg: Vec<String>,
+}
+
+/// The rows one line holds, each a list of 2 or 3 texts.
+fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
+    let line = line.trim_start();
+    if line.starts_with('[') {
+        let texts: Vec<String> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        return Ok(vec![texts]);
+    }
+    let obj: Object = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    if let Some(texts) = obj.texts {
+        return Ok(vec![texts]);
+    }
+    if let Some(set) = obj.set {
+        return Ok(set.chunks_exact(2).map(|c| c.to_vec()).collect());
+    }
+    if let (Some(query), Some(pos)) = (obj.query, obj.pos) {
+        return Ok(pos
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let mut row = vec![query.clone(), p];
+                if !obj.neg.is_empty() {
+                    row.push(obj.neg[i % obj.neg.len()].clone());
+                }
+                row
+            })
+            .collect());
+    }
+    Err("a JSON object without `texts`, `set` or `query`+`pos`".to_owned())
+}
+
+struct Parser {
+    arity: Arity,
+}
+
+impl crate::LineParser for Parser {
+    fn parse(&self, _line_no: u64, line: &str, out: &mut Vec<Outcome>) {
+        let rows = match examples(line) {
+            Ok(rows) => rows,
+            Err(e) => return out.push(Outcome::Malformed("invalid JSON", e)),
+        };
+        if rows.is_empty() {
+            out.push(Outcome::Skip(0, "fewer than 2 texts"));
+        }
+        for texts in rows {
+            let texts: Option<Vec<String>> = texts.iter().map(|t| non_empty(t)).collect();
+            let Some(mut texts) = texts else {
+                out.push(Outcome::Skip(0, "empty text"));
+                continue;
+            };
+            if texts.len() != self.arity.columns() {
+                out.push(Outcome::Skip(0, "column count differs from the dataset's"));
+                continue;
+            }
+            let negative = (texts.len() == 3).then(|| texts.pop().expect("3 texts"));
+            let positive = texts.pop().expect("2 texts");
+            let anchor = texts.pop().expect("2 texts");
+            out.push(Outcome::Row(
+                0,
+                PairRecord {
+                    anchor,
+                    positive,
+                    negative,
+                    source_id: None,
+                },
+            ));
+        }
+    }
+}
+
+/// Column count of the first readable line of `path` (looking at most 1000 lines in).
+fn sniff_arity(path: &Path) -> Result<Arity> {
+    let mut input = crate::input::open(path)?;
+    let mut head = Vec::new();
+    (&mut input.reader)
+        .take(4 << 20)
+        .read_to_end(&mut head)
+        .map_err(|e| read_error(path, e))?;
+    for line in head.split(|&b| b == b'\n').take(1000) {
+        let Ok(text) = std::str::from_utf8(line) else {
+            continue;
+        };
+        if let Ok(rows) = examples(text) {
+            match rows.first().map(Vec::len) {
+                Some(2) => return Ok(Arity::Pair),
+                Some(3) => return Ok(Arity::Triplet),
+                _ => {}
+            }
+        }
+    }
+    Err(IngestError::Input(format!(
+        "{}: no line with 2 or 3 texts in its first 1000 lines; is this a normalized jsonl file?",
+        path.display()
+    )))
+}
+
+/// `PAQ_pairs.jsonl.gz` -> `paq_pairs`.
+pub fn dataset_id_for(path: &Path) -> String {
+    let name = base_name(path);
+    let stem = name
+        .strip_suffix(".jsonl")
+        .or_else(|| name.strip_suffix(".json"))
+        .unwrap_or(&name);
+    stem.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+impl Source for NormalizedJsonl {
+    fn name(&self) -> &'static str {
+        "jsonl"
+    }
+    fn datasets(&self) -> &'static [(&'static str, Arity)] {
+        &[]
+    }
+    fn about(&self) -> &'static str {
+        "Upstream normalized files (*.jsonl or *.jsonl.gz): lines [\"a\",\"b\"], [\"a\",\"b\",\"c\"], \
+         {\"texts\":[...]}, {\"set\":[...]} (disjoint consecutive pairs) or {\"query\",\"pos\",\"neg\"} \
+         (one row per positive). Writes one dataset named by --dataset (default: the first file's \
+         name, e.g. paq_pairs); its column count is that of the first readable line."
+    }
+    fn accept(&self, path: &Path) -> bool {
+        let name = base_name(path);
+        name.ends_with(".jsonl") || name.ends_with(".json")
+    }
+    fn outputs(&self, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Vec<(String, Arity)>> {
+        let first = inputs
+            .first()
+            .ok_or_else(|| IngestError::Input("no input files".into()))?;
+        let id = opts
+            .dataset
+            .clone()
+            .unwrap_or_else(|| dataset_id_for(first));
+        Ok(vec![(id, sniff_arity(first)?)])
+    }
+    fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, opts: &IngestOptions) -> Result<()> {
+        let arity = self.outputs(inputs, opts)?[0].1;
+        let parser = Parser { arity };
+        for path in inputs {
+            ingest_lines(sink, path, &parser, opts.threads)?;
+        }
+        Ok(())
+    }
+}
