@@ -1,1 +1,536 @@
-//! placeholder until its issue lands
+//! Streams the mixer's tokenized shards (`shard-NNNNN.parquet` + `index.json`) as padded candle
+//! tensors, one whole training batch at a time.
+//!
+//! - Batches come out in index order; a background thread reads and pads ahead of the trainer
+//!   through a bounded channel, so memory stays at `prefetch` batches however big the shards are.
+//! - The position is a [`LoaderState`] (shard, batch): a trainer saves it in its checkpoint and
+//!   [`Loader::open`] resumes exactly there.
+//! - `rank`/`world_size` give each data-parallel process the same contiguous slice of every global
+//!   batch (rows `rank*B/W .. (rank+1)*B/W`): slices are disjoint, cover the batch, and every process
+//!   stays on the same step and dataset.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+
+use arrow_array::{Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
+use candle_core::{Device, Tensor};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use schemas::{SchemaError, ShardIndex};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: Parquet: {source}")]
+    Parquet {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    #[error("{path}: sha256 is {actual}, index.json says {expected} (shard changed after mixing)")]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("building tensors: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl LoaderError {
+    fn invalid(path: &Path, message: impl Into<String>) -> Self {
+        LoaderError::Invalid {
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = LoaderError> = std::result::Result<T, E>;
+
+/// Where the stream stands: the next batch to yield is global batch `batch`, which lives in
+/// `shards[shard]` of the index. Saved in trainer checkpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct LoaderState {
+    pub shard: usize,
+    pub batch: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoaderOptions {
+    pub rank: usize,
+    pub world_size: usize,
+    /// Batches read ahead of the consumer (the channel bound).
+    pub prefetch: usize,
+    /// Check each shard's sha256 against the index before reading it.
+    pub verify: bool,
+    pub device: Device,
+}
+
+impl Default for LoaderOptions {
+    fn default() -> Self {
+        LoaderOptions {
+            rank: 0,
+            world_size: 1,
+            prefetch: 4,
+            verify: true,
+            device: Device::Cpu,
+        }
+    }
+}
+
+/// One text column of a batch, padded to its longest row.
+#[derive(Debug, Clone)]
+pub struct Column {
+    /// `[rows, longest]` u32 token ids, padded with the index's `pad_token_id`.
+    pub ids: Tensor,
+    /// `[rows, longest]` u32, 1 for real tokens and 0 for padding.
+    pub mask: Tensor,
+}
+
+/// A batch as token id lists, before padding (what the shard holds for this rank).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawBatch {
+    /// Global batch index (the training step it belongs to, counted from 0).
+    pub index: u64,
+    pub dataset: String,
+    pub anchor: Vec<Vec<u32>>,
+    pub positive: Vec<Vec<u32>>,
+    pub negative: Option<Vec<Vec<u32>>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub index: u64,
+    pub dataset: String,
+    pub anchor: Column,
+    pub positive: Column,
+    pub negative: Option<Column>,
+    /// The loader position after this batch: save it with the step that consumed the batch.
+    pub next: LoaderState,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.anchor.ids.dims()[0]
+    }
+}
+
+/// Pads `rows` to the longest one: flat row-major ids and mask, and the padded length.
+pub fn pad(rows: &[Vec<u32>], pad_id: u32) -> (Vec<u32>, Vec<u32>, usize) {
+    let longest = rows.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let mut ids = Vec::with_capacity(rows.len() * longest);
+    let mut mask = Vec::with_capacity(rows.len() * longest);
+    for row in rows {
+        ids.extend_from_slice(row);
+        ids.resize(ids.len() + longest - row.len(), pad_id);
+        mask.extend(std::iter::repeat_n(1u32, row.len()));
+        mask.extend(std::iter::repeat_n(0u32, longest - row.len()));
+    }
+    (ids, mask, longest)
+}
+
+fn column(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Column> {
+    let (ids, mask, longest) = pad(rows, pad_id);
+    let shape = (rows.len(), longest);
+    Ok(Column {
+        ids: Tensor::from_vec(ids, shape, device)?,
+        mask: Tensor::from_vec(mask, shape, device)?,
+    })
+}
+
+impl RawBatch {
+    pub fn to_tensors(&self, pad_id: u32, next: LoaderState, device: &Device) -> Result<Batch> {
+        Ok(Batch {
+            index: self.index,
+            dataset: self.dataset.clone(),
+            anchor: column(&self.anchor, pad_id, device)?,
+            positive: column(&self.positive, pad_id, device)?,
+            negative: match &self.negative {
+                Some(n) => Some(column(n, pad_id, device)?),
+                None => None,
+            },
+            next,
+        })
+    }
+}
+
+/// The pad id the mixer recorded (`extra.pad_token_id`), 0 (BERT's `[PAD]`) when absent.
+pub fn pad_token_id(index: &ShardIndex) -> u32 {
+    index
+        .extra
+        .get("pad_token_id")
+        .and_then(|v| v.as_u64())
+        .map(|v| v as u32)
+        .unwrap_or(0)
+}
+
+/// The shard holding global batch `batch`, as a resumable position.
+pub fn locate(index: &ShardIndex, batch: u64) -> Option<LoaderState> {
+    index
+        .shards
+        .iter()
+        .position(|s| batch >= s.first_batch && batch < s.first_batch + s.batches)
+        .map(|shard| LoaderState { shard, batch })
+}
+
+/// Rows of a global batch of `rows` rows that belong to `rank` of `world_size`.
+pub fn rank_range(rows: usize, rank: usize, world_size: usize) -> std::ops::Range<usize> {
+    rows * rank / world_size..rows * (rank + 1) / world_size
+}
+
+/// Reads whole batches from one shard file, in order, starting at global batch `from`.
+pub struct ShardReader {
+    path: PathBuf,
+    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
+    pending: VecDeque<RawBatch>,
+    current: Option<RawBatch>,
+    from: u64,
+    done: bool,
+}
+
+impl ShardReader {
+    pub fn open(path: &Path, from: u64) -> Result<Self> {
+        let file = File::open(path).map_err(|e| LoaderError::Io {
+            path: path.to_owned(),
+            source: e,
+        })?;
+        let pq = |e| LoaderError::Parquet {
+            path: path.to_owned(),
+            source: e,
+        };
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(pq)?
+            .with_batch_size(4096)
+            .build()
+            .map_err(pq)?;
+        Ok(ShardReader {
+            path: path.to_owned(),
+            reader,
+            pending: VecDeque::new(),
+            current: None,
+            from,
+            done: false,
+        })
+    }
+
+    fn absorb(&mut self, rb: &RecordBatch) -> Result<()> {
+        let path = self.path.clone();
+        let col = |name: &str| {
+            rb.column_by_name(name)
+                .ok_or_else(|| LoaderError::invalid(&path, format!("no column `{name}`")))
+        };
+        let batch = col("batch")?
+            .as_any()
+            .downcast_ref::<UInt64Array>()
+            .ok_or_else(|| LoaderError::invalid(&path, "column `batch` is not UInt64"))?;
+        let dataset = col("dataset")?
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| LoaderError::invalid(&path, "column `dataset` is not Utf8"))?;
+        let lists = |name: &str| -> Result<&ListArray> {
+            col(name)?
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .ok_or_else(|| {
+                    LoaderError::invalid(&path, format!("column `{name}` is not List<UInt32>"))
+                })
+        };
+        let anchor = lists("anchor_ids")?;
+        let positive = lists("positive_ids")?;
+        let negative = match rb.column_by_name("negative_ids") {
+            Some(_) => Some(lists("negative_ids")?),
+            None => None,
+        };
+        let ids = |arr: &ListArray, row: usize, name: &str| -> Result<Vec<u32>> {
+            let values = arr.value(row);
+            let values = values
+                .as_any()
+                .downcast_ref::<UInt32Array>()
+                .ok_or_else(|| {
+                    LoaderError::invalid(&path, format!("`{name}` items are not UInt32"))
+                })?;
+            Ok(values.values().to_vec())
+        };
+        for row in 0..rb.num_rows() {
+            let b = batch.value(row);
+            if b < self.from {
+                continue;
+            }
+            let ds = dataset.value(row);
+            let a = ids(anchor, row, "anchor_ids")?;
+            let p = ids(positive, row, "positive_ids")?;
+            let n = match negative {
+                Some(arr) if arr.is_valid(row) => Some(ids(arr, row, "negative_ids")?),
+                _ => None,
+            };
+            let start_new = match &self.current {
+                Some(cur) if cur.index == b => false,
+                Some(cur) if b < cur.index => {
+                    return Err(LoaderError::invalid(
+                        &path,
+                        format!("batch {b} after batch {}: rows out of order", cur.index),
+                    ))
+                }
+                _ => true,
+            };
+            if start_new {
+                if let Some(done) = self.current.take() {
+                    self.pending.push_back(done);
+                }
+                self.current = Some(RawBatch {
+                    index: b,
+                    dataset: ds.to_owned(),
+                    anchor: Vec::new(),
+                    positive: Vec::new(),
+                    negative: n.as_ref().map(|_| Vec::new()),
+                });
+            }
+            let cur = self.current.as_mut().expect("set above");
+            if cur.dataset != ds {
+                return Err(LoaderError::invalid(
+                    &path,
+                    format!("batch {b} mixes datasets `{}` and `{ds}`", cur.dataset),
+                ));
+            }
+            cur.anchor.push(a);
+            cur.positive.push(p);
+            match (&mut cur.negative, n) {
+                (Some(list), Some(n)) => list.push(n),
+                (None, None) => {}
+                _ => {
+                    return Err(LoaderError::invalid(
+                        &path,
+                        format!("batch {b} mixes pairs and triplets"),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for ShardReader {
+    type Item = Result<RawBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Some(Ok(b));
+            }
+            if self.done {
+                return self.current.take().map(Ok);
+            }
+            match self.reader.next() {
+                None => self.done = true,
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.current = None;
+                    return Some(Err(LoaderError::Invalid {
+                        path: self.path.clone(),
+                        message: format!("Arrow: {e}"),
+                    }));
+                }
+                Some(Ok(rb)) => {
+                    if let Err(e) = self.absorb(&rb) {
+                        self.done = true;
+                        self.current = None;
+                        return Some(Err(e));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Yields [`RawBatch`]es for one rank from `start` to the end of the index, on the calling thread.
+pub fn raw_batches(
+    dir: &Path,
+    index: &ShardIndex,
+    start: LoaderState,
+    rank: usize,
+    world_size: usize,
+    verify: bool,
+) -> impl Iterator<Item = Result<RawBatch>> + Send + 'static {
+    let dir = dir.to_owned();
+    let shards: Vec<_> = index.shards.iter().skip(start.shard).cloned().collect();
+    let mut from = start.batch;
+    shards
+        .into_iter()
+        .flat_map(move |entry| {
+            let path = dir.join(&entry.file);
+            let first = from.max(entry.first_batch);
+            from = entry.first_batch + entry.batches;
+            let opened = (|| {
+                if verify {
+                    let actual = schemas::sha256_file(&path)?;
+                    if actual != entry.sha256 {
+                        return Err(LoaderError::Checksum {
+                            path: path.clone(),
+                            expected: entry.sha256.clone(),
+                            actual,
+                        });
+                    }
+                }
+                ShardReader::open(&path, first)
+            })();
+            let expected = first..entry.first_batch + entry.batches;
+            let mut next_expected = expected.start;
+            let iter: Box<dyn Iterator<Item = Result<RawBatch>> + Send> = match opened {
+                Err(e) => Box::new(std::iter::once(Err(e))),
+                Ok(reader) => Box::new(reader.map(move |b| {
+                    let b = b?;
+                    if b.index != next_expected || !expected.contains(&b.index) {
+                        return Err(LoaderError::invalid(
+                            &path,
+                            format!(
+                                "holds batch {} where index.json promises batch {next_expected}",
+                                b.index
+                            ),
+                        ));
+                    }
+                    next_expected += 1;
+                    Ok(b)
+                })),
+            };
+            iter
+        })
+        .map(move |b| {
+            let mut b = b?;
+            let slice = |rows: &mut Vec<Vec<u32>>| {
+                let r = rank_range(rows.len(), rank, world_size);
+                *rows = rows.drain(r).collect();
+            };
+            if world_size > 1 {
+                slice(&mut b.anchor);
+                slice(&mut b.positive);
+                if let Some(n) = b.negative.as_mut() {
+                    slice(n);
+                }
+            }
+            Ok(b)
+        })
+}
+
+/// The prefetching stream of padded tensor batches.
+pub struct Loader {
+    index: ShardIndex,
+    rx: Receiver<Result<Batch>>,
+    handle: Option<JoinHandle<()>>,
+    state: LoaderState,
+}
+
+impl Loader {
+    /// Opens `dir/index.json` and starts reading at `start` (use `LoaderState::default()` for the
+    /// beginning, or the `next` of the last consumed batch to resume).
+    pub fn open(dir: &Path, start: LoaderState, opts: &LoaderOptions) -> Result<Self> {
+        let index = ShardIndex::read(dir)?;
+        let index_path = dir.join(schemas::SHARD_INDEX_FILE);
+        if opts.world_size == 0 || opts.rank >= opts.world_size {
+            return Err(LoaderError::invalid(
+                &index_path,
+                format!(
+                    "rank {} is not below world size {}",
+                    opts.rank, opts.world_size
+                ),
+            ));
+        }
+        if opts.world_size as u64 > index.batch_size {
+            return Err(LoaderError::invalid(
+                &index_path,
+                format!(
+                    "world size {} exceeds the batch size {}: some ranks would get empty batches",
+                    opts.world_size, index.batch_size
+                ),
+            ));
+        }
+        let total = index.total_batches();
+        if start.batch < total && locate(&index, start.batch).map(|s| s.shard) != Some(start.shard)
+        {
+            return Err(LoaderError::invalid(
+                &index_path,
+                format!("resume position {start:?} does not match the shard list"),
+            ));
+        }
+        let pad_id = pad_token_id(&index);
+        let (tx, rx) = sync_channel(opts.prefetch.max(1));
+        let raw = raw_batches(dir, &index, start, opts.rank, opts.world_size, opts.verify);
+        let device = opts.device.clone();
+        let shards = index.clone();
+        let handle = std::thread::Builder::new()
+            .name("prep-loader".into())
+            .spawn(move || {
+                for b in raw {
+                    let item = b.and_then(|b| {
+                        let next = locate(&shards, b.index + 1).unwrap_or(LoaderState {
+                            shard: shards.shards.len(),
+                            batch: b.index + 1,
+                        });
+                        b.to_tensors(pad_id, next, &device)
+                    });
+                    let failed = item.is_err();
+                    // The consumer hung up (dropped the loader): stop reading.
+                    if tx.send(item).is_err() || failed {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| LoaderError::Io {
+                path: dir.to_owned(),
+                source: e,
+            })?;
+        Ok(Loader {
+            index,
+            rx,
+            handle: Some(handle),
+            state: start,
+        })
+    }
+
+    pub fn index(&self) -> &ShardIndex {
+        &self.index
+    }
+
+    /// The position of the next batch this loader yields.
+    pub fn state(&self) -> LoaderState {
+        self.state
+    }
+
+    /// Batches left from the current position to the end of the shards.
+    pub fn remaining(&self) -> u64 {
+        self.index.total_batches().saturating_sub(self.state.batch)
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.rx.recv().ok()?;
+        if let Ok(b) = &item {
+            self.state = b.next;
+        }
+        Some(item)
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Unblock the reader (its send fails once the receiver is gone), then wait for it.
+        let (_tx, rx) = sync_channel(1);
+        drop(std::mem::replace(&mut self.rx, rx));
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,340 @@
+//! The loader against shards written the way the mixer writes them: order, padding, resume,
+//! rank slicing and checksum failures.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::builder::{ListBuilder, UInt32Builder};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
+use arrow_schema::{DataType, Field, Schema};
+use loader::{Loader, LoaderOptions, LoaderState, RawBatch};
+use parquet::arrow::ArrowWriter;
+use schemas::{ShardEntry, ShardIndex};
+
+const BATCH: usize = 4;
+
+fn ids_column(rows: &[Option<Vec<u32>>]) -> ArrayRef {
+    let mut b = ListBuilder::new(UInt32Builder::new());
+    for r in rows {
+        match r {
+            Some(v) => {
+                b.values().append_slice(v);
+                b.append(true);
+            }
+            None => b.append(false),
+        }
+    }
+    Arc::new(b.finish())
+}
+
+/// Deterministic token ids for batch `b`, row `r`, column `c`, of varying length.
+fn toks(b: u64, r: usize, c: u32) -> Vec<u32> {
+    let len = 1 + ((b as usize * 7 + r * 3 + c as usize) % 6);
+    (0..len as u32)
+        .map(|i| 100 + b as u32 * 1000 + r as u32 * 10 + c * 100_000 + i)
+        .collect()
+}
+
+/// Batches 0..n: even batches are pairs of `squad`, odd ones triplets of `quora`.
+fn expected(n: u64) -> Vec<RawBatch> {
+    (0..n)
+        .map(|b| {
+            let triplet = b % 2 == 1;
+            RawBatch {
+                index: b,
+                dataset: if triplet { "quora" } else { "squad" }.into(),
+                anchor: (0..BATCH).map(|r| toks(b, r, 0)).collect(),
+                positive: (0..BATCH).map(|r| toks(b, r, 1)).collect(),
+                negative: triplet.then(|| (0..BATCH).map(|r| toks(b, r, 2)).collect()),
+            }
+        })
+        .collect()
+}
+
+fn write_shards(dir: &Path, batches: &[RawBatch], per_shard: usize) -> ShardIndex {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("batch", DataType::UInt64, false),
+        Field::new("dataset", DataType::Utf8, false),
+        Field::new(
+            "anchor_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            false,
+        ),
+        Field::new(
+            "positive_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            false,
+        ),
+        Field::new(
+            "negative_ids",
+            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
+            true,
+        ),
+    ]));
+    let mut shards = Vec::new();
+    for (i, chunk) in batches.chunks(per_shard).enumerate() {
+        let file = format!("shard-{i:05}.parquet");
+        let mut bcol = Vec::new();
+        let mut dcol = Vec::new();
+        let (mut a, mut p, mut n) = (Vec::new(), Vec::new(), Vec::new());
+        for b in chunk {
+            for r in 0..b.anchor.len() {
+                bcol.push(b.index);
+                dcol.push(b.dataset.clone());
+                a.push(Some(b.anchor[r].clone()));
+                p.push(Some(b.positive[r].clone()));
+                n.push(b.negative.as_ref().map(|n| n[r].clone()));
+            }
+        }
+        let rows = bcol.len() as u64;
+        let rb = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(UInt64Array::from(bcol)),
+                Arc::new(StringArray::from(dcol)),
+                ids_column(&a),
+                ids_column(&p),
+                ids_column(&n),
+            ],
+        )
+        .unwrap();
+        let path = dir.join(&file);
+        // Small row groups so batches straddle record-batch boundaries inside the reader.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_max_row_group_row_count(Some(3))
+            .build();
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).unwrap(),
+            schema.clone(),
+            Some(props),
+        )
+        .unwrap();
+        w.write(&rb).unwrap();
+        w.close().unwrap();
+        shards.push(ShardEntry {
+            file,
+            rows,
+            first_batch: chunk[0].index,
+            batches: chunk.len() as u64,
+            sha256: schemas::sha256_file(&path).unwrap(),
+        });
+    }
+    let mut extra = std::collections::BTreeMap::new();
+    extra.insert("pad_token_id".to_owned(), serde_json::json!(7));
+    let index = ShardIndex {
+        prep_version: "test".into(),
+        batch_size: BATCH as u64,
+        steps: batches.len() as u64,
+        seed: 1,
+        shards,
+        datasets: Default::default(),
+        extra,
+    };
+    index.write(dir).unwrap();
+    index
+}
+
+fn unpad(ids: &candle_core::Tensor, mask: &candle_core::Tensor) -> Vec<Vec<u32>> {
+    let ids = ids.to_vec2::<u32>().unwrap();
+    let mask = mask.to_vec2::<u32>().unwrap();
+    ids.iter()
+        .zip(&mask)
+        .map(|(i, m)| {
+            i.iter()
+                .zip(m)
+                .filter(|(_, m)| **m == 1)
+                .map(|(i, _)| *i)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn streams_every_batch_in_order_padded() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = expected(10);
+    write_shards(dir.path(), &want, 3);
+    let got: Vec<_> = Loader::open(
+        dir.path(),
+        LoaderState::default(),
+        &LoaderOptions::default(),
+    )
+    .unwrap()
+    .map(|b| b.unwrap())
+    .collect();
+    assert_eq!(got.len(), 10);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g.index, w.index);
+        assert_eq!(g.dataset, w.dataset);
+        assert_eq!(unpad(&g.anchor.ids, &g.anchor.mask), w.anchor);
+        assert_eq!(unpad(&g.positive.ids, &g.positive.mask), w.positive);
+        match (&g.negative, &w.negative) {
+            (Some(c), Some(n)) => assert_eq!(&unpad(&c.ids, &c.mask), n),
+            (None, None) => {}
+            _ => panic!("batch {} arity differs", g.index),
+        }
+        // Padded to the longest row of this column, with the index's pad id.
+        let longest = w.anchor.iter().map(Vec::len).max().unwrap();
+        assert_eq!(g.anchor.ids.dims(), &[BATCH, longest]);
+        let ids = g.anchor.ids.to_vec2::<u32>().unwrap();
+        let mask = g.anchor.mask.to_vec2::<u32>().unwrap();
+        for (row, m) in ids.iter().zip(&mask) {
+            for (i, m) in row.iter().zip(m) {
+                if *m == 0 {
+                    assert_eq!(*i, 7);
+                }
+            }
+        }
+    }
+    assert_eq!(got.last().unwrap().next.batch, 10);
+}
+
+#[test]
+fn resumes_exactly_from_any_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = expected(10);
+    write_shards(dir.path(), &want, 3);
+    let opts = LoaderOptions::default();
+    let full: Vec<_> = Loader::open(dir.path(), LoaderState::default(), &opts)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect();
+    // Stop after k batches (inside a shard and at shard ends), resume from the saved state.
+    for k in [1usize, 2, 3, 5, 9] {
+        let mut first = Loader::open(dir.path(), LoaderState::default(), &opts).unwrap();
+        let mut state = LoaderState::default();
+        for _ in 0..k {
+            state = first.next().unwrap().unwrap().next;
+        }
+        assert_eq!(first.state(), state);
+        drop(first);
+        let state: LoaderState =
+            serde_json::from_str(&serde_json::to_string(&state).unwrap()).unwrap();
+        let rest: Vec<_> = Loader::open(dir.path(), state, &opts)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        assert_eq!(rest.len(), 10 - k, "resume after {k}");
+        for (r, f) in rest.iter().zip(&full[k..]) {
+            assert_eq!(r.index, f.index);
+            assert_eq!(
+                r.anchor.ids.to_vec2::<u32>().unwrap(),
+                f.anchor.ids.to_vec2::<u32>().unwrap()
+            );
+            assert_eq!(r.next, f.next);
+        }
+    }
+}
+
+#[test]
+fn ranks_get_disjoint_deterministic_slices() {
+    let dir = tempfile::tempdir().unwrap();
+    let want = expected(6);
+    write_shards(dir.path(), &want, 4);
+    for world in [2usize, 3, 4] {
+        let per_rank: Vec<Vec<RawBatch>> = (0..world)
+            .map(|rank| {
+                loader::raw_batches(
+                    dir.path(),
+                    &schemas::ShardIndex::read(dir.path()).unwrap(),
+                    LoaderState::default(),
+                    rank,
+                    world,
+                    true,
+                )
+                .map(|b| b.unwrap())
+                .collect()
+            })
+            .collect();
+        for (b, w) in want.iter().enumerate() {
+            // Concatenating the ranks' slices in rank order gives the global batch back.
+            let mut anchors = Vec::new();
+            for rank in &per_rank {
+                assert_eq!(rank[b].index, w.index);
+                assert_eq!(rank[b].dataset, w.dataset);
+                anchors.extend(rank[b].anchor.clone());
+            }
+            assert_eq!(anchors, w.anchor, "world {world} batch {b}");
+        }
+        // Same slice on a second read.
+        let again: Vec<RawBatch> = loader::raw_batches(
+            dir.path(),
+            &schemas::ShardIndex::read(dir.path()).unwrap(),
+            LoaderState::default(),
+            world - 1,
+            world,
+            true,
+        )
+        .map(|b| b.unwrap())
+        .collect();
+        assert_eq!(again, per_rank[world - 1]);
+    }
+    // Through the tensor loader too.
+    let opts = LoaderOptions {
+        rank: 1,
+        world_size: 2,
+        ..Default::default()
+    };
+    let b = Loader::open(dir.path(), LoaderState::default(), &opts)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        unpad(&b.anchor.ids, &b.anchor.mask),
+        want[0].anchor[2..4].to_vec()
+    );
+}
+
+#[test]
+fn changed_shard_fails_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut index = write_shards(dir.path(), &expected(4), 2);
+    index.shards[1].sha256 = "0".repeat(64);
+    index.write(dir.path()).unwrap();
+    let results: Vec<_> = Loader::open(
+        dir.path(),
+        LoaderState::default(),
+        &LoaderOptions::default(),
+    )
+    .unwrap()
+    .collect();
+    assert_eq!(
+        results.len(),
+        3,
+        "two good batches, then the error, then nothing"
+    );
+    assert!(results[0].is_ok() && results[1].is_ok());
+    let err = results[2].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("shard-00001.parquet") && err.contains("sha256"),
+        "{err}"
+    );
+}
+
+#[test]
+fn rejects_bad_rank_and_resume_state() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(dir.path(), &expected(4), 2);
+    let bad = LoaderOptions {
+        rank: 2,
+        world_size: 2,
+        ..Default::default()
+    };
+    assert!(Loader::open(dir.path(), LoaderState::default(), &bad).is_err());
+    let wrong_shard = LoaderState { shard: 0, batch: 3 };
+    assert!(Loader::open(dir.path(), wrong_shard, &LoaderOptions::default()).is_err());
+}
+
+#[test]
+fn dropping_midstream_stops_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(dir.path(), &expected(10), 3);
+    let opts = LoaderOptions {
+        prefetch: 1,
+        ..Default::default()
+    };
+    let mut l = Loader::open(dir.path(), LoaderState::default(), &opts).unwrap();
+    l.next().unwrap().unwrap();
+    drop(l); // must return (joins the reader thread) rather than hang on a full channel
+}
