@@ -1,0 +1,240 @@
+//! The source cache: `<dest>/<source>/<file>` plus a completion record `<dest>/<source>/.prep-download.json`
+//! written only after every file of the source is finished and verified. `prep ingest` trusts
+//! that record, never a directory listing, so partial files and half-downloaded sources are never
+//! ingested.
+
+use std::fs;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::download::{Downloader, FileSpec};
+use crate::error::{FetchError, Result};
+use crate::progress::MultiProgress;
+
+/// The completion record's name inside a source folder.
+pub const COMPLETE_FILE: &str = ".prep-download.json";
+
+/// One file of a source as the catalogue describes it, in fetch's own terms (the binary maps
+/// `ingest::catalogue` entries onto this, so fetch does not depend on ingest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// Path inside the source folder (may contain `/`; never `..`).
+    pub name: String,
+    pub url: String,
+    pub size: Option<u64>,
+    pub sha256: Option<String>,
+}
+
+/// What `prep download` finished, as recorded in [`COMPLETE_FILE`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedSource {
+    pub source: String,
+    pub files: Vec<CompletedFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompletedFile {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `~/.cache/prep` unless `XDG_CACHE_HOME` says otherwise; the default of `--dest`.
+pub fn default_dest() -> PathBuf {
+    default_dest_from(|k| std::env::var_os(k).map(PathBuf::from))
+}
+
+/// [`default_dest`] with the environment passed in, so it can be tested without touching it.
+pub fn default_dest_from(get: impl Fn(&str) -> Option<PathBuf>) -> PathBuf {
+    let non_empty = |k: &str| get(k).filter(|p| !p.as_os_str().is_empty());
+    if let Some(xdg) = non_empty("XDG_CACHE_HOME") {
+        return xdg.join("prep");
+    }
+    match non_empty("HOME") {
+        Some(home) => home.join(".cache").join("prep"),
+        None => PathBuf::from(".cache").join("prep"),
+    }
+}
+
+/// Where `prep download --source <source> --dest <dest>` puts its files.
+pub fn source_dir(source: &str, dest: &Path) -> PathBuf {
+    dest.join(source)
+}
+
+fn check_name(name: &str) -> Result<()> {
+    let p = Path::new(name);
+    let ok = !name.is_empty()
+        && p.components().all(|c| matches!(c, Component::Normal(_)))
+        && !crate::download::is_part(p)
+        && name != COMPLETE_FILE;
+    if ok {
+        Ok(())
+    } else {
+        Err(FetchError::Corrupt {
+            path: p.to_path_buf(),
+            message: "not a plain relative file name for the cache".into(),
+        })
+    }
+}
+
+fn read_record(dir: &Path) -> Option<CompletedSource> {
+    let bytes = fs::read(dir.join(COMPLETE_FILE)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Downloads every file of `source` into `<dest>/<source>/` and records the source as complete.
+/// Files already finished are kept (checked by size); `.part` files are resumed.
+pub fn download_source(
+    source: &str,
+    files: &[SourceFile],
+    dest: &Path,
+    downloader: &Downloader,
+    progress: &dyn MultiProgress,
+) -> Result<CompletedSource> {
+    for f in files {
+        check_name(&f.name)?;
+    }
+    let dir = source_dir(source, dest);
+    fs::create_dir_all(&dir).map_err(|e| FetchError::io(&dir, e))?;
+    let previous = read_record(&dir);
+    // The source is incomplete from here until every file is verified again.
+    let record_path = dir.join(COMPLETE_FILE);
+    match fs::remove_file(&record_path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(FetchError::io(&record_path, e)),
+    }
+    let specs: Vec<FileSpec> = files
+        .iter()
+        .map(|f| FileSpec {
+            url: f.url.clone(),
+            dest: dir.join(&f.name),
+            size: f.size,
+            sha256: f.sha256.clone(),
+            headers: Vec::new(),
+        })
+        .collect();
+    let done = downloader.fetch_all(&specs, progress)?;
+    let mut record = CompletedSource {
+        source: source.to_owned(),
+        files: Vec::with_capacity(files.len()),
+    };
+    for (f, d) in files.iter().zip(done) {
+        let sha256 = match d.sha256 {
+            Some(s) => s,
+            // Kept from an earlier run: reuse its recorded hash when the file is unchanged.
+            None => match previous.as_ref().and_then(|p| {
+                p.files
+                    .iter()
+                    .find(|c| c.name == f.name && c.size == d.size && c.url == f.url)
+            }) {
+                Some(c) => c.sha256.clone(),
+                None => schemas::sha256_file(&d.path).map_err(|e| FetchError::Corrupt {
+                    path: d.path.clone(),
+                    message: e.to_string(),
+                })?,
+            },
+        };
+        if let Some(expected) = f.sha256.as_deref() {
+            if !expected.eq_ignore_ascii_case(&sha256) {
+                return Err(FetchError::ChecksumMismatch {
+                    url: f.url.clone(),
+                    path: d.path,
+                    expected: expected.to_owned(),
+                    actual: sha256,
+                });
+            }
+        }
+        record.files.push(CompletedFile {
+            name: f.name.clone(),
+            url: f.url.clone(),
+            size: d.size,
+            sha256,
+        });
+    }
+    schemas::AtomicFile::write_json(&record_path, &record).map_err(|e| FetchError::Corrupt {
+        path: record_path.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(record)
+}
+
+/// The finished files `prep download --source <source> --dest <dest>` left, in catalogue order,
+/// or an error naming the command to run when the source is missing or incomplete.
+pub fn cached_inputs(source: &str, dest: &Path) -> Result<Vec<PathBuf>> {
+    let dir = source_dir(source, dest);
+    let command = format!("prep download --source {source} --dest {}", dest.display());
+    let not_cached = |what: String| FetchError::NotCached {
+        what,
+        dir: dir.clone(),
+        command: command.clone(),
+    };
+    let record = read_record(&dir).ok_or_else(|| not_cached(format!("source `{source}`")))?;
+    let mut out = Vec::with_capacity(record.files.len());
+    for f in &record.files {
+        check_name(&f.name)?;
+        let path = dir.join(&f.name);
+        match fs::metadata(&path) {
+            Ok(m) if m.len() == f.size => out.push(path),
+            _ => {
+                return Err(not_cached(format!(
+                    "`{}` of source `{source}` (missing or changed since download)",
+                    f.name
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_dest_prefers_xdg_then_home() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| PathBuf::from(v))
+            }
+        };
+        assert_eq!(
+            default_dest_from(env(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            PathBuf::from("/x/prep")
+        );
+        assert_eq!(
+            default_dest_from(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
+            PathBuf::from("/h/.cache/prep")
+        );
+        assert_eq!(
+            default_dest_from(env(&[])),
+            PathBuf::from(".cache/prep")
+        );
+    }
+
+    #[test]
+    fn cache_names_must_stay_inside_the_source_folder() {
+        assert!(check_name("stackexchange/askubuntu.com.7z").is_ok());
+        for bad in ["../x", "/etc/passwd", "", "a/../../b", "x.part", COMPLETE_FILE] {
+            assert!(check_name(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn missing_source_names_the_command_to_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = cached_inputs("squad", dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!(
+                "run `prep download --source squad --dest {}`",
+                dir.path().display()
+            )),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,605 @@
+//! The download engine: one file at a time with Range resume, retries and verification, and a
+//! bounded pool of workers for many files.
+//!
+//! A file is written to `<name>.part` beside its destination and renamed onto the destination only
+//! once its size (always) and sha256 (when known) check out, so a finished-looking name is always a
+//! verified file and an interrupted run leaves only a `.part` to resume from.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use schemas::{Progress, Unit};
+use sha2::{Digest, Sha256};
+
+use crate::error::{FetchError, Result};
+use crate::progress::MultiProgress;
+
+/// How downloads behave. [`DownloadConfig::default`] suits real use; tests shorten the waits.
+#[derive(Debug, Clone)]
+pub struct DownloadConfig {
+    /// Consecutive failed attempts tolerated per file (an attempt that received bytes resets the
+    /// count, so a flaky multi-gigabyte transfer keeps going as long as it makes progress).
+    pub retries: u32,
+    /// The first wait before a retry; doubled after each failure up to `max_backoff`.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+    /// A stalled connection (no byte for this long) counts as a failed attempt.
+    pub read_timeout: Duration,
+    /// Files downloaded at once (connections held open).
+    pub jobs: usize,
+    pub user_agent: String,
+    /// Whether to honour HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY.
+    pub proxy_from_env: bool,
+}
+
+impl Default for DownloadConfig {
+    fn default() -> Self {
+        DownloadConfig {
+            retries: 6,
+            backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            jobs: 4,
+            user_agent: format!("prep/{}", env!("CARGO_PKG_VERSION")),
+            proxy_from_env: true,
+        }
+    }
+}
+
+/// One file to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSpec {
+    pub url: String,
+    /// Where the finished file goes.
+    pub dest: PathBuf,
+    /// Expected size in bytes, when the publisher states it; otherwise the server's is checked.
+    pub size: Option<u64>,
+    /// Expected lowercase hex sha256, when known.
+    pub sha256: Option<String>,
+    /// Extra request headers (e.g. `Authorization` for the Hub).
+    pub headers: Vec<(String, String)>,
+}
+
+impl FileSpec {
+    pub fn new(url: impl Into<String>, dest: impl Into<PathBuf>) -> Self {
+        FileSpec {
+            url: url.into(),
+            dest: dest.into(),
+            size: None,
+            sha256: None,
+            headers: Vec::new(),
+        }
+    }
+
+    fn label(&self) -> String {
+        self.dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// A finished file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Downloaded {
+    pub path: PathBuf,
+    pub size: u64,
+    /// The sha256 computed while downloading; `None` when the file was already there and was
+    /// only checked by size (it was verified when it was first renamed into place).
+    pub sha256: Option<String>,
+    /// Whether bytes were transferred in this run.
+    pub fetched: bool,
+}
+
+/// The partial file a download writes before it is verified.
+pub fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+/// Whether a path is a partial download, never to be taken as a finished file.
+pub fn is_part(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "part")
+}
+
+/// Downloads files over one connection pool.
+#[derive(Debug, Clone)]
+pub struct Downloader {
+    agent: ureq::Agent,
+    /// Same pool settings, but redirects are returned instead of followed (the Hub's metadata
+    /// lives in the redirect response itself).
+    no_redirect: ureq::Agent,
+    cfg: DownloadConfig,
+}
+
+enum Attempt {
+    /// The part file holds the whole body.
+    Complete { announced: Option<u64> },
+    /// Worth another try; `progressed` when bytes arrived before the failure.
+    Retry { message: String, progressed: bool },
+}
+
+/// Carries the hash of the part file's bytes across attempts, so a resume hashes only new bytes.
+struct HashState {
+    hasher: Sha256,
+    hashed: u64,
+}
+
+impl Downloader {
+    pub fn new(cfg: DownloadConfig) -> Self {
+        let build = |redirects: u32| -> ureq::Agent {
+            let mut b = ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(redirects)
+                .max_redirects_will_error(false)
+                .timeout_connect(Some(cfg.connect_timeout))
+                .timeout_per_read(Some(cfg.read_timeout))
+                .user_agent(cfg.user_agent.as_str());
+            if !cfg.proxy_from_env {
+                b = b.proxy(None);
+            }
+            b.build().into()
+        };
+        Downloader {
+            agent: build(10),
+            no_redirect: build(0),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &DownloadConfig {
+        &self.cfg
+    }
+
+    /// The agent that returns 3xx responses as they are.
+    pub(crate) fn agent_no_redirect(&self) -> &ureq::Agent {
+        &self.no_redirect
+    }
+
+    pub(crate) fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        self.cfg
+            .backoff
+            .saturating_mul(factor)
+            .min(self.cfg.max_backoff)
+    }
+
+    /// Fetches one file: skips it when already finished, resumes a `.part`, retries transient
+    /// failures, verifies and renames into place.
+    pub fn fetch(
+        &self,
+        spec: &FileSpec,
+        bar: &dyn Progress,
+        total: &dyn Progress,
+    ) -> Result<Downloaded> {
+        if let Ok(meta) = fs::metadata(&spec.dest) {
+            let size = meta.len();
+            if let Some(expected) = spec.size.filter(|&e| e != size) {
+                return Err(FetchError::Corrupt {
+                    path: spec.dest.clone(),
+                    message: format!(
+                        "already present with {size} bytes, not the expected {expected}; delete it to download again"
+                    ),
+                });
+            }
+            bar.begin(&spec.label(), Some(size), Unit::Bytes);
+            bar.advance(size);
+            total.advance(size);
+            return Ok(Downloaded {
+                path: spec.dest.clone(),
+                size,
+                sha256: None,
+                fetched: false,
+            });
+        }
+        if let Some(parent) = spec.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;
+        }
+        let part = part_path(&spec.dest);
+        let mut state = HashState {
+            hasher: Sha256::new(),
+            hashed: 0,
+        };
+        // Bytes already added to the total bar, so restarts never count a byte twice there.
+        let mut counted = 0u64;
+        let mut failures = 0u32;
+        let announced = loop {
+            match self.attempt(spec, &part, &mut state, bar, total, &mut counted)? {
+                Attempt::Complete { announced } => break announced,
+                Attempt::Retry {
+                    message,
+                    progressed,
+                } => {
+                    if progressed {
+                        failures = 0;
+                    }
+                    failures += 1;
+                    if failures > self.cfg.retries {
+                        return Err(FetchError::Network {
+                            url: spec.url.clone(),
+                            attempts: failures,
+                            message,
+                        });
+                    }
+                    let wait = self.backoff(failures);
+                    bar.message(&format!(
+                        "retry {failures}/{} in {:.1}s: {message}",
+                        self.cfg.retries,
+                        wait.as_secs_f64()
+                    ));
+                    std::thread::sleep(wait);
+                }
+            }
+        };
+        let size = fs::metadata(&part)
+            .map_err(|e| FetchError::io(&part, e))?
+            .len();
+        if let Some(expected) = spec.size.or(announced).filter(|&e| e != size) {
+            remove(&part);
+            return Err(FetchError::SizeMismatch {
+                url: spec.url.clone(),
+                path: part,
+                expected,
+                actual: size,
+                what: "received",
+            });
+        }
+        if state.hashed != size {
+            // The part was completed without streaming through us (416 on a full part).
+            rehash(&part, &mut state)?;
+        }
+        let digest = hex::encode(state.hasher.finalize());
+        if let Some(expected) = &spec.sha256 {
+            if !expected.eq_ignore_ascii_case(&digest) {
+                remove(&part);
+                return Err(FetchError::ChecksumMismatch {
+                    url: spec.url.clone(),
+                    path: spec.dest.clone(),
+                    expected: expected.to_ascii_lowercase(),
+                    actual: digest,
+                });
+            }
+        }
+        fs::rename(&part, &spec.dest).map_err(|e| FetchError::io(&spec.dest, e))?;
+        bar.message("done");
+        Ok(Downloaded {
+            path: spec.dest.clone(),
+            size,
+            sha256: Some(digest),
+            fetched: true,
+        })
+    }
+
+    fn attempt(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        state: &mut HashState,
+        bar: &dyn Progress,
+        total: &dyn Progress,
+        counted: &mut u64,
+    ) -> Result<Attempt> {
+        let mut have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+        if spec.size.is_some_and(|s| have > s) {
+            // Longer than the whole file: not a prefix of it.
+            truncate(part)?;
+            have = 0;
+        }
+        let mut req = self.agent.get(&spec.url);
+        for (k, v) in &spec.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if have > 0 {
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let resp = match req.call() {
+            Ok(r) => r,
+            Err(e) => return transport_error(&spec.url, e),
+        };
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let (start, announced) = match status {
+            200 => (0, content_length),
+            206 => match header("content-range").as_deref().and_then(parse_content_range) {
+                Some((s, t)) if s == have => (have, t.or(content_length.map(|l| have + l))),
+                other => {
+                    // A range we did not ask for: drop the part and ask for the whole file.
+                    truncate(part)?;
+                    return Ok(Attempt::Retry {
+                        message: format!("server answered an unexpected range {other:?}"),
+                        progressed: false,
+                    });
+                }
+            },
+            416 => {
+                let t = header("content-range")
+                    .as_deref()
+                    .and_then(parse_content_range)
+                    .and_then(|(_, t)| t);
+                if have > 0 && t == Some(have) {
+                    return Ok(Attempt::Complete { announced: t });
+                }
+                truncate(part)?;
+                return Ok(Attempt::Retry {
+                    message: "server refused to resume (HTTP 416)".into(),
+                    progressed: false,
+                });
+            }
+            404 | 410 => {
+                remove(part);
+                return Err(FetchError::NotFound {
+                    url: spec.url.clone(),
+                });
+            }
+            401 | 403 => {
+                return Err(FetchError::Denied {
+                    url: spec.url.clone(),
+                    status,
+                    hint: if spec.url.contains("huggingface") || !spec.headers.is_empty() {
+                        " (gated or private: accept the terms on the Hub and set HF_TOKEN)"
+                    } else {
+                        ""
+                    },
+                })
+            }
+            s if s >= 500 || s == 429 || s == 408 => {
+                return Ok(Attempt::Retry {
+                    message: format!("HTTP {s}"),
+                    progressed: false,
+                })
+            }
+            s => {
+                return Err(FetchError::Status {
+                    url: spec.url.clone(),
+                    status: s,
+                })
+            }
+        };
+        if let (Some(expected), Some(server)) = (spec.size, announced) {
+            if expected != server {
+                remove(part);
+                return Err(FetchError::SizeMismatch {
+                    url: spec.url.clone(),
+                    path: spec.dest.clone(),
+                    expected,
+                    actual: server,
+                    what: "the server announced",
+                });
+            }
+        }
+        let mut file = if start == 0 {
+            if have > 0 {
+                bar.message("server ignored the resume request; starting over");
+            }
+            File::create(part).map_err(|e| FetchError::io(part, e))?
+        } else {
+            let mut f = OpenOptions::new()
+                .append(true)
+                .open(part)
+                .map_err(|e| FetchError::io(part, e))?;
+            f.seek(SeekFrom::End(0))
+                .map_err(|e| FetchError::io(part, e))?;
+            f
+        };
+        if state.hashed != start {
+            state.hasher = Sha256::new();
+            state.hashed = 0;
+            if start > 0 {
+                rehash(part, state)?;
+            }
+        }
+        bar.begin(&spec.label(), spec.size.or(announced), Unit::Bytes);
+        bar.advance(start);
+        let mut pos = start;
+        if pos > *counted {
+            total.advance(pos - *counted);
+            *counted = pos;
+        }
+
+        let mut body = resp.into_body();
+        let mut reader = body.as_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        let end = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break None,
+                Ok(n) => {
+                    file.write_all(&buf[..n])
+                        .map_err(|e| FetchError::io(part, e))?;
+                    state.hasher.update(&buf[..n]);
+                    state.hashed += n as u64;
+                    pos += n as u64;
+                    bar.advance(n as u64);
+                    if pos > *counted {
+                        total.advance(pos - *counted);
+                        *counted = pos;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        file.sync_all().map_err(|e| FetchError::io(part, e))?;
+        let progressed = pos > start;
+        if let Some(message) = end {
+            return Ok(Attempt::Retry {
+                message: format!("connection lost after {pos} bytes: {message}"),
+                progressed,
+            });
+        }
+        if let Some(t) = announced.filter(|&t| pos < t) {
+            return Ok(Attempt::Retry {
+                message: format!("connection closed after {pos} of {t} bytes"),
+                progressed,
+            });
+        }
+        Ok(Attempt::Complete { announced })
+    }
+
+    /// Fetches many files with at most `config().jobs` at once. Every file is tried even when
+    /// another fails; the result keeps the input order.
+    pub fn fetch_all(
+        &self,
+        specs: &[FileSpec],
+        progress: &dyn MultiProgress,
+    ) -> Result<Vec<Downloaded>> {
+        let known: Option<u64> = specs.iter().map(|s| s.size).sum();
+        progress
+            .total()
+            .begin(&format!("{} files", specs.len()), known, Unit::Bytes);
+        let next = AtomicUsize::new(0);
+        let results: Mutex<Vec<Option<Result<Downloaded>>>> =
+            Mutex::new((0..specs.len()).map(|_| None).collect());
+        let workers = self.cfg.jobs.clamp(1, specs.len().max(1));
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(spec) = specs.get(i) else { break };
+                    let bar = progress.file(&spec.label());
+                    let r = self.fetch(spec, bar.as_ref(), progress.total());
+                    if let Err(e) = &r {
+                        bar.message(&format!("failed: {e}"));
+                    }
+                    bar.finish();
+                    results.lock().unwrap()[i] = Some(r);
+                });
+            }
+        });
+        progress.total().finish();
+        let mut ok = Vec::with_capacity(specs.len());
+        let mut errors = Vec::new();
+        for r in results.into_inner().unwrap() {
+            match r.expect("every index is taken by a worker") {
+                Ok(d) => ok.push(d),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            0 => Ok(ok),
+            1 => Err(errors.pop().unwrap()),
+            failed => {
+                let first = Box::new(errors.remove(0));
+                Err(FetchError::Several {
+                    failed,
+                    total: specs.len(),
+                    first,
+                    all: errors,
+                })
+            }
+        }
+    }
+}
+
+/// Connection-level failures are worth retrying; a malformed URL or redirect loop is not.
+fn transport_error(url: &str, e: ureq::Error) -> Result<Attempt> {
+    use ureq::Error as E;
+    match e {
+        E::Io(_)
+        | E::Timeout(_)
+        | E::HostNotFound
+        | E::ConnectionFailed
+        | E::Protocol(_)
+        | E::Tls(_) => Ok(Attempt::Retry {
+            message: e.to_string(),
+            progressed: false,
+        }),
+        other => Err(FetchError::Network {
+            url: url.to_owned(),
+            attempts: 1,
+            message: other.to_string(),
+        }),
+    }
+}
+
+/// `bytes 100-199/1000` → (100, Some(1000)); `bytes */1000` → (0, Some(1000)); `/*` → None total.
+pub(crate) fn parse_content_range(v: &str) -> Option<(u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes")?.trim_start();
+    let (range, total) = rest.split_once('/')?;
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    let start = match range.trim() {
+        "*" => 0,
+        r => r.split_once('-')?.0.trim().parse().ok()?,
+    };
+    Some((start, total))
+}
+
+fn rehash(path: &Path, state: &mut HashState) -> Result<()> {
+    let mut f = File::open(path).map_err(|e| FetchError::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n_total = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(|e| FetchError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    state.hasher = hasher;
+    state.hashed = n_total;
+    Ok(())
+}
+
+fn truncate(part: &Path) -> Result<()> {
+    match fs::remove_file(part) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FetchError::io(part, e)),
+    }
+}
+
+fn remove(path: &Path) {
+    let _ = fs::remove_file(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_range_forms() {
+        assert_eq!(
+            parse_content_range("bytes 100-199/1000"),
+            Some((100, Some(1000)))
+        );
+        assert_eq!(parse_content_range("bytes */1000"), Some((0, Some(1000))));
+        assert_eq!(parse_content_range("bytes 5-9/*"), Some((5, None)));
+        assert_eq!(parse_content_range("items 1-2/3"), None);
+    }
+
+    #[test]
+    fn part_names_are_never_finished_names() {
+        let p = part_path(Path::new("/x/collection.tar.gz"));
+        assert_eq!(p, Path::new("/x/collection.tar.gz.part"));
+        assert!(is_part(&p));
+        assert!(!is_part(Path::new("/x/collection.tar.gz")));
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let d = Downloader::new(DownloadConfig {
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_millis(500),
+            ..DownloadConfig::default()
+        });
+        let waits: Vec<u128> = (1..=5).map(|f| d.backoff(f).as_millis()).collect();
+        assert_eq!(waits, vec![100, 200, 400, 500, 500]);
+    }
+}
