@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use arrow_array::builder::{ListBuilder, UInt32Builder};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
-use arrow_schema::{DataType, Field, Schema};
 use loader::{Loader, LoaderOptions, LoaderState, RawBatch};
 use parquet::arrow::ArrowWriter;
 use schemas::{ShardEntry, ShardIndex};
@@ -14,7 +13,9 @@ use schemas::{ShardEntry, ShardIndex};
 const BATCH: usize = 4;
 
 fn ids_column(rows: &[Option<Vec<u32>>]) -> ArrayRef {
-    let mut b = ListBuilder::new(UInt32Builder::new());
+    let mut b = ListBuilder::new(UInt32Builder::new()).with_field(
+        arrow_schema::Field::new_list_field(arrow_schema::DataType::UInt32, false),
+    );
     for r in rows {
         match r {
             Some(v) => {
@@ -52,25 +53,8 @@ fn expected(n: u64) -> Vec<RawBatch> {
 }
 
 fn write_shards(dir: &Path, batches: &[RawBatch], per_shard: usize) -> ShardIndex {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("batch", DataType::UInt64, false),
-        Field::new("dataset", DataType::Utf8, false),
-        Field::new(
-            "anchor_ids",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            false,
-        ),
-        Field::new(
-            "positive_ids",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            false,
-        ),
-        Field::new(
-            "negative_ids",
-            DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            true,
-        ),
-    ]));
+    // The mixer's own schema, so the loader is tested against what it will really read.
+    let schema = schemas::shards::shard_schema(false);
     let mut shards = Vec::new();
     for (i, chunk) in batches.chunks(per_shard).enumerate() {
         let file = format!("shard-{i:05}.parquet");
