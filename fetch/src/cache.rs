@@ -211,16 +211,20 @@ mod tests {
             default_dest_from(env(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
             PathBuf::from("/h/.cache/prep")
         );
-        assert_eq!(
-            default_dest_from(env(&[])),
-            PathBuf::from(".cache/prep")
-        );
+        assert_eq!(default_dest_from(env(&[])), PathBuf::from(".cache/prep"));
     }
 
     #[test]
     fn cache_names_must_stay_inside_the_source_folder() {
         assert!(check_name("stackexchange/askubuntu.com.7z").is_ok());
-        for bad in ["../x", "/etc/passwd", "", "a/../../b", "x.part", COMPLETE_FILE] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "",
+            "a/../../b",
+            "x.part",
+            COMPLETE_FILE,
+        ] {
             assert!(check_name(bad).is_err(), "{bad} accepted");
         }
     }

@@ -313,7 +313,10 @@ impl Downloader {
         let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
         let (start, announced) = match status {
             200 => (0, content_length),
-            206 => match header("content-range").as_deref().and_then(parse_content_range) {
+            206 => match header("content-range")
+                .as_deref()
+                .and_then(parse_content_range)
+            {
                 Some((s, t)) if s == have => (have, t.or(content_length.map(|l| have + l))),
                 other => {
                     // A range we did not ask for: drop the part and ask for the whole file.

@@ -337,13 +337,19 @@ fn join_location(base: &str, location: &str) -> String {
     if location.starts_with('/') {
         format!("{}{location}", &base[..host_end])
     } else {
-        let dir_end = base.rfind('/').filter(|&i| i >= host_end).unwrap_or(base.len());
+        let dir_end = base
+            .rfind('/')
+            .filter(|&i| i >= host_end)
+            .unwrap_or(base.len());
         format!("{}/{location}", &base[..dir_end])
     }
 }
 
 fn clean_etag(v: &str) -> String {
-    v.trim().trim_start_matches("W/").trim_matches('"').to_owned()
+    v.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_owned()
 }
 
 /// Metadata of one file, `None` when the repository does not have it.
@@ -386,7 +392,9 @@ fn head(
                 let error_code = h("x-error-code").unwrap_or_default();
                 match status {
                     200..=299 => {
-                        let etag = h("x-linked-etag").or_else(|| h("etag")).map(|e| clean_etag(&e));
+                        let etag = h("x-linked-etag")
+                            .or_else(|| h("etag"))
+                            .map(|e| clean_etag(&e));
                         let Some(etag) = etag.filter(|e| safe_blob_name(e)) else {
                             return Err(FetchError::Model {
                                 model: repo.to_owned(),
@@ -533,7 +541,14 @@ mod tests {
         assert_eq!(c.cache_dir, PathBuf::from("/hf/hub"));
         let c = cfg(&[("HF_HOME", "/hf"), ("HF_HUB_CACHE", "/elsewhere")]);
         assert_eq!(c.cache_dir, PathBuf::from("/elsewhere"));
-        for (v, want) in [("0", false), ("", false), ("false", false), ("TRUE", true), ("yes", true), ("ON", true)] {
+        for (v, want) in [
+            ("0", false),
+            ("", false),
+            ("false", false),
+            ("TRUE", true),
+            ("yes", true),
+            ("ON", true),
+        ] {
             assert_eq!(cfg(&[("HF_HUB_OFFLINE", v)]).offline, want, "{v:?}");
         }
         assert_eq!(
@@ -552,13 +567,29 @@ mod tests {
             parse_spec("sentence-transformers/multi-qa-MiniLM-L6-cos-v1").unwrap(),
             hub("sentence-transformers/multi-qa-MiniLM-L6-cos-v1", "main")
         );
-        assert_eq!(parse_spec("bert-base-uncased").unwrap(), hub("bert-base-uncased", "main"));
+        assert_eq!(
+            parse_spec("bert-base-uncased").unwrap(),
+            hub("bert-base-uncased", "main")
+        );
         assert_eq!(parse_spec("a/b@v1.0").unwrap(), hub("a/b", "v1.0"));
-        assert_eq!(parse_spec("a/b@refs/pr/3").unwrap(), hub("a/b", "refs/pr/3"));
+        assert_eq!(
+            parse_spec("a/b@refs/pr/3").unwrap(),
+            hub("a/b", "refs/pr/3")
+        );
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().to_str().unwrap();
-        assert_eq!(parse_spec(d).unwrap(), ModelSpec::Local(dir.path().to_path_buf()));
-        for bad in ["./no/such/folder", "a/b/c", "a/b@", "../x", "a b/c", "a/b@x/../y"] {
+        assert_eq!(
+            parse_spec(d).unwrap(),
+            ModelSpec::Local(dir.path().to_path_buf())
+        );
+        for bad in [
+            "./no/such/folder",
+            "a/b/c",
+            "a/b@",
+            "../x",
+            "a b/c",
+            "a/b@x/../y",
+        ] {
             assert!(parse_spec(bad).is_err(), "{bad} accepted");
         }
     }
@@ -566,7 +597,10 @@ mod tests {
     #[test]
     fn locations_and_etags() {
         assert_eq!(join_location("http://h:1/a/b/c", "/x/y"), "http://h:1/x/y");
-        assert_eq!(join_location("http://h:1/a/b/c", "https://cdn/z"), "https://cdn/z");
+        assert_eq!(
+            join_location("http://h:1/a/b/c", "https://cdn/z"),
+            "https://cdn/z"
+        );
         assert_eq!(join_location("http://h:1/a/b/c", "d"), "http://h:1/a/b/d");
         assert_eq!(clean_etag("W/\"abc\""), "abc");
         assert_eq!(encode_segment("refs/pr/3"), "refs%2Fpr%2F3");
