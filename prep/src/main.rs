@@ -48,7 +48,13 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    // The ingest help lists every source with what it expects, built from the sources themselves.
+    let command = Cli::command().mut_subcommand("ingest", |c| c.after_long_help(cmd::ingest::sources_help()));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let result = match cli.command {
         Command::Download(a) => cmd::download::run(a),
         Command::Ingest(a) => cmd::ingest::run(a),

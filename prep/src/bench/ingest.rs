@@ -1,8 +1,201 @@
-//! `prep bench ingest`: filled in by its issue.
+//! `prep bench ingest`: MB/s of uncompressed input and rows/s for a line-oriented source
+//! (normalized jsonl.gz) and for StackExchange XML, on 1 thread and on all cores, each run in its
+//! own child process so its peak RSS is its own. Inputs are generated from the bench corpus.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ingest::IngestOptions;
+use schemas::NoProgress;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Text corpus the inputs are generated from (one text per line).
+    #[arg(long, default_value = "../shared/bench/corpus.txt")]
+    corpus: PathBuf,
+    /// Uncompressed sizes (MB) of the generated jsonl.gz inputs; several show RSS flat in size.
+    #[arg(long, value_delimiter = ',', default_value = "100,1000")]
+    jsonl_mb: Vec<u64>,
+    /// Uncompressed size (MB) of the generated StackExchange Posts.xml (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    xml_mb: u64,
+    /// Folder for generated inputs and outputs (default: a temporary folder).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Internal: run one measurement in this process and print it as JSON.
+    #[arg(long, hide = true, requires = "child_input")]
+    child_source: Option<String>,
+    #[arg(long, hide = true)]
+    child_input: Option<PathBuf>,
+    #[arg(long, hide = true, default_value_t = 1)]
+    child_threads: usize,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep bench ingest` is not available in this build yet")
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Measurement {
+    seconds: f64,
+    rows: u64,
+    peak_rss: u64,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let (Some(source), Some(input)) = (&args.child_source, &args.child_input) {
+        return child(source, input, args.child_threads);
+    }
+    let texts: Vec<String> = std::fs::read_to_string(&args.corpus)
+        .with_context(|| format!("reading the bench corpus {}", args.corpus.display()))?
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    if texts.len() < 2 {
+        bail!("{}: the corpus needs at least 2 texts", args.corpus.display());
+    }
+    let tmp;
+    let work = match &args.work {
+        Some(w) => w.clone(),
+        None => {
+            tmp = tempfile::tempdir()?;
+            tmp.path().to_path_buf()
+        }
+    };
+    std::fs::create_dir_all(&work)?;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("ingest benchmark on {cores} cores; MB = 10^6 bytes of uncompressed input");
+    println!("{:<34} {:>7} {:>9} {:>10} {:>12} {:>11}", "input", "threads", "seconds", "MB/s", "rows/s", "peak RSS");
+    for &mb in &args.jsonl_mb {
+        let path = work.join(format!("bench-{mb}MB.jsonl.gz"));
+        let size = generate_jsonl(&path, &texts, mb * 1_000_000)?;
+        measure("jsonl", &path, size, &format!("jsonl.gz {mb} MB"), &[1, cores])?;
+    }
+    if args.xml_mb > 0 {
+        let site = work.join("bench.stackexchange.com");
+        let size = generate_stackexchange(&site, &texts, args.xml_mb * 1_000_000)?;
+        measure("stackexchange", &site, size, &format!("stackexchange XML {} MB", args.xml_mb), &[1, cores])?;
+    }
+    Ok(())
+}
+
+fn measure(source: &str, input: &Path, size: u64, label: &str, threads: &[usize]) -> Result<()> {
+    let mut seen = Vec::new();
+    for &t in threads {
+        if seen.contains(&t) {
+            continue;
+        }
+        seen.push(t);
+        let out = Command::new(std::env::current_exe()?)
+            .args(["bench", "ingest", "--child-source", source, "--child-threads", &t.to_string()])
+            .arg("--child-input")
+            .arg(input)
+            .output()
+            .context("running the measurement child process")?;
+        if !out.status.success() {
+            bail!("{label} on {t} threads failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let m: Measurement = serde_json::from_slice(&out.stdout).context("reading the child's result")?;
+        println!(
+            "{:<34} {:>7} {:>9.2} {:>10.1} {:>12.0} {:>8.1} MiB",
+            label,
+            t,
+            m.seconds,
+            size as f64 / 1e6 / m.seconds,
+            m.rows as f64 / m.seconds,
+            m.peak_rss as f64 / (1024.0 * 1024.0)
+        );
+    }
+    Ok(())
+}
+
+fn child(source: &str, input: &Path, threads: usize) -> Result<()> {
+    let out = tempfile::tempdir_in(input.parent().unwrap_or(Path::new(".")))?;
+    let opts = IngestOptions { threads, ..IngestOptions::default() };
+    let started = Instant::now();
+    let report = ingest::run(source, &[input.to_path_buf()], out.path(), &opts, &NoProgress)?;
+    let seconds = started.elapsed().as_secs_f64();
+    let rows = report.manifests.iter().map(|m| m.rows).sum();
+    let peak_rss = super::peak_rss_bytes().unwrap_or(0);
+    println!("{}", serde_json::to_string(&Measurement { seconds, rows, peak_rss })?);
+    Ok(())
+}
+
+/// Deterministic pseudo-random index stream (no seed option needed: the corpus is the input).
+struct Picker(u64);
+
+impl Picker {
+    fn next(&mut self, n: usize) -> usize {
+        // SplitMix64.
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) % n as u64) as usize
+    }
+}
+
+/// Writes `["a","b"]` lines up to `target` uncompressed bytes; returns the uncompressed size.
+fn generate_jsonl(path: &Path, texts: &[String], target: u64) -> Result<u64> {
+    let file = std::fs::File::create(path)?;
+    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::fast());
+    let mut pick = Picker(1);
+    let mut written = 0u64;
+    while written < target {
+        let line = serde_json::to_string(&[&texts[pick.next(texts.len())], &texts[pick.next(texts.len())]])?;
+        gz.write_all(line.as_bytes())?;
+        gz.write_all(b"\n")?;
+        written += line.len() as u64 + 1;
+    }
+    gz.finish()?.flush()?;
+    Ok(written)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\n', "&#xA;")
+}
+
+/// Writes a site folder (Posts.xml, PostLinks.xml) of questions with two answers each, bodies in
+/// escaped HTML as in real dumps; returns the uncompressed size of both files.
+fn generate_stackexchange(site: &Path, texts: &[String], target: u64) -> Result<u64> {
+    std::fs::create_dir_all(site)?;
+    let mut posts = std::io::BufWriter::new(std::fs::File::create(site.join("Posts.xml"))?);
+    let mut links = std::io::BufWriter::new(std::fs::File::create(site.join("PostLinks.xml"))?);
+    let head = "\u{feff}<?xml version=\"1.0\" encoding=\"utf-8\"?>\r\n";
+    write!(posts, "{head}<posts>\r\n")?;
+    write!(links, "{head}<postlinks>\r\n")?;
+    let mut pick = Picker(2);
+    let mut written = 0u64;
+    let mut id = 1u64;
+    while written < target {
+        let q = id;
+        let title = xml_escape(&texts[pick.next(texts.len())]);
+        let body = xml_escape(&format!("<p>{}</p>\n<p>{}</p>", texts[pick.next(texts.len())], texts[pick.next(texts.len())]));
+        let mut rows = format!(
+            "  <row Id=\"{q}\" PostTypeId=\"1\" AcceptedAnswerId=\"{}\" Score=\"{}\" Title=\"{title}\" Body=\"{body}\" Tags=\"&lt;bench&gt;\" />\r\n",
+            q + 1,
+            pick.next(20)
+        );
+        for a in 1..=2 {
+            let answer = xml_escape(&format!("<p>{}</p>", texts[pick.next(texts.len())]));
+            rows.push_str(&format!(
+                "  <row Id=\"{}\" PostTypeId=\"2\" ParentId=\"{q}\" Score=\"{}\" Body=\"{answer}\" />\r\n",
+                q + a,
+                pick.next(30)
+            ));
+        }
+        posts.write_all(rows.as_bytes())?;
+        written += rows.len() as u64;
+        if q % 50 == 1 && q > 1 {
+            let link = format!("  <row Id=\"{q}\" PostId=\"{q}\" RelatedPostId=\"{}\" LinkTypeId=\"3\" />\r\n", q - 3);
+            links.write_all(link.as_bytes())?;
+            written += link.len() as u64;
+        }
+        id += 3;
+    }
+    posts.write_all(b"</posts>\r\n")?;
+    links.write_all(b"</postlinks>\r\n")?;
+    posts.flush()?;
+    links.flush()?;
+    Ok(written)
 }
