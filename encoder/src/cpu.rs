@@ -1,0 +1,533 @@
+//! The CPU inference path: the same BERT as [`crate::BertModel`], on packed token rows.
+//!
+//! Why a second path: candle's CPU forward pays for padding (every sequence padded to the longest
+//! in its batch, attention over padded keys), runs one small gemm per sequence and head for
+//! batched matmuls, copies for every transpose, allocates per op, and runs elementwise ops (GELU,
+//! exp, LayerNorm's pieces) on one thread with scalar libm calls. Here all real tokens of a batch
+//! are packed into one `[N, H]` matrix (no padding at all), each projection is one gemm over all
+//! of them with the bias as the gemm's initial value, Q/K/V come from one fused projection,
+//! attention runs per (sequence, head) on exactly its own tokens in parallel, and GELU, softmax
+//! and residual+LayerNorm are fused loops over vectorisable exp/erf (AVX-512 or AVX2 chosen at
+//! run time). The weights are the model's own, copied once at load.
+
+use candle_core::{Result, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use crate::config::PoolingMode;
+use crate::model::BertModel;
+
+/// One row-major `[in, out]` weight with its bias.
+struct Dense {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    inp: usize,
+    out: usize,
+}
+
+impl Dense {
+    fn from_linears(parts: &[&crate::model::Linear]) -> Result<Self> {
+        // candle keeps `[out, in]`; transpose once so every gemm reads `[in, out]`, and stack the
+        // parts' columns (Q|K|V) side by side.
+        let mut ws = Vec::new();
+        let mut bs = Vec::new();
+        for l in parts {
+            ws.push(l.weight.t()?.contiguous()?);
+            bs.push(l.bias.clone());
+        }
+        let w = Tensor::cat(&ws, 1)?;
+        let b = Tensor::cat(&bs, 0)?;
+        let (inp, out) = w.dims2()?;
+        Ok(Dense {
+            w: w.flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1()?,
+            b: b.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+            inp,
+            out,
+        })
+    }
+
+    /// `y[m, out] = x[m, in] · W + b`.
+    fn forward(&self, x: &[f32], y: &mut [f32], m: usize, par: Parallelism) {
+        debug_assert_eq!(x.len(), m * self.inp);
+        debug_assert_eq!(y.len(), m * self.out);
+        for row in y.chunks_exact_mut(self.out) {
+            row.copy_from_slice(&self.b);
+        }
+        // SAFETY: the slices hold exactly m·in, in·out and m·out floats, row-major.
+        unsafe {
+            gemm::gemm(
+                m,
+                self.out,
+                self.inp,
+                y.as_mut_ptr(),
+                1,
+                self.out as isize,
+                true,
+                x.as_ptr(),
+                1,
+                self.inp as isize,
+                self.w.as_ptr(),
+                1,
+                self.out as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                par,
+            );
+        }
+    }
+}
+
+struct Norm {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    fn from(ln: &crate::model::LayerNorm) -> Result<Self> {
+        Ok(Norm {
+            w: ln.weight.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+            b: ln.bias.to_dtype(candle_core::DType::F32)?.to_vec1()?,
+            eps: ln.eps as f32,
+        })
+    }
+}
+
+struct CpuLayer {
+    qkv: Dense,
+    attn_out: Dense,
+    attn_norm: Norm,
+    inter: Dense,
+    out: Dense,
+    out_norm: Norm,
+}
+
+/// Activation of the feed-forward block.
+#[derive(Clone, Copy)]
+enum Act {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+/// A CPU copy of a [`BertModel`]'s weights laid out for the packed forward.
+pub struct CpuBert {
+    hidden: usize,
+    heads: usize,
+    max_positions: usize,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    type0: Vec<f32>,
+    emb_norm: Norm,
+    layers: Vec<CpuLayer>,
+    act: Act,
+}
+
+/// Lets rayon tasks write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used for writes to disjoint regions, joined before the buffer is read.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Through a method, so closures capture the whole (Send) wrapper, not its raw field.
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+impl CpuBert {
+    pub fn from_model(model: &BertModel) -> Result<Self> {
+        let cfg = model.config();
+        let e = &model.embeddings;
+        let f32v = |t: &Tensor| -> Result<Vec<f32>> {
+            t.to_dtype(candle_core::DType::F32)?
+                .flatten_all()?
+                .to_vec1()
+        };
+        let act = match cfg.hidden_act.as_str() {
+            "gelu" => Act::GeluErf,
+            "relu" => Act::Relu,
+            _ => Act::GeluTanh,
+        };
+        let mut layers = Vec::with_capacity(model.layers.len());
+        for l in &model.layers {
+            layers.push(CpuLayer {
+                qkv: Dense::from_linears(&[&l.query, &l.key, &l.value])?,
+                attn_out: Dense::from_linears(&[&l.attn_out])?,
+                attn_norm: Norm::from(&l.attn_norm)?,
+                inter: Dense::from_linears(&[&l.intermediate])?,
+                out: Dense::from_linears(&[&l.output])?,
+                out_norm: Norm::from(&l.out_norm)?,
+            });
+        }
+        Ok(CpuBert {
+            hidden: cfg.hidden_size,
+            heads: cfg.num_attention_heads,
+            max_positions: cfg.max_position_embeddings,
+            word: f32v(&e.word)?,
+            position: f32v(&e.position)?,
+            type0: f32v(&e.token_type.narrow(0, 0, 1)?)?,
+            emb_norm: Norm::from(&e.layer_norm)?,
+            layers,
+            act,
+        })
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.hidden
+    }
+
+    /// Last hidden states of every token of every sequence, packed: row `offsets[i] + j` is token
+    /// `j` of sequence `i`. Runs on the current rayon pool.
+    pub fn forward_packed(&self, seqs: &[&[u32]]) -> (Vec<f32>, Vec<usize>) {
+        let h = self.hidden;
+        let mut offsets = Vec::with_capacity(seqs.len() + 1);
+        let mut n = 0;
+        for s in seqs {
+            offsets.push(n);
+            n += s.len();
+        }
+        offsets.push(n);
+        let par = parallelism();
+
+        // Embeddings: word + position + type 0, then LayerNorm.
+        let mut x = vec![0f32; n * h];
+        let vocab = self.word.len() / h;
+        for (si, s) in seqs.iter().enumerate() {
+            for (j, &id) in s.iter().enumerate() {
+                let id = (id as usize).min(vocab - 1);
+                let p = j.min(self.max_positions - 1);
+                let row = &mut x[(offsets[si] + j) * h..(offsets[si] + j + 1) * h];
+                let w = &self.word[id * h..(id + 1) * h];
+                let pe = &self.position[p * h..(p + 1) * h];
+                for k in 0..h {
+                    row[k] = w[k] + pe[k] + self.type0[k];
+                }
+            }
+        }
+        add_layer_norm(&mut x, None, &self.emb_norm, h);
+
+        let inter_dim = self.layers.first().map(|l| l.inter.out).unwrap_or(0);
+        let mut qkv = vec![0f32; n * 3 * h];
+        let mut ctx = vec![0f32; n * h];
+        let mut tmp = vec![0f32; n * h];
+        let mut inter = vec![0f32; n * inter_dim];
+        for layer in &self.layers {
+            layer.qkv.forward(&x, &mut qkv, n, par);
+            self.attention(&qkv, &mut ctx, &offsets);
+            layer.attn_out.forward(&ctx, &mut tmp, n, par);
+            add_layer_norm(&mut x, Some(&tmp), &layer.attn_norm, h);
+            layer.inter.forward(&x, &mut inter, n, par);
+            activate(&mut inter, self.act);
+            layer.out.forward(&inter, &mut tmp, n, par);
+            add_layer_norm(&mut x, Some(&tmp), &layer.out_norm, h);
+        }
+        (x, offsets)
+    }
+
+    /// Scaled dot-product attention of each sequence with itself, one task per (sequence, head).
+    fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize]) {
+        let h = self.hidden;
+        let nh = self.heads;
+        let dh = h / nh;
+        let scale = 1.0 / (dh as f32).sqrt();
+        let ld = 3 * h;
+        let out = SendPtr(ctx.as_mut_ptr());
+        let tasks = (offsets.len() - 1) * nh;
+        (0..tasks)
+            .into_par_iter()
+            .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
+                let (si, head) = (task / nh, task % nh);
+                let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
+                if len == 0 {
+                    return;
+                }
+                scores.clear();
+                scores.resize(len * len, 0.0);
+                let q = qkv[start * ld + head * dh..].as_ptr();
+                let k = qkv[start * ld + h + head * dh..].as_ptr();
+                let v = qkv[start * ld + 2 * h + head * dh..].as_ptr();
+                // SAFETY: q/k/v address `len` rows of stride `ld` inside `qkv`; `scores` is len×len;
+                // this task alone writes rows start..start+len, columns head·dh..(head+1)·dh of ctx.
+                unsafe {
+                    // scores = scale · Q Kᵀ
+                    gemm::gemm(
+                        len,
+                        len,
+                        dh,
+                        scores.as_mut_ptr(),
+                        1,
+                        len as isize,
+                        false,
+                        q,
+                        1,
+                        ld as isize,
+                        k,
+                        ld as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                    softmax_rows(scores, len);
+                    // ctx = P V
+                    gemm::gemm(
+                        len,
+                        dh,
+                        len,
+                        out.get().add(start * h + head * dh),
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        len as isize,
+                        v,
+                        1,
+                        ld as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            });
+    }
+
+    /// Pools packed hidden states into one vector per sequence (`normalize`: unit L2 norm).
+    pub fn pool(
+        &self,
+        hidden: &[f32],
+        offsets: &[usize],
+        mode: PoolingMode,
+        normalize: bool,
+    ) -> Vec<Vec<f32>> {
+        let h = self.hidden;
+        (0..offsets.len() - 1)
+            .map(|i| {
+                let rows = &hidden[offsets[i] * h..offsets[i + 1] * h];
+                let len = offsets[i + 1] - offsets[i];
+                let mut v = vec![0f32; h];
+                match mode {
+                    PoolingMode::Mean => {
+                        for row in rows.chunks_exact(h) {
+                            for (a, b) in v.iter_mut().zip(row) {
+                                *a += b;
+                            }
+                        }
+                        let inv = 1.0 / (len as f32).max(1e-9);
+                        v.iter_mut().for_each(|a| *a *= inv);
+                    }
+                    PoolingMode::Cls => {
+                        if len > 0 {
+                            v.copy_from_slice(&rows[..h]);
+                        }
+                    }
+                    PoolingMode::Max => {
+                        v.fill(f32::NEG_INFINITY);
+                        for row in rows.chunks_exact(h) {
+                            for (a, b) in v.iter_mut().zip(row) {
+                                *a = a.max(*b);
+                            }
+                        }
+                    }
+                }
+                if normalize {
+                    normalize_in_place(&mut v);
+                }
+                v
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn normalize_in_place(v: &mut [f32]) {
+    let norm = v.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+    v.iter_mut().for_each(|a| *a /= norm);
+}
+
+/// `x = LayerNorm(x + add)` row by row (`add: None` normalises `x` alone), rows in parallel.
+fn add_layer_norm(x: &mut [f32], add: Option<&[f32]>, norm: &Norm, h: usize) {
+    const ROWS: usize = 32;
+    let work = |(ci, chunk): (usize, &mut [f32])| {
+        for (ri, row) in chunk.chunks_exact_mut(h).enumerate() {
+            if let Some(add) = add {
+                let base = (ci * ROWS + ri) * h;
+                for (a, b) in row.iter_mut().zip(&add[base..base + h]) {
+                    *a += b;
+                }
+            }
+            layer_norm_row(row, &norm.w, &norm.b, norm.eps);
+        }
+    };
+    if rayon::current_num_threads() > 1 {
+        x.par_chunks_mut(ROWS * h).enumerate().for_each(work);
+    } else {
+        x.chunks_mut(ROWS * h).enumerate().for_each(work);
+    }
+}
+
+fn layer_norm_row(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let n = row.len() as f32;
+    let mean = row.iter().sum::<f32>() / n;
+    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let inv = 1.0 / (var + eps).sqrt();
+    for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * w + b;
+    }
+}
+
+fn activate(x: &mut [f32], act: Act) {
+    const CHUNK: usize = 16 * 1024;
+    let f = |c: &mut [f32]| match act {
+        Act::GeluErf => simd::gelu_erf(c),
+        Act::GeluTanh => c.iter_mut().for_each(|v| {
+            let u = 0.797_884_6 * (*v + 0.044715 * *v * *v * *v);
+            *v = 0.5 * *v * (1.0 + u.tanh());
+        }),
+        Act::Relu => c.iter_mut().for_each(|v| *v = v.max(0.0)),
+    };
+    if rayon::current_num_threads() > 1 {
+        x.par_chunks_mut(CHUNK).for_each(f);
+    } else {
+        x.chunks_mut(CHUNK).for_each(f);
+    }
+}
+
+fn softmax_rows(s: &mut [f32], len: usize) {
+    for row in s.chunks_exact_mut(len) {
+        simd::softmax(row);
+    }
+}
+
+/// Branch-free exp/erf loops, compiled three times (AVX-512, AVX2+FMA, baseline) and picked at
+/// run time, so LLVM vectorises them at the widest width the machine has.
+pub(crate) mod simd {
+    /// exp(x) for f32 (Cephes' polynomial after range reduction by ln 2; ~1 ulp).
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        let x = x.clamp(-87.0, 88.0);
+        let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+        let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+        let mut p = 1.987_569_1e-4f32;
+        p = p * r + 1.398_199_9e-3;
+        p = p * r + 8.333_452e-3;
+        p = p * r + 4.166_579_6e-2;
+        p = p * r + 1.666_666_5e-1;
+        p = p * r + 5e-1;
+        let y = p * r * r + r + 1.0;
+        y * f32::from_bits(((n as i32 + 127) << 23) as u32)
+    }
+
+    /// GELU with erf, erf from Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), as PyTorch's
+    /// vectorised CPU kernel does.
+    #[inline(always)]
+    fn gelu_one(x: f32) -> f32 {
+        let z = x * std::f32::consts::FRAC_1_SQRT_2;
+        let a = z.abs();
+        let t = 1.0 / (1.0 + 0.327_591_1 * a);
+        let poly = t
+            * (0.254_829_6
+                + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
+        let erf_abs = 1.0 - poly * exp(-a * a);
+        let erf = erf_abs.copysign(z);
+        0.5 * x * (1.0 + erf)
+    }
+
+    #[inline(always)]
+    fn gelu_impl(xs: &mut [f32]) {
+        for v in xs.iter_mut() {
+            *v = gelu_one(*v);
+        }
+    }
+
+    #[inline(always)]
+    fn softmax_impl(row: &mut [f32]) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = exp(*v - max);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+
+    macro_rules! dispatch {
+        ($name:ident, $imp:ident) => {
+            pub fn $name(xs: &mut [f32]) {
+                #[cfg(target_arch = "x86_64")]
+                {
+                    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+                    unsafe fn v4(xs: &mut [f32]) {
+                        $imp(xs)
+                    }
+                    #[target_feature(enable = "avx2,fma")]
+                    unsafe fn v3(xs: &mut [f32]) {
+                        $imp(xs)
+                    }
+                    if std::arch::is_x86_feature_detected!("avx512f")
+                        && std::arch::is_x86_feature_detected!("avx512dq")
+                    {
+                        // SAFETY: the features were just detected.
+                        return unsafe { v4(xs) };
+                    }
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("fma")
+                    {
+                        // SAFETY: the features were just detected.
+                        return unsafe { v3(xs) };
+                    }
+                }
+                $imp(xs)
+            }
+        };
+    }
+
+    dispatch!(gelu_erf, gelu_impl);
+    dispatch!(softmax, softmax_impl);
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn exp_and_gelu_match_libm() {
+            for i in -2000..2000 {
+                let x = i as f32 / 100.0;
+                let e = super::exp(x);
+                let want = (x as f64).exp();
+                assert!(
+                    ((e as f64 - want) / want).abs() < 3e-7,
+                    "exp({x}) = {e}, want {want}"
+                );
+                let mut g = [x];
+                super::gelu_erf(&mut g);
+                let want = 0.5 * x as f64 * (1.0 + erf64(x as f64 / 2f64.sqrt()));
+                assert!((g[0] as f64 - want).abs() < 2e-6, "gelu({x})");
+            }
+        }
+
+        /// Reference erf (candle's double-precision implementation).
+        fn erf64(x: f64) -> f64 {
+            candle_core::cpu::erf::erf_f64(x)
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! BERT in candle ops that all have a backward pass, so the trainer trains this same code.
+//!
+//! candle's fused `layer_norm`/`softmax_last_dim` have no backward (gradients silently stop), so
+//! LayerNorm and softmax are composed from basic ops here. Position ids come from the attention
+//! mask (running count of real tokens), so padding may sit anywhere in a row and the real tokens
+//! still see positions 0, 1, 2, ... exactly as when encoded alone.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+use rand::RngCore;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BertConfig, PoolingMode};
+
+/// A seeded, replayable stream of dropout masks. Cloning it before a forward and passing the
+/// clone to a later forward draws exactly the same masks (GradCache recomputes with it).
+#[derive(Debug, Clone)]
+pub struct DropoutRng {
+    seed: u64,
+    rng: ChaCha8Rng,
+}
+
+/// What a checkpoint stores to resume a [`DropoutRng`] mid-stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropoutRngState {
+    pub seed: u64,
+    /// Position in the ChaCha8 stream, in 32-bit words.
+    pub word_pos: u64,
+}
+
+impl DropoutRng {
+    pub fn new(seed: u64) -> Self {
+        DropoutRng {
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub fn state(&self) -> DropoutRngState {
+        DropoutRngState {
+            seed: self.seed,
+            word_pos: self.rng.get_word_pos() as u64,
+        }
+    }
+
+    pub fn from_state(state: DropoutRngState) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(state.seed);
+        rng.set_word_pos(state.word_pos as u128);
+        DropoutRng {
+            seed: state.seed,
+            rng,
+        }
+    }
+
+    /// A keep-mask scaled by 1/(1-p) (inverted dropout), `dtype` on `device`.
+    pub fn mask(
+        &mut self,
+        shape: &[usize],
+        p: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        // Keep when the 32-bit draw is at or above p·2³²: exact to 2⁻³².
+        let threshold = (p * 4294967296.0).round().min(u32::MAX as f64) as u32;
+        let scale = (1.0 / (1.0 - p)) as f32;
+        let mut values = Vec::with_capacity(n);
+        for _ in 0..n {
+            values.push(if self.rng.next_u32() >= threshold {
+                scale
+            } else {
+                0.0
+            });
+        }
+        Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
+    }
+
+    fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
+        if p <= 0.0 {
+            return Ok(x.clone());
+        }
+        let mask = self.mask(x.dims(), p, x.dtype(), x.device())?;
+        x.mul(&mask)
+    }
+}
+
+fn dropout(x: Tensor, p: f64, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
+    match rng {
+        Some(r) => r.apply(&x, p),
+        None => Ok(x),
+    }
+}
+
+/// `y = x Wᵀ + b` over the last dimension, as one 2-D matmul (a batched matmul against a
+/// broadcast weight would run one small gemm per sequence).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+impl Linear {
+    fn load(vb: VarBuilder, in_dim: usize, out_dim: usize, std: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
+        let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
+        Ok(Linear { weight, bias })
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("non-scalar input");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x
+            .reshape((rows, in_dim))?
+            .matmul(&self.weight.t()?)?
+            .broadcast_add(&self.bias)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = self.bias.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+/// LayerNorm from mean/variance/affine so it has a backward.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        // Old TF-converted checkpoints name these gamma/beta.
+        let (w, b) = if !vb.contains_tensor("weight") && vb.contains_tensor("gamma") {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        let weight = vb.get_with_hints(dim, w, Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, b, Init::Const(0.0))?;
+        Ok(LayerNorm { weight, bias, eps })
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        let xn = xc.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        xn.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Softmax over the last dimension, composed (max-subtracted for range, the max detached since
+/// its gradient cancels).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    e.broadcast_div(&sum)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Activation {
+    GeluErf,
+    GeluTanh,
+    Relu,
+}
+
+impl Activation {
+    fn from_config(name: &str) -> Result<Self> {
+        match name {
+            "gelu" => Ok(Activation::GeluErf),
+            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            other => candle_core::bail!("hidden_act `{other}` is not supported"),
+        }
+    }
+
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            // gelu_erf and gelu both have a backward in candle 0.11.
+            Activation::GeluErf => x.gelu_erf(),
+            Activation::GeluTanh => x.gelu(),
+            Activation::Relu => x.relu(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Embeddings {
+    pub word: Tensor,
+    pub position: Tensor,
+    pub token_type: Tensor,
+    pub layer_norm: LayerNorm,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    pub attn_out: Linear,
+    pub attn_norm: LayerNorm,
+    pub intermediate: Linear,
+    pub output: Linear,
+    pub out_norm: LayerNorm,
+}
+
+/// A BERT encoder (no pooler), named as in HF checkpoints.
+#[derive(Debug, Clone)]
+pub struct BertModel {
+    pub embeddings: Embeddings,
+    pub layers: Vec<Layer>,
+    config: BertConfig,
+    act: Activation,
+    device: Device,
+}
+
+impl BertModel {
+    /// Loads (or, over an empty `VarMap`, creates with BERT's init) every tensor under its HF name:
+    /// `embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`, ...
+    /// A `bert.` prefix (checkpoints of BertFor* heads) is accepted.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<BertModel> {
+        let vb = if !vb.contains_tensor("embeddings.word_embeddings.weight")
+            && vb.contains_tensor("bert.embeddings.word_embeddings.weight")
+        {
+            vb.pp("bert")
+        } else {
+            vb
+        };
+        let act = Activation::from_config(&cfg.hidden_act)?;
+        let h = cfg.hidden_size;
+        let std = cfg.initializer_range;
+        let randn = Init::Randn {
+            mean: 0.0,
+            stdev: std,
+        };
+        let ve = vb.pp("embeddings");
+        let embeddings = Embeddings {
+            word: ve.get_with_hints((cfg.vocab_size, h), "word_embeddings.weight", randn)?,
+            position: ve.get_with_hints(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+                randn,
+            )?,
+            token_type: ve.get_with_hints(
+                (cfg.type_vocab_size, h),
+                "token_type_embeddings.weight",
+                randn,
+            )?,
+            layer_norm: LayerNorm::load(ve.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+        };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let vl = vb.pp(format!("encoder.layer.{i}"));
+            let va = vl.pp("attention");
+            layers.push(Layer {
+                query: Linear::load(va.pp("self.query"), h, h, std)?,
+                key: Linear::load(va.pp("self.key"), h, h, std)?,
+                value: Linear::load(va.pp("self.value"), h, h, std)?,
+                attn_out: Linear::load(va.pp("output.dense"), h, h, std)?,
+                attn_norm: LayerNorm::load(va.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+                intermediate: Linear::load(
+                    vl.pp("intermediate.dense"),
+                    h,
+                    cfg.intermediate_size,
+                    std,
+                )?,
+                output: Linear::load(vl.pp("output.dense"), cfg.intermediate_size, h, std)?,
+                out_norm: LayerNorm::load(vl.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
+            });
+        }
+        Ok(BertModel {
+            embeddings,
+            layers,
+            config: cfg.clone(),
+            act,
+            device: vb.device().clone(),
+        })
+    }
+
+    pub fn config(&self) -> &BertConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Last hidden states `[B, T, H]` for `input_ids` `[B, T]` (u32/i64) and `attention_mask`
+    /// `[B, T]` (1 real, 0 padding; any dtype). `dropout: None` is eval mode; `Some(rng)` applies
+    /// hidden and attention-probability dropout with the config's rates, masks drawn from `rng`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut dropout_rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let cfg = &self.config;
+        let h = cfg.hidden_size;
+        let nh = cfg.num_attention_heads;
+        let dh = cfg.head_dim();
+        if t > cfg.max_position_embeddings {
+            candle_core::bail!(
+                "sequence length {t} exceeds max_position_embeddings {}",
+                cfg.max_position_embeddings
+            );
+        }
+        let mask = attention_mask.to_dtype(DType::F32)?;
+        let positions = positions_from_mask(&mask)?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+
+        let e = &self.embeddings;
+        let word = e.word.index_select(&ids, 0)?;
+        let pos = e.position.index_select(&positions.flatten_all()?, 0)?;
+        let x = (word + pos)?.broadcast_add(&e.token_type.narrow(0, 0, 1)?)?;
+        let x = x.reshape((b, t, h))?;
+        let x = e.layer_norm.forward(&x)?;
+        let mut x = dropout(x, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
+
+        // Additive mask: 0 for real keys, the most negative f32 for padding (as HF does).
+        let additive = ((1.0 - &mask)? * f32::MIN as f64)?
+            .reshape((b, 1, 1, t))?
+            .to_dtype(x.dtype())?;
+        let scale = 1.0 / (dh as f64).sqrt();
+
+        for layer in &self.layers {
+            let heads = |y: Tensor| -> Result<Tensor> {
+                y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()
+            };
+            let q = heads(layer.query.forward(&x)?)?;
+            let k = heads(layer.key.forward(&x)?)?;
+            let v = heads(layer.value.forward(&x)?)?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
+            let probs = softmax_last_dim(&scores)?;
+            let probs = dropout(
+                probs,
+                cfg.attention_probs_dropout_prob,
+                dropout_rng.as_deref_mut(),
+            )?;
+            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
+            let a = layer.attn_out.forward(&ctx)?;
+            let a = dropout(a, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
+            let x1 = layer.attn_norm.forward(&(a + &x)?)?;
+            let inter = self.act.apply(&layer.intermediate.forward(&x1)?)?;
+            let o = layer.output.forward(&inter)?;
+            let o = dropout(o, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
+            x = layer.out_norm.forward(&(o + x1)?)?;
+        }
+        Ok(x)
+    }
+}
+
+/// Position of each token among its row's real tokens (0-based; padding gets 0).
+fn positions_from_mask(mask: &Tensor) -> Result<Tensor> {
+    let rows = mask.to_vec2::<f32>()?;
+    let (b, t) = mask.dims2()?;
+    let mut out = Vec::with_capacity(b * t);
+    for row in rows {
+        let mut seen = 0u32;
+        for m in row {
+            if m > 0.0 {
+                out.push(seen);
+                seen += 1;
+            } else {
+                out.push(0);
+            }
+        }
+    }
+    Tensor::from_vec(out, (b, t), mask.device())
+}
+
+/// Mean of the real tokens' vectors: `[B, T, H]`, `[B, T]` → `[B, H]` (sentence-transformers'
+/// formula, with the count clamped at 1e-9).
+pub fn mean_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+    let count = m.sum(1)?.clamp(1e-9, f64::INFINITY)?;
+    sum.broadcast_div(&count)
+}
+
+/// The first real token's vector ([CLS] under right padding; still [CLS] under left padding).
+pub fn cls_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = mask.dims2()?;
+    let rows = mask.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+    let mut onehot = vec![0f32; b * t];
+    for (i, row) in rows.iter().enumerate() {
+        let first = row.iter().position(|&m| m > 0.0).unwrap_or(0);
+        onehot[i * t + first] = 1.0;
+    }
+    let sel = Tensor::from_vec(onehot, (b, t, 1), hidden.device())?.to_dtype(hidden.dtype())?;
+    hidden.broadcast_mul(&sel)?.sum(1)
+}
+
+/// Elementwise max over the real tokens (padding set to -1e9 first, as sentence-transformers).
+pub fn max_pool(hidden: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let m = mask.to_dtype(hidden.dtype())?.unsqueeze(2)?;
+    let neg = ((1.0 - &m)? * -1e9)?;
+    hidden.broadcast_mul(&m)?.broadcast_add(&neg)?.max(1)
+}
+
+/// Pools with `mode`.
+pub fn pool(hidden: &Tensor, mask: &Tensor, mode: PoolingMode) -> Result<Tensor> {
+    match mode {
+        PoolingMode::Mean => mean_pool(hidden, mask),
+        PoolingMode::Cls => cls_pool(hidden, mask),
+        PoolingMode::Max => max_pool(hidden, mask),
+    }
+}
+
+/// Rows scaled to unit L2 norm (norm floored at 1e-12, as `torch.nn.functional.normalize`).
+pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
+    let norm = x.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?;
+    x.broadcast_div(&norm.clamp(1e-12, f64::INFINITY)?)
+}
