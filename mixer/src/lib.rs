@@ -1,1 +1,21 @@
-//! placeholder until its issue lands
+//! The mixer: `data_config.json` weights over normalized pair datasets into the exact stream of
+//! training batches, shuffled, deduplicated per round, tokenized and written as Parquet shards
+//! with an `index.json` (see `schemas::shards` for the file contract).
+
+pub mod config;
+pub mod error;
+pub mod jsonl;
+pub mod mix;
+pub mod rng;
+pub mod sampler;
+pub mod stream;
+pub mod tokenize;
+
+pub use config::{
+    resolve, upstream_dataset_id, ConfigEntry, MixConfig, ResolvedSource, SourceKind,
+};
+pub use error::{MixError, Result};
+pub use mix::{mix, prepare_sources, MixOptions, MixReport, PreparedSource};
+pub use sampler::{DatasetStats, Deviation, Mixing, Sampler, Schedule};
+pub use stream::DatasetStream;
+pub use tokenize::MixTokenizer;

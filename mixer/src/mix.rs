@@ -1,0 +1,585 @@
+//! `mix`: sources -> sampler -> tokenizer -> shard files + `index.json`, in three overlapping
+//! stages (sampling thread, parallel tokenization on the current rayon pool, writing thread).
+//!
+//! Shards are written atomically and listed in the index only once complete; the index is
+//! rewritten atomically after each shard. The stream is a pure function of the inputs and
+//! options, so a rerun resumes by replaying the sampling (no tokenization, no writing) up to the
+//! first missing shard, after checking the options match and the last listed shard's sha256.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use rayon::prelude::*;
+use schemas::shards::{shard_file_name, shard_record_batch, shard_schema, ShardRow};
+use schemas::{
+    part_files, AtomicFile, Manifest, Progress, SchemaError, Sha256Writer, ShardEntry, ShardIndex,
+    Unit, PREP_VERSION,
+};
+use serde_json::{json, Value};
+
+use crate::config::{resolve, MixConfig, ResolvedSource, SourceKind};
+use crate::error::{MixError, Result};
+use crate::sampler::{DatasetStats, Deviation, Mixing, PlannedBatch, Sampler, Schedule};
+use crate::stream::DatasetStream;
+use crate::tokenize::MixTokenizer;
+
+/// Where normalized jsonl files are converted to Parquet, inside the output folder.
+pub const SOURCES_DIR: &str = ".sources";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MixOptions {
+    /// Batches to produce.
+    pub steps: u64,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub max_length_a: usize,
+    pub max_length_b: usize,
+    pub datasets_per_batch: usize,
+    /// Consecutive batches one draw fills (upstream: 4 at global batch 1024).
+    pub batches_per_draw: usize,
+    pub mixing: Mixing,
+    pub keep_text: bool,
+    pub batches_per_shard: usize,
+    /// Shuffle buffer per dataset, in rows.
+    pub shuffle_buffer: usize,
+}
+
+use serde::{Deserialize, Serialize};
+
+impl Default for MixOptions {
+    fn default() -> Self {
+        MixOptions {
+            steps: 1000,
+            batch_size: 1024,
+            seed: 0,
+            max_length_a: 64,
+            max_length_b: 250,
+            datasets_per_batch: 2,
+            batches_per_draw: 4,
+            mixing: Mixing::Random,
+            keep_text: false,
+            batches_per_shard: 64,
+            shuffle_buffer: 8192,
+        }
+    }
+}
+
+impl MixOptions {
+    fn check(&self) -> Result<()> {
+        let bad = |m: &str| Err(MixError::Options(m.to_owned()));
+        if self.steps == 0 {
+            return bad("--steps must be at least 1");
+        }
+        if self.batch_size == 0 || self.batches_per_shard == 0 {
+            return bad("batch size and batches per shard must be at least 1");
+        }
+        if self.datasets_per_batch == 0 || self.batches_per_draw == 0 {
+            return bad("datasets per batch and batches per draw must be at least 1");
+        }
+        if self.max_length_a < 2 || self.max_length_b < 2 {
+            return bad("max lengths must leave room for [CLS] and [SEP]");
+        }
+        Ok(())
+    }
+
+    /// The batch range `[first, first + batches)` of shard `i`, or None past the end.
+    pub fn shard_range(&self, i: usize) -> Option<(u64, u64)> {
+        let first = i as u64 * self.batches_per_shard as u64;
+        (first < self.steps).then(|| {
+            (
+                first,
+                (self.steps - first).min(self.batches_per_shard as u64),
+            )
+        })
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.steps.div_ceil(self.batches_per_shard as u64) as usize
+    }
+}
+
+/// A resolved source with its rows in Parquet.
+#[derive(Debug, Clone)]
+pub struct PreparedSource {
+    pub source: ResolvedSource,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Resolves the config and converts any jsonl sources into `<out>/.sources/`.
+pub fn prepare_sources(
+    config: &MixConfig,
+    pairs: &Path,
+    out: &Path,
+) -> Result<Vec<PreparedSource>> {
+    let mut prepared = Vec::new();
+    for source in resolve(config, pairs)? {
+        let (dir, manifest) = match &source.kind {
+            SourceKind::Dataset { dir } => (dir.clone(), Manifest::read(dir)?),
+            SourceKind::Jsonl { file } => {
+                let dir = out.join(SOURCES_DIR).join(sanitize(&source.id));
+                let manifest = crate::jsonl::convert(file, &dir, &source.id)?;
+                (dir, manifest)
+            }
+        };
+        prepared.push(PreparedSource {
+            source,
+            dir,
+            manifest,
+        });
+    }
+    Ok(prepared)
+}
+
+/// What a run did, for the command line and benchmarks.
+#[derive(Debug, Clone)]
+pub struct MixReport {
+    pub index: ShardIndex,
+    /// First batch this run produced (0 unless it resumed).
+    pub resumed_at_batch: u64,
+    /// An existing index was found but did not match, so its shards were removed.
+    pub restarted: bool,
+    pub batches_written: u64,
+    pub rows_written: u64,
+    /// Token ids written, all columns.
+    pub tokens_written: u64,
+    /// Texts cut at their max length.
+    pub texts_truncated: u64,
+    pub texts_written: u64,
+}
+
+fn fingerprint(
+    config: &MixConfig,
+    sources: &[PreparedSource],
+    tokenizer: &MixTokenizer,
+    opts: &MixOptions,
+) -> Value {
+    let mut o = serde_json::to_value(opts).expect("options serialise");
+    // Steps may change between runs: the stream is prefix-stable, so shards stay valid.
+    o.as_object_mut().expect("object").remove("steps");
+    json!({
+        "prep_version": PREP_VERSION,
+        "options": o,
+        "config": config.entries,
+        "tokenizer_sha256": tokenizer.sha256(),
+        "sources": sources.iter().map(|s| json!({
+            "id": s.source.id,
+            "weight": s.source.weight,
+            "rows": s.manifest.rows,
+            "files": s.manifest.files.iter().map(|f| &f.sha256).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn is_ours(name: &str) -> bool {
+    (name.starts_with("shard-") && name.ends_with(".parquet"))
+        || name.starts_with(".shard-")
+        || name.starts_with(".index.json.")
+}
+
+/// Removes shard files (and their temporaries) not among the first `keep` shards.
+fn remove_shards(out: &Path, keep: usize) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(out) else {
+        return Ok(());
+    };
+    let kept: Vec<String> = (0..keep).map(shard_file_name).collect();
+    for entry in entries {
+        let entry = entry.map_err(|e| MixError::io(out, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_ours(&name) && !kept.contains(&name) {
+            std::fs::remove_file(entry.path()).map_err(|e| MixError::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+/// The shards of an existing index that this run can keep, and whether it had to restart.
+fn resumable(out: &Path, fp: &Value, opts: &MixOptions) -> Result<(Vec<ShardEntry>, bool)> {
+    let Ok(index) = ShardIndex::read(out) else {
+        return Ok((Vec::new(), out.join(schemas::SHARD_INDEX_FILE).exists()));
+    };
+    if index.extra.get("fingerprint") != Some(fp) {
+        return Ok((Vec::new(), true));
+    }
+    let mut keep = Vec::new();
+    for (i, s) in index.shards.iter().enumerate() {
+        let Some((first, batches)) = opts.shard_range(i) else {
+            break;
+        };
+        let ok = s.file == shard_file_name(i)
+            && s.first_batch == first
+            && s.batches == batches
+            && s.rows == batches * opts.batch_size as u64
+            && out.join(&s.file).is_file();
+        if !ok {
+            break;
+        }
+        keep.push(s.clone());
+    }
+    while let Some(last) = keep.last() {
+        if schemas::sha256_file(&out.join(&last.file))? == last.sha256 {
+            break;
+        }
+        keep.pop();
+    }
+    Ok((keep, false))
+}
+
+struct Chunk {
+    shard: usize,
+    batches: Vec<PlannedBatch>,
+    stats: Vec<DatasetStats>,
+    deviation: Deviation,
+}
+
+struct Tokenized {
+    shard: usize,
+    batches: Vec<Vec<ShardRow>>,
+    stats: Vec<DatasetStats>,
+    deviation: Deviation,
+}
+
+#[derive(Default)]
+struct Counts {
+    tokens: u64,
+    texts: u64,
+    truncated: u64,
+}
+
+fn tokenize_chunk(
+    chunk: Chunk,
+    ids: &[String],
+    tok: &MixTokenizer,
+    opts: &MixOptions,
+) -> Result<(Tokenized, Counts)> {
+    let mut counts = Counts::default();
+    let mut batches = Vec::with_capacity(chunk.batches.len());
+    for b in chunk.batches {
+        let rows: Vec<ShardRow> = b
+            .records
+            .into_par_iter()
+            .map(|r| -> Result<ShardRow> {
+                let negative_ids = r.negative.as_deref().map(|n| tok.encode_b(n)).transpose()?;
+                Ok(ShardRow {
+                    batch: b.index,
+                    dataset: ids[b.dataset].clone(),
+                    anchor_ids: tok.encode_a(&r.anchor)?,
+                    positive_ids: tok.encode_b(&r.positive)?,
+                    negative_ids,
+                    anchor: opts.keep_text.then_some(r.anchor),
+                    positive: opts.keep_text.then_some(r.positive),
+                    negative: if opts.keep_text { r.negative } else { None },
+                })
+            })
+            .collect::<Result<_>>()?;
+        for r in &rows {
+            let cols = [
+                (Some(&r.anchor_ids), opts.max_length_a),
+                (Some(&r.positive_ids), opts.max_length_b),
+                (r.negative_ids.as_ref(), opts.max_length_b),
+            ];
+            for (ids, max) in cols {
+                if let Some(ids) = ids {
+                    counts.texts += 1;
+                    counts.tokens += ids.len() as u64;
+                    counts.truncated += (ids.len() >= max) as u64;
+                }
+            }
+        }
+        batches.push(rows);
+    }
+    Ok((
+        Tokenized {
+            shard: chunk.shard,
+            batches,
+            stats: chunk.stats,
+            deviation: chunk.deviation,
+        },
+        counts,
+    ))
+}
+
+/// Writes one shard file atomically: one row group per batch. Returns (sha256, bytes).
+fn write_shard(path: &Path, batches: &[Vec<ShardRow>], opts: &MixOptions) -> Result<(String, u64)> {
+    let perr = |e| SchemaError::Parquet {
+        path: path.to_path_buf(),
+        source: e,
+    };
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(3).expect("valid level"),
+        ))
+        .set_max_row_group_row_count(Some(opts.batch_size))
+        .set_created_by(format!("prep {PREP_VERSION}"))
+        .build();
+    let sink = Sha256Writer::new(AtomicFile::create(path)?);
+    let mut writer =
+        ArrowWriter::try_new(sink, shard_schema(opts.keep_text), Some(props)).map_err(perr)?;
+    for rows in batches {
+        writer
+            .write(&shard_record_batch(rows, opts.keep_text)?)
+            .map_err(perr)?;
+        writer.flush().map_err(perr)?;
+    }
+    let (file, sha256, bytes) = writer.into_inner().map_err(perr)?.finish();
+    file.commit()?;
+    Ok((sha256, bytes))
+}
+
+fn dataset_entries(
+    sources: &[PreparedSource],
+    stats: &[DatasetStats],
+    total_weight: u64,
+    batches: u64,
+) -> BTreeMap<String, Value> {
+    sources
+        .iter()
+        .zip(stats)
+        .map(|(s, st)| {
+            let mut v = serde_json::to_value(st).expect("stats serialise");
+            let o = v.as_object_mut().expect("object");
+            o.insert("weight".into(), json!(s.source.weight));
+            o.insert(
+                "share".into(),
+                json!(s.source.weight as f64 / total_weight as f64),
+            );
+            o.insert(
+                "realised_share".into(),
+                json!(if batches == 0 {
+                    0.0
+                } else {
+                    st.batches as f64 / batches as f64
+                }),
+            );
+            o.insert("rows".into(), json!(s.manifest.rows));
+            o.insert("columns".into(), json!(s.manifest.columns));
+            o.insert("names".into(), json!(s.source.names));
+            o.insert(
+                "source".into(),
+                serde_json::to_value(&s.source.kind).expect("kind"),
+            );
+            (s.source.id.clone(), v)
+        })
+        .collect()
+}
+
+/// Runs the mix: writes `steps` batches as shards into `out`, resuming what a previous run with
+/// the same inputs and options left there.
+pub fn mix(
+    config: &MixConfig,
+    pairs: &Path,
+    tokenizer: &MixTokenizer,
+    out: &Path,
+    opts: &MixOptions,
+    progress: &dyn Progress,
+) -> Result<MixReport> {
+    opts.check()?;
+    std::fs::create_dir_all(out).map_err(|e| MixError::io(out, e))?;
+    let sources = prepare_sources(config, pairs, out)?;
+    let fp = fingerprint(config, &sources, tokenizer, opts);
+    let (kept, restarted) = resumable(out, &fp, opts)?;
+    remove_shards(out, kept.len())?;
+
+    let ids: Vec<String> = sources.iter().map(|s| s.source.id.clone()).collect();
+    let weights: Vec<u64> = sources.iter().map(|s| s.source.weight).collect();
+    let total_weight: u64 = weights.iter().sum();
+    let mut streams = Vec::with_capacity(sources.len());
+    for s in &sources {
+        let files = part_files(&s.dir)?;
+        let stream = DatasetStream::open(
+            &s.source.id,
+            files,
+            s.manifest.columns,
+            opts.seed,
+            opts.shuffle_buffer,
+        )?;
+        if stream.rows() != s.manifest.rows {
+            return Err(MixError::dataset(
+                &s.source.id,
+                format!(
+                    "manifest says {} rows, its part files hold {}",
+                    s.manifest.rows,
+                    stream.rows()
+                ),
+            ));
+        }
+        streams.push(stream);
+    }
+    let arities = sources.iter().map(|s| s.manifest.columns).collect();
+    let schedule = Schedule::new(
+        weights.clone(),
+        arities,
+        opts.mixing,
+        opts.datasets_per_batch,
+        opts.batches_per_draw,
+        opts.seed,
+    );
+    let mut sampler = Sampler::new(streams, schedule, &weights, opts.batch_size);
+
+    let mut extra = BTreeMap::new();
+    extra.insert(
+        "config".into(),
+        json!({
+            "path": config.path.display().to_string(),
+            "entries": config.entries,
+        }),
+    );
+    extra.insert(
+        "tokenizer".into(),
+        json!(tokenizer.path().display().to_string()),
+    );
+    extra.insert("tokenizer_sha256".into(), json!(tokenizer.sha256()));
+    extra.insert("pad_token_id".into(), json!(tokenizer.pad_id()));
+    extra.insert("max_length_a".into(), json!(opts.max_length_a));
+    extra.insert("max_length_b".into(), json!(opts.max_length_b));
+    extra.insert("datasets_per_batch".into(), json!(opts.datasets_per_batch));
+    extra.insert("batches_per_draw".into(), json!(opts.batches_per_draw));
+    extra.insert("batches_per_shard".into(), json!(opts.batches_per_shard));
+    extra.insert("shuffle_buffer".into(), json!(opts.shuffle_buffer));
+    extra.insert("mixing".into(), json!(opts.mixing));
+    extra.insert("keep_text".into(), json!(opts.keep_text));
+    extra.insert("fingerprint".into(), fp);
+    let start_shard = kept.len();
+    let start_batch: u64 = kept.iter().map(|s| s.batches).sum();
+    let mut index = ShardIndex {
+        prep_version: PREP_VERSION.into(),
+        batch_size: opts.batch_size as u64,
+        steps: opts.steps,
+        seed: opts.seed,
+        shards: kept,
+        datasets: dataset_entries(&sources, sampler.stats(), total_weight, 0),
+        extra,
+    };
+    index.extra.insert("complete".into(), json!(false));
+    index.write(out)?;
+
+    progress.begin(
+        "mix",
+        Some(opts.steps - start_batch.min(opts.steps)),
+        Unit::Items,
+    );
+    let shard_count = opts.shard_count();
+    let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk>>(1);
+    let (tok_tx, tok_rx) = sync_channel::<Tokenized>(1);
+
+    let (written, counts) = std::thread::scope(|scope| -> Result<(u64, Counts)> {
+        let sampler_thread = scope.spawn(move || {
+            let mut run = || -> Result<()> {
+                // Replays the stream up to the first missing batch: same batches, nothing written.
+                for _ in 0..start_batch {
+                    sampler.next_batch()?;
+                }
+                for shard in start_shard..shard_count {
+                    let (_, n) = opts.shard_range(shard).expect("shard in range");
+                    let batches = (0..n)
+                        .map(|_| sampler.next_batch())
+                        .collect::<Result<Vec<_>>>()?;
+                    let chunk = Chunk {
+                        shard,
+                        batches,
+                        stats: sampler.stats().to_vec(),
+                        deviation: sampler.deviation().clone(),
+                    };
+                    if chunk_tx.send(Ok(chunk)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = chunk_tx.send(Err(e));
+            }
+        });
+        let index = &mut index;
+        let sources = &sources;
+        let writer_thread = scope.spawn(move || -> Result<u64> {
+            let mut written = 0;
+            for t in tok_rx {
+                let file = shard_file_name(t.shard);
+                let (sha256, _bytes) = write_shard(&out.join(&file), &t.batches, opts)?;
+                let (first_batch, batches) = opts.shard_range(t.shard).expect("in range");
+                index.shards.push(ShardEntry {
+                    file,
+                    rows: t.batches.iter().map(|b| b.len() as u64).sum(),
+                    first_batch,
+                    batches,
+                    sha256,
+                });
+                let done = first_batch + batches;
+                index.datasets = dataset_entries(sources, &t.stats, total_weight, done);
+                index
+                    .extra
+                    .insert("mixing_deviation".into(), json!(t.deviation));
+                index
+                    .extra
+                    .insert("complete".into(), json!(done == opts.steps));
+                index.write(out)?;
+                written += batches;
+                progress.advance(batches);
+            }
+            Ok(written)
+        });
+        let mut counts = Counts::default();
+        let mut failure = None;
+        for chunk in chunk_rx {
+            let step = chunk.and_then(|c| tokenize_chunk(c, &ids, tokenizer, opts));
+            match step {
+                Ok((t, c)) => {
+                    counts.tokens += c.tokens;
+                    counts.texts += c.texts;
+                    counts.truncated += c.truncated;
+                    if tok_tx.send(t).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tok_tx);
+        let written = writer_thread.join().expect("writer thread panicked");
+        sampler_thread.join().expect("sampler thread panicked");
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok((written?, counts))
+    })?;
+    progress.finish();
+
+    // Nothing new to write (already complete): refresh the index for the new steps anyway.
+    if written == 0 {
+        index.extra.insert(
+            "complete".into(),
+            json!(index.total_batches() == opts.steps),
+        );
+        index.write(out)?;
+    }
+    Ok(MixReport {
+        rows_written: written * opts.batch_size as u64,
+        index,
+        resumed_at_batch: start_batch,
+        restarted,
+        batches_written: written,
+        tokens_written: counts.tokens,
+        texts_truncated: counts.truncated,
+        texts_written: counts.texts,
+    })
+}
