@@ -47,10 +47,9 @@ type Parsed = Vec<(u64, Outcome)>;
 fn parse_chunk(chunk: &Chunk, parser: &dyn LineParser) -> Parsed {
     let mut out = Vec::new();
     let mut scratch = Vec::new();
-    let mut line_no = chunk.first_line;
     // The chunk ends with '\n' except at EOF; there is no line after that last terminator.
     let body = chunk.bytes.strip_suffix(b"\n").unwrap_or(&chunk.bytes);
-    for raw in body.split(|&b| b == b'\n') {
+    for (line_no, raw) in (chunk.first_line..).zip(body.split(|&b| b == b'\n')) {
         let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -64,7 +63,6 @@ fn parse_chunk(chunk: &Chunk, parser: &dyn LineParser) -> Parsed {
             Err(e) => scratch.push(Outcome::Malformed("invalid UTF-8", format!("{e}"))),
         }
         out.extend(scratch.drain(..).map(|o| (line_no, o)));
-        line_no += 1;
     }
     out
 }

@@ -130,7 +130,7 @@ impl<'p> Sink<'p> {
     pub fn emit(&mut self, dataset: usize, record: PairRecord) -> Result<()> {
         self.dataset(dataset).writer.push(&record)?;
         self.rows += 1;
-        if self.rows % 65_536 == 0 {
+        if self.rows.is_multiple_of(65_536) {
             self.report();
         }
         Ok(())
