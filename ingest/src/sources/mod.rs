@@ -1,7 +1,9 @@
 //! One module per upstream source.
 
 pub mod gooaq;
+pub(crate) mod json_array;
 pub mod jsonl;
+pub mod triviaqa;
 pub mod yahoo_answers;
 
 use crate::Source;
@@ -10,5 +12,6 @@ use crate::Source;
 pub static ALL: &[&dyn Source] = &[
     &gooaq::GooAq,
     &jsonl::NormalizedJsonl,
+    &triviaqa::TriviaQa,
     &yahoo_answers::YahooAnswers,
 ];
