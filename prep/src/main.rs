@@ -50,7 +50,8 @@ enum Command {
 fn main() {
     use clap::{CommandFactory, FromArgMatches};
     // The ingest help lists every source with what it expects, built from the sources themselves.
-    let command = Cli::command().mut_subcommand("ingest", |c| c.after_long_help(cmd::ingest::sources_help()));
+    let command =
+        Cli::command().mut_subcommand("ingest", |c| c.after_long_help(cmd::ingest::sources_help()));
     let cli = match Cli::from_arg_matches(&command.get_matches()) {
         Ok(cli) => cli,
         Err(e) => e.exit(),

@@ -52,7 +52,10 @@ pub fn run(args: Args) -> Result<()> {
         .map(str::to_owned)
         .collect();
     if texts.len() < 2 {
-        bail!("{}: the corpus needs at least 2 texts", args.corpus.display());
+        bail!(
+            "{}: the corpus needs at least 2 texts",
+            args.corpus.display()
+        );
     }
     let tmp;
     let work = match &args.work {
@@ -63,18 +66,35 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     std::fs::create_dir_all(&work)?;
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("ingest benchmark on {cores} cores; MB = 10^6 bytes of uncompressed input");
-    println!("{:<34} {:>7} {:>9} {:>10} {:>12} {:>11}", "input", "threads", "seconds", "MB/s", "rows/s", "peak RSS");
+    println!(
+        "{:<34} {:>7} {:>9} {:>10} {:>12} {:>11}",
+        "input", "threads", "seconds", "MB/s", "rows/s", "peak RSS"
+    );
     for &mb in &args.jsonl_mb {
         let path = work.join(format!("bench-{mb}MB.jsonl.gz"));
         let size = generate_jsonl(&path, &texts, mb * 1_000_000)?;
-        measure("jsonl", &path, size, &format!("jsonl.gz {mb} MB"), &[1, cores])?;
+        measure(
+            "jsonl",
+            &path,
+            size,
+            &format!("jsonl.gz {mb} MB"),
+            &[1, cores],
+        )?;
     }
     if args.xml_mb > 0 {
         let site = work.join("bench.stackexchange.com");
         let size = generate_stackexchange(&site, &texts, args.xml_mb * 1_000_000)?;
-        measure("stackexchange", &site, size, &format!("stackexchange XML {} MB", args.xml_mb), &[1, cores])?;
+        measure(
+            "stackexchange",
+            &site,
+            size,
+            &format!("stackexchange XML {} MB", args.xml_mb),
+            &[1, cores],
+        )?;
     }
     Ok(())
 }
@@ -87,15 +107,26 @@ fn measure(source: &str, input: &Path, size: u64, label: &str, threads: &[usize]
         }
         seen.push(t);
         let out = Command::new(std::env::current_exe()?)
-            .args(["bench", "ingest", "--child-source", source, "--child-threads", &t.to_string()])
+            .args([
+                "bench",
+                "ingest",
+                "--child-source",
+                source,
+                "--child-threads",
+                &t.to_string(),
+            ])
             .arg("--child-input")
             .arg(input)
             .output()
             .context("running the measurement child process")?;
         if !out.status.success() {
-            bail!("{label} on {t} threads failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "{label} on {t} threads failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        let m: Measurement = serde_json::from_slice(&out.stdout).context("reading the child's result")?;
+        let m: Measurement =
+            serde_json::from_slice(&out.stdout).context("reading the child's result")?;
         println!(
             "{:<34} {:>7} {:>9.2} {:>10.1} {:>12.0} {:>8.1} MiB",
             label,
@@ -111,13 +142,29 @@ fn measure(source: &str, input: &Path, size: u64, label: &str, threads: &[usize]
 
 fn child(source: &str, input: &Path, threads: usize) -> Result<()> {
     let out = tempfile::tempdir_in(input.parent().unwrap_or(Path::new(".")))?;
-    let opts = IngestOptions { threads, ..IngestOptions::default() };
+    let opts = IngestOptions {
+        threads,
+        ..IngestOptions::default()
+    };
     let started = Instant::now();
-    let report = ingest::run(source, &[input.to_path_buf()], out.path(), &opts, &NoProgress)?;
+    let report = ingest::run(
+        source,
+        &[input.to_path_buf()],
+        out.path(),
+        &opts,
+        &NoProgress,
+    )?;
     let seconds = started.elapsed().as_secs_f64();
     let rows = report.manifests.iter().map(|m| m.rows).sum();
     let peak_rss = super::peak_rss_bytes().unwrap_or(0);
-    println!("{}", serde_json::to_string(&Measurement { seconds, rows, peak_rss })?);
+    println!(
+        "{}",
+        serde_json::to_string(&Measurement {
+            seconds,
+            rows,
+            peak_rss
+        })?
+    );
     Ok(())
 }
 
@@ -138,11 +185,15 @@ impl Picker {
 /// Writes `["a","b"]` lines up to `target` uncompressed bytes; returns the uncompressed size.
 fn generate_jsonl(path: &Path, texts: &[String], target: u64) -> Result<u64> {
     let file = std::fs::File::create(path)?;
-    let mut gz = flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::fast());
+    let mut gz =
+        flate2::write::GzEncoder::new(std::io::BufWriter::new(file), flate2::Compression::fast());
     let mut pick = Picker(1);
     let mut written = 0u64;
     while written < target {
-        let line = serde_json::to_string(&[&texts[pick.next(texts.len())], &texts[pick.next(texts.len())]])?;
+        let line = serde_json::to_string(&[
+            &texts[pick.next(texts.len())],
+            &texts[pick.next(texts.len())],
+        ])?;
         gz.write_all(line.as_bytes())?;
         gz.write_all(b"\n")?;
         written += line.len() as u64 + 1;
@@ -152,7 +203,11 @@ fn generate_jsonl(path: &Path, texts: &[String], target: u64) -> Result<u64> {
 }
 
 fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\n', "&#xA;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\n', "&#xA;")
 }
 
 /// Writes a site folder (Posts.xml, PostLinks.xml) of questions with two answers each, bodies in
@@ -170,7 +225,11 @@ fn generate_stackexchange(site: &Path, texts: &[String], target: u64) -> Result<
     while written < target {
         let q = id;
         let title = xml_escape(&texts[pick.next(texts.len())]);
-        let body = xml_escape(&format!("<p>{}</p>\n<p>{}</p>", texts[pick.next(texts.len())], texts[pick.next(texts.len())]));
+        let body = xml_escape(&format!(
+            "<p>{}</p>\n<p>{}</p>",
+            texts[pick.next(texts.len())],
+            texts[pick.next(texts.len())]
+        ));
         let mut rows = format!(
             "  <row Id=\"{q}\" PostTypeId=\"1\" AcceptedAnswerId=\"{}\" Score=\"{}\" Title=\"{title}\" Body=\"{body}\" Tags=\"&lt;bench&gt;\" />\r\n",
             q + 1,
@@ -187,7 +246,10 @@ fn generate_stackexchange(site: &Path, texts: &[String], target: u64) -> Result<
         posts.write_all(rows.as_bytes())?;
         written += rows.len() as u64;
         if q % 50 == 1 && q > 1 {
-            let link = format!("  <row Id=\"{q}\" PostId=\"{q}\" RelatedPostId=\"{}\" LinkTypeId=\"3\" />\r\n", q - 3);
+            let link = format!(
+                "  <row Id=\"{q}\" PostId=\"{q}\" RelatedPostId=\"{}\" LinkTypeId=\"3\" />\r\n",
+                q - 3
+            );
             links.write_all(link.as_bytes())?;
             written += link.len() as u64;
         }

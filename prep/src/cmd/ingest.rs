@@ -37,9 +37,22 @@ pub struct Args {
 pub fn sources_help() -> String {
     let mut s = String::from("Sources:\n");
     for src in ingest::sources() {
-        let datasets: Vec<_> = src.datasets().iter().map(|(id, a)| format!("{id} ({} cols)", a.columns())).collect();
-        let writes = if datasets.is_empty() { "named by --dataset".to_owned() } else { datasets.join(", ") };
-        s.push_str(&format!("\n  {}  -> {}\n      {}\n", src.name(), writes, src.about()));
+        let datasets: Vec<_> = src
+            .datasets()
+            .iter()
+            .map(|(id, a)| format!("{id} ({} cols)", a.columns()))
+            .collect();
+        let writes = if datasets.is_empty() {
+            "named by --dataset".to_owned()
+        } else {
+            datasets.join(", ")
+        };
+        s.push_str(&format!(
+            "\n  {}  -> {}\n      {}\n",
+            src.name(),
+            writes,
+            src.about()
+        ));
     }
     s
 }
@@ -81,11 +94,18 @@ pub fn run(args: Args) -> Result<()> {
             m.rows,
             m.columns.columns(),
             m.skipped_total(),
-            if skipped.is_empty() { String::new() } else { format!(" ({})", skipped.join(", ")) }
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", skipped.join(", "))
+            }
         );
     }
     if report.malformed > 0 {
-        eprintln!("{} malformed records skipped; first ones:", report.malformed);
+        eprintln!(
+            "{} malformed records skipped; first ones:",
+            report.malformed
+        );
         for e in &report.examples {
             eprintln!("  {e}");
         }
