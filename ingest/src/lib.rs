@@ -5,6 +5,7 @@
 //! sources hand a [`LineParser`] to [`ingest_lines`], which parses on all cores and keeps the
 //! output order fixed.
 
+pub mod catalogue;
 pub mod error;
 pub mod input;
 pub mod lines;

@@ -60,10 +60,9 @@ pub fn sources_help() -> String {
 pub fn run(args: Args) -> Result<()> {
     let source = ingest::source(&args.source)?;
     let inputs = if args.input.is_empty() {
-        anyhow::bail!(
-            "no --input given for `{}`: pass the raw files or folders with --input",
-            source.name()
-        )
+        let dest = args.dest.clone().unwrap_or_else(fetch::default_dest);
+        fetch::cached_inputs(source.name(), &dest)
+            .with_context(|| format!("no --input given for `{}`", source.name()))?
     } else {
         args.input.clone()
     };
