@@ -254,6 +254,8 @@ impl PairWriter {
                 ZstdLevel::try_new(self.options.zstd_level).unwrap_or_default(),
             ))
             .set_max_row_group_row_count(Some(self.options.row_group_rows))
+            // Texts are nearly all distinct: dictionary encoding only costs time before falling back.
+            .set_dictionary_enabled(false)
             .set_created_by(format!("prep {}", crate::PREP_VERSION))
             .build();
         let sink = Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
