@@ -22,4 +22,5 @@ pub use model::{
     cls_pool, l2_normalize, max_pool, mean_pool, pool, softmax_last_dim, BertModel, DropoutRng,
     DropoutRngState, LayerNorm, Linear,
 };
+pub use retrieval::{EvalSet, RetrievalMetrics};
 pub use tokenizers;

@@ -138,6 +138,59 @@ pub fn top_k(query: &[f32], corpus: &[f32], dim: usize, k: usize) -> Vec<(usize,
     idx.into_iter().map(|i| (i, scores[i])).collect()
 }
 
+/// A retrieval task built from pairs/triplets: each anchor must find its positive among all
+/// positives and negatives. Candidates are deduplicated by text, so repeated answers are one
+/// candidate (and never compete with themselves).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EvalSet {
+    pub queries: Vec<String>,
+    pub candidates: Vec<String>,
+    /// `relevant[i]`: index in `candidates` of query i's positive.
+    pub relevant: Vec<usize>,
+}
+
+impl EvalSet {
+    /// From (anchor, positive, optional negative) records, in order.
+    pub fn from_records<I>(records: I) -> Self
+    where
+        I: IntoIterator<Item = (String, String, Option<String>)>,
+    {
+        let mut set = EvalSet::default();
+        let mut index: std::collections::HashMap<String, usize> = Default::default();
+        let mut intern = |set: &mut EvalSet, text: String| -> usize {
+            if let Some(&i) = index.get(&text) {
+                return i;
+            }
+            let i = set.candidates.len();
+            index.insert(text.clone(), i);
+            set.candidates.push(text);
+            i
+        };
+        for (anchor, positive, negative) in records {
+            let p = intern(&mut set, positive);
+            set.queries.push(anchor);
+            set.relevant.push(p);
+            if let Some(n) = negative {
+                intern(&mut set, n);
+            }
+        }
+        set
+    }
+
+    /// Embeds queries and candidates with `embed` (vectors of one dim) and scores by dot product.
+    pub fn evaluate<E>(
+        &self,
+        mut embed: impl FnMut(&[&str]) -> Result<Vec<Vec<f32>>, E>,
+    ) -> Result<RetrievalMetrics, E> {
+        let q: Vec<&str> = self.queries.iter().map(|s| s.as_str()).collect();
+        let c: Vec<&str> = self.candidates.iter().map(|s| s.as_str()).collect();
+        let qv = embed(&q)?;
+        let cv = embed(&c)?;
+        let dim = qv.first().or(cv.first()).map(|v| v.len()).unwrap_or(0);
+        Ok(evaluate(&qv.concat(), &cv.concat(), dim, &self.relevant))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -164,5 +217,31 @@ mod tests {
         let m = evaluate(&q, &c, 2, &[0, 2]);
         assert_eq!(m.recall_at_1, 0.5);
         assert_eq!(top_k(&q[..2], &c, 2, 2), vec![(0, 0.9), (2, 0.5)]);
+    }
+
+    #[test]
+    fn eval_set_dedupes_candidates() {
+        let set = EvalSet::from_records(vec![
+            ("q1".to_owned(), "a".to_owned(), Some("n".to_owned())),
+            ("q2".to_owned(), "a".to_owned(), None),
+            ("q3".to_owned(), "b".to_owned(), None),
+        ]);
+        assert_eq!(set.candidates, vec!["a", "n", "b"]);
+        assert_eq!(set.relevant, vec![0, 0, 2]);
+        // One-hot "embeddings" by first letter: every query finds its positive first.
+        let m = set
+            .evaluate(|texts| -> Result<Vec<Vec<f32>>, ()> {
+                Ok(texts
+                    .iter()
+                    .map(|t| match t {
+                        &"q1" | &"q2" | &"a" => vec![1.0, 0.0],
+                        &"q3" | &"b" => vec![0.0, 1.0],
+                        _ => vec![0.5, 0.0],
+                    })
+                    .collect())
+            })
+            .unwrap();
+        assert_eq!(m.recall_at_1, 1.0);
+        assert_eq!(m.candidates, 3);
     }
 }
