@@ -1,8 +1,257 @@
-//! `prep download`: not wired yet; its issue fills this module in.
+//! `prep download`: a source's raw files from the built-in catalogue into the local cache, or a
+//! model from the Hugging Face Hub into the HF cache.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use fetch::{DownloadConfig, Downloader, HubConfig, SourceFile};
+use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use schemas::{Progress, Unit};
+
+// The catalogue lives in `ingest` (ARCHITECTURE.md); it is std+serde only and is compiled in
+// here by path until `ingest/src/lib.rs` exports it as `ingest::catalogue`.
+#[path = "../../../ingest/src/catalogue.rs"]
+#[allow(dead_code)]
+mod catalogue;
 
 #[derive(clap::Args)]
-pub struct Args {}
+#[command(
+    long_about = "Download a source's raw files from its publisher into the cache (default ~/.cache/prep), \
+or a model from the Hugging Face Hub into the HF cache.\n\nDownloads resume from `.part` files with HTTP \
+Range requests, retry connection errors and 5xx with backoff, and verify every file's size (and sha256 \
+where the publisher gives one) before it takes its final name. `prep ingest --source <name>` without \
+`--input` reads what this command finished.\n\nModels honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, \
+HF_HUB_OFFLINE and HF_TOKEN."
+)]
+pub struct Args {
+    /// Source to download (names from --list).
+    #[arg(long, value_name = "NAME")]
+    source: Option<String>,
+    /// List the catalogue (sources, files, sizes) and what is already downloaded.
+    #[arg(long)]
+    list: bool,
+    /// Fetch a model into the HF cache and print its folder: a Hub id `org/name[@revision]`.
+    #[arg(long, value_name = "ID")]
+    model: Option<String>,
+    /// Cache folder for sources [default: $XDG_CACHE_HOME/prep or ~/.cache/prep].
+    #[arg(long, value_name = "DIR")]
+    dest: Option<PathBuf>,
+    /// Files downloaded at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    jobs: u64,
+    /// Consecutive failed attempts tolerated per file before giving up.
+    #[arg(long, default_value_t = 6)]
+    retries: u32,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep download` is not available in this build yet")
+pub fn run(args: Args) -> Result<()> {
+    let chosen = [args.list, args.source.is_some(), args.model.is_some()]
+        .iter()
+        .filter(|&&b| b)
+        .count();
+    if chosen != 1 {
+        bail!("give exactly one of --source <name>, --model <id> or --list");
+    }
+    let dest = args.dest.clone().unwrap_or_else(fetch::default_dest);
+    let cfg = DownloadConfig {
+        jobs: args.jobs as usize,
+        retries: args.retries,
+        ..DownloadConfig::default()
+    };
+    if args.list {
+        list(&dest);
+        return Ok(());
+    }
+    if let Some(model) = &args.model {
+        let hub = HubConfig {
+            download: cfg,
+            ..HubConfig::from_env()
+        };
+        let path = fetch::hub::resolve_model_with(model, &hub, &MultiBar::new())
+            .with_context(|| format!("downloading model `{model}`"))?;
+        println!("{}", path.display());
+        return Ok(());
+    }
+    let name = args.source.as_deref().expect("checked above");
+    let Some(entry) = catalogue::find(name) else {
+        let names: Vec<&str> = catalogue::catalogue().iter().map(|s| s.source).collect();
+        bail!("unknown source `{name}`; known: {}", names.join(", "));
+    };
+    if let Some(manual) = entry.manual {
+        bail!("`{name}` cannot be downloaded automatically: {manual}");
+    }
+    let files: Vec<SourceFile> = entry
+        .files
+        .iter()
+        .map(|f| SourceFile {
+            name: f.name.to_owned(),
+            url: f.url.to_owned(),
+            size: f.size,
+            sha256: f.sha256.map(str::to_owned),
+        })
+        .collect();
+    let downloader = Downloader::new(cfg);
+    let record = fetch::download_source(name, &files, &dest, &downloader, &MultiBar::new())
+        .with_context(|| format!("downloading source `{name}` into {}", dest.display()))?;
+    let total: u64 = record.files.iter().map(|f| f.size).sum();
+    eprintln!(
+        "{name}: {} files, {} in {}",
+        record.files.len(),
+        HumanBytes(total),
+        fetch::source_dir(name, &dest).display()
+    );
+    let packed: Vec<&str> = entry
+        .files
+        .iter()
+        .filter(|f| {
+            matches!(
+                f.packing,
+                catalogue::Packing::TarGz | catalogue::Packing::SevenZip
+            )
+        })
+        .map(|f| f.name)
+        .collect();
+    if !packed.is_empty() {
+        eprintln!(
+            "note: {} of these are archives (tar.gz/7z) to unpack before `prep ingest --source {}`",
+            packed.len(),
+            entry.ingest_with
+        );
+    }
+    if entry.ingest_with != name {
+        eprintln!(
+            "note: these files are read by `prep ingest --source {}` (one dataset per file)",
+            entry.ingest_with
+        );
+    }
+    Ok(())
+}
+
+fn list(dest: &std::path::Path) {
+    println!(
+        "{:<18} {:>5} {:>10}  {:<11} description",
+        "source", "files", "size", "cached"
+    );
+    for s in catalogue::catalogue() {
+        let size = match s.known_size() {
+            _ if s.files.is_empty() => "-".to_owned(),
+            Some(b) => HumanBytes(b).to_string(),
+            None => "?".to_owned(),
+        };
+        let cached = if s.manual.is_some() {
+            "manual"
+        } else if fetch::cached_inputs(s.source, dest).is_ok() {
+            "yes"
+        } else {
+            "no"
+        };
+        println!(
+            "{:<18} {:>5} {:>10}  {:<11} {}",
+            s.source,
+            s.files.len(),
+            size,
+            cached,
+            s.description
+        );
+    }
+    println!("\ncache: {}", dest.display());
+}
+
+/// indicatif behind `fetch::MultiProgress`: one bar per active file plus a total; a plain line
+/// per finished file when stderr is not a terminal.
+pub struct MultiBar {
+    multi: MultiProgress,
+    total: Bar,
+    terminal: bool,
+}
+
+impl MultiBar {
+    pub fn new() -> Self {
+        let terminal = std::io::stderr().is_terminal();
+        let multi = MultiProgress::with_draw_target(if terminal {
+            ProgressDrawTarget::stderr_with_hz(4)
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        let total = multi.add(ProgressBar::no_length());
+        total.enable_steady_tick(Duration::from_millis(250));
+        MultiBar {
+            multi,
+            total: Bar {
+                bar: total,
+                name: "total".into(),
+                log: None,
+            },
+            terminal,
+        }
+    }
+}
+
+impl Default for MultiBar {
+    fn default() -> Self {
+        MultiBar::new()
+    }
+}
+
+impl fetch::MultiProgress for MultiBar {
+    fn file(&self, name: &str) -> Box<dyn Progress> {
+        let bar = self
+            .multi
+            .insert_before(&self.total.bar, ProgressBar::no_length());
+        Box::new(Bar {
+            bar,
+            name: name.to_owned(),
+            log: (!self.terminal).then_some(()),
+        })
+    }
+    fn total(&self) -> &dyn Progress {
+        &self.total
+    }
+}
+
+struct Bar {
+    bar: ProgressBar,
+    name: String,
+    /// Some when stderr is not a terminal: print one line when the file ends.
+    log: Option<()>,
+}
+
+fn style(known: bool) -> ProgressStyle {
+    let t = if known {
+        "{prefix:<28!} {wide_bar} {bytes:>10}/{total_bytes:<10} {bytes_per_sec:>11} {eta:>4} {msg}"
+    } else {
+        "{prefix:<28!} {spinner} {bytes:>10} {bytes_per_sec:>11} {msg}"
+    };
+    ProgressStyle::with_template(t).expect("valid template")
+}
+
+impl Progress for Bar {
+    fn begin(&self, what: &str, total: Option<u64>, _unit: Unit) {
+        self.bar.reset();
+        self.bar.set_length(total.unwrap_or(0));
+        if total.is_none() {
+            self.bar.unset_length();
+        }
+        self.bar.set_style(style(total.is_some()));
+        self.bar.set_prefix(what.to_owned());
+    }
+    fn advance(&self, delta: u64) {
+        self.bar.inc(delta);
+    }
+    fn message(&self, msg: &str) {
+        self.bar.set_message(msg.to_owned());
+    }
+    fn finish(&self) {
+        if self.log.is_some() {
+            eprintln!(
+                "{}: {} {}",
+                self.name,
+                HumanBytes(self.bar.position()),
+                self.bar.message()
+            );
+        }
+        self.bar.finish_and_clear();
+    }
 }
