@@ -3,6 +3,7 @@
 pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
+pub mod quora;
 pub mod triviaqa;
 pub mod yahoo_answers;
 
@@ -14,4 +15,5 @@ pub static ALL: &[&dyn Source] = &[
     &jsonl::NormalizedJsonl,
     &triviaqa::TriviaQa,
     &yahoo_answers::YahooAnswers,
+    &quora::Quora,
 ];
