@@ -342,6 +342,26 @@ fn write_shard(path: &Path, batches: &[Vec<ShardRow>], opts: &MixOptions) -> Res
     Ok((sha256, bytes))
 }
 
+fn round6(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+/// The deviation of realised batch counts from the weights, per dataset id.
+fn deviation_report(ids: &[String], d: &Deviation) -> Value {
+    let per: BTreeMap<&str, f64> = ids
+        .iter()
+        .map(String::as_str)
+        .zip(d.per_dataset.iter().map(|v| round6(*v)))
+        .collect();
+    json!({
+        "unit": "batches",
+        "what": "max over every prefix of the stream of |batches(dataset) - share * batches|",
+        "max_abs": round6(d.max_abs_batches),
+        "within_one_batch": d.max_abs_batches < 1.0,
+        "per_dataset": per,
+    })
+}
+
 fn dataset_entries(
     sources: &[PreparedSource],
     stats: &[DatasetStats],
@@ -353,18 +373,19 @@ fn dataset_entries(
         .zip(stats)
         .map(|(s, st)| {
             let mut v = serde_json::to_value(st).expect("stats serialise");
+            v["epochs"] = json!(round6(st.epochs));
             let o = v.as_object_mut().expect("object");
             o.insert("weight".into(), json!(s.source.weight));
             o.insert(
                 "share".into(),
-                json!(s.source.weight as f64 / total_weight as f64),
+                json!(round6(s.source.weight as f64 / total_weight as f64)),
             );
             o.insert(
                 "realised_share".into(),
                 json!(if batches == 0 {
                     0.0
                 } else {
-                    st.batches as f64 / batches as f64
+                    round6(st.batches as f64 / batches as f64)
                 }),
             );
             o.insert("rows".into(), json!(s.manifest.rows));
@@ -508,6 +529,7 @@ pub fn mix(
         });
         let index = &mut index;
         let sources = &sources;
+        let ids = &ids;
         let writer_thread = scope.spawn(move || -> Result<u64> {
             let mut written = 0;
             for t in tok_rx {
@@ -523,9 +545,10 @@ pub fn mix(
                 });
                 let done = first_batch + batches;
                 index.datasets = dataset_entries(sources, &t.stats, total_weight, done);
-                index
-                    .extra
-                    .insert("mixing_deviation".into(), json!(t.deviation));
+                index.extra.insert(
+                    "mixing_deviation".into(),
+                    deviation_report(ids, &t.deviation),
+                );
                 index
                     .extra
                     .insert("complete".into(), json!(done == opts.steps));
@@ -538,7 +561,7 @@ pub fn mix(
         let mut counts = Counts::default();
         let mut failure = None;
         for chunk in chunk_rx {
-            let step = chunk.and_then(|c| tokenize_chunk(c, &ids, tokenizer, opts));
+            let step = chunk.and_then(|c| tokenize_chunk(c, ids, tokenizer, opts));
             match step {
                 Ok((t, c)) => {
                     counts.tokens += c.tokens;

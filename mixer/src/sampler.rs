@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MixError, Result};
 use crate::rng::named_rng;
-use crate::stream::DatasetStream;
+use crate::stream::{DatasetStream, StreamStats};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -150,6 +150,10 @@ pub struct PlannedBatch {
     pub index: u64,
     pub dataset: usize,
     pub records: Vec<PairRecord>,
+    /// Rows skipped as duplicates while filling this batch.
+    pub skipped: u64,
+    /// The dataset stream's counters once this batch was filled.
+    pub stream: StreamStats,
 }
 
 /// Per-dataset counters, as recorded in the index.
@@ -225,6 +229,7 @@ impl Sampler {
             let stream = &mut self.streams[d];
             let mut records = Vec::with_capacity(self.batch_size);
             let mut skipped_in_row = 0u64;
+            let mut skipped = 0u64;
             while records.len() < self.batch_size {
                 let r = stream.next_record()?;
                 let texts = [Some(&r.anchor), Some(&r.positive), r.negative.as_ref()];
@@ -235,7 +240,7 @@ impl Sampler {
                         .as_ref()
                         .is_some_and(|n| *n == r.anchor || *n == r.positive);
                 if repeats || texts.iter().flatten().any(|t| seen.contains(t.as_str())) {
-                    self.stats[d].rows_skipped_duplicate += 1;
+                    skipped += 1;
                     skipped_in_row += 1;
                     // A whole pass without one usable row: the dataset cannot fill this round.
                     if skipped_in_row > stream.rows() {
@@ -255,26 +260,14 @@ impl Sampler {
                 }
                 records.push(r);
             }
-            let s = &mut self.stats[d];
-            s.rows_drawn += self.batch_size as u64;
-            s.batches += 1;
-            let st = stream.stats();
-            s.epoch = st.epoch;
-            s.epochs = st.consumed as f64 / stream.rows() as f64;
             self.queue.push_back(PlannedBatch {
                 index: self.next_index,
                 dataset: d,
                 records,
+                skipped,
+                stream: stream.stats(),
             });
             self.next_index += 1;
-            self.batch_counts[d] += 1;
-            let n = self.next_index as f64;
-            for (i, c) in self.batch_counts.iter().enumerate() {
-                let dev = (*c as f64 - self.shares[i] * n).abs();
-                let slot = &mut self.deviation.per_dataset[i];
-                *slot = slot.max(dev);
-                self.deviation.max_abs_batches = self.deviation.max_abs_batches.max(dev);
-            }
         }
         Ok(())
     }
@@ -284,7 +277,24 @@ impl Sampler {
         while self.queue.is_empty() {
             self.fill_round()?;
         }
-        Ok(self.queue.pop_front().expect("filled above"))
+        let b = self.queue.pop_front().expect("filled above");
+        // Counters follow the batches handed out, not the round filled ahead of them.
+        let d = b.dataset;
+        let s = &mut self.stats[d];
+        s.rows_drawn += b.records.len() as u64;
+        s.rows_skipped_duplicate += b.skipped;
+        s.batches += 1;
+        s.epoch = b.stream.epoch;
+        s.epochs = b.stream.consumed as f64 / self.streams[d].rows() as f64;
+        self.batch_counts[d] += 1;
+        let n = (b.index + 1) as f64;
+        for (i, c) in self.batch_counts.iter().enumerate() {
+            let dev = (*c as f64 - self.shares[i] * n).abs();
+            let slot = &mut self.deviation.per_dataset[i];
+            *slot = slot.max(dev);
+            self.deviation.max_abs_batches = self.deviation.max_abs_batches.max(dev);
+        }
+        Ok(b)
     }
 }
 
