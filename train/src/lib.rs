@@ -1,1 +1,345 @@
-//! placeholder until its issue lands
+//! The MultipleNegativesRankingLoss trainer behind `prep train`: the multi-qa-MiniLM recipe
+//! (UPSTREAM.md, "Training loop") in candle.
+//!
+//! - [`model::Trainable`]: `encoder::BertModel` over named variables (HF names), mean pooling,
+//!   L2 normalisation, seeded dropout.
+//! - [`loss`]: symmetric / one-way MNRL for pairs, one-way over `[positives; negatives]` for triplets.
+//! - [`step`]: loss and gradients in one graph or GradCache mini-batches (same result).
+//! - [`optim`]: AdamW, warmup + linear decay, gradient-norm clipping, as PyTorch computes them.
+//! - [`checkpoint`]: sentence-transformers folders plus trainer state, written atomically.
+//! - [`train`] / [`resume`]: the loop over the loader, JSONL log, progress, exact resume.
+
+pub mod checkpoint;
+pub mod error;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod step;
+pub mod vocab;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Device;
+use encoder::DropoutRng;
+use loader::{Loader, LoaderOptions, LoaderState};
+use schemas::{Progress, ShardIndex, Unit};
+use serde::{Deserialize, Serialize};
+
+pub use checkpoint::TrainerState;
+pub use error::{Result, TrainError};
+pub use loss::LossKind;
+pub use model::Trainable;
+pub use optim::{AdamW, AdamWConfig, ScheduleKind};
+pub use step::{loss_and_grads, Columns, LossConfig, StepGrads};
+
+/// Everything that decides the numbers a run produces. Saved in every checkpoint; a resume
+/// continues with exactly these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub lr: f64,
+    pub warmup: u64,
+    pub schedule: ScheduleKind,
+    pub adamw: AdamWConfig,
+    /// Gradient-norm clip; 0 turns clipping off.
+    pub max_grad_norm: f64,
+    /// Dropout rate for hidden states and attention; `None` keeps the model config's.
+    pub dropout: Option<f64>,
+    pub seed: u64,
+    /// Optimizer steps in the run (the schedule's length); 0 = every batch in the shards.
+    pub steps: u64,
+    pub loss: LossKind,
+    pub scale: f64,
+    /// GradCache chunk size; `None` computes each batch in one graph.
+    pub mini_batch_size: Option<usize>,
+    /// Save a checkpoint every this many steps (and always at the end).
+    pub save_steps: Option<u64>,
+    /// `max_seq_length` written to `sentence_bert_config.json`.
+    pub max_seq_length: usize,
+    pub rank: usize,
+    pub world_size: usize,
+}
+
+impl Default for TrainConfig {
+    /// Upstream's recipe.
+    fn default() -> Self {
+        TrainConfig {
+            lr: 2e-5,
+            warmup: 500,
+            schedule: ScheduleKind::Linear,
+            adamw: AdamWConfig::default(),
+            max_grad_norm: 1.0,
+            dropout: None,
+            seed: 42,
+            steps: 0,
+            loss: LossKind::Symmetric,
+            scale: 20.0,
+            mini_batch_size: None,
+            save_steps: None,
+            max_seq_length: 256,
+            rank: 0,
+            world_size: 1,
+        }
+    }
+}
+
+/// Per-invocation settings that do not change the numbers.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Run folder: `checkpoint-N/` go here.
+    pub output: PathBuf,
+    /// JSONL log, one line per step.
+    pub log: Option<PathBuf>,
+    pub device: Device,
+    /// Batches the loader reads ahead.
+    pub prefetch: usize,
+    /// Stop (without a final save) after this many total steps: simulates an interruption.
+    pub stop_after: Option<u64>,
+    /// Test hook: make the save at this step fail midway.
+    pub fail_save_at: Option<u64>,
+}
+
+impl RunOptions {
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        RunOptions {
+            output: output.into(),
+            log: None,
+            device: Device::Cpu,
+            prefetch: 4,
+            stop_after: None,
+            fail_save_at: None,
+        }
+    }
+}
+
+/// One line of the JSONL log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub step: u64,
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient L2 norm before clipping.
+    pub grad_norm: f64,
+    pub dataset: String,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    /// Records of the steps run by this call.
+    pub records: Vec<StepRecord>,
+    /// The last checkpoint written, if any.
+    pub last_checkpoint: Option<PathBuf>,
+    pub steps_done: u64,
+    pub seconds: f64,
+}
+
+/// Opens a model folder: pretrained when it has `model.safetensors`, else a fresh model from its
+/// `config.json` (seeded init), keeping its tokenizer files for the saved checkpoints.
+pub fn open_model(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<Trainable> {
+    if dir.join("model.safetensors").is_file() {
+        Trainable::from_pretrained(dir, cfg.dropout, device)
+    } else {
+        let config = encoder::BertConfig::from_file(&dir.join("config.json"))?;
+        let mut m = Trainable::fresh(&config, cfg.seed, cfg.dropout, device)?;
+        m.source = Some(dir.to_owned());
+        Ok(m)
+    }
+}
+
+/// Trains from the start of `shards` with the model in `model_dir`.
+pub fn train(
+    shards: &Path,
+    model_dir: &Path,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<TrainSummary> {
+    let model = open_model(model_dir, cfg, &run.device)?;
+    let opt = AdamW::new(&model.vars, cfg.adamw).map_err(|e| candle_err("optimizer", e))?;
+    let rng = (model.dropout > 0.0).then(|| DropoutRng::new(dropout_seed(cfg)));
+    let state = TrainerState {
+        step: 0,
+        loader: LoaderState::default(),
+        dropout_rng: rng.as_ref().map(|r| r.state()),
+        shards: shards.to_owned(),
+        config: cfg.clone(),
+        prep_version: schemas::PREP_VERSION.to_owned(),
+    };
+    if let Some(log) = &run.log {
+        // A fresh run starts a fresh log.
+        schemas::AtomicFile::write_all(log, b"")?;
+    }
+    run_loop(model, opt, rng, state, run, progress)
+}
+
+/// Continues from a checkpoint folder (or the newest complete one in a run folder) with the
+/// settings saved in it, giving the same losses as a run that never stopped.
+pub fn resume(from: &Path, run: &RunOptions, progress: &dyn Progress) -> Result<TrainSummary> {
+    let dir = checkpoint::find_latest(from)?;
+    let state = checkpoint::read_state(&dir)?;
+    let mut model = Trainable::from_pretrained(&dir, state.config.dropout, &run.device)?;
+    let mut opt =
+        AdamW::new(&model.vars, state.config.adamw).map_err(|e| candle_err("optimizer", e))?;
+    checkpoint::load_optimizer(&dir, &model, &mut opt, state.step)?;
+    // Saved folders keep the original tokenizer and config, so they are the source from now on.
+    model.source = Some(dir.clone());
+    let rng = state.dropout_rng.map(DropoutRng::from_state);
+    if let Some(log) = &run.log {
+        truncate_log(log, state.step)?;
+    }
+    run_loop(model, opt, rng, state, run, progress)
+}
+
+fn dropout_seed(cfg: &TrainConfig) -> u64 {
+    // Distinct per rank so data-parallel replicas do not share masks.
+    cfg.seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(cfg.rank as u64 + 1)
+}
+
+fn candle_err(context: &str, source: candle_core::Error) -> TrainError {
+    TrainError::Candle {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+/// Keeps the log lines of steps `<= step` (a resumed run rewrites what came after).
+fn truncate_log(log: &Path, step: u64) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return Ok(());
+    };
+    let mut kept = String::new();
+    for line in text.lines() {
+        let keep = serde_json::from_str::<StepRecord>(line)
+            .map(|r| r.step <= step)
+            .unwrap_or(false);
+        if keep {
+            kept.push_str(line);
+            kept.push('\n');
+        }
+    }
+    schemas::AtomicFile::write_all(log, kept.as_bytes())?;
+    Ok(())
+}
+
+fn run_loop(
+    model: Trainable,
+    mut opt: AdamW,
+    mut rng: Option<DropoutRng>,
+    mut state: TrainerState,
+    run: &RunOptions,
+    progress: &dyn Progress,
+) -> Result<TrainSummary> {
+    let cfg = state.config.clone();
+    let shards = state.shards.clone();
+    let index = ShardIndex::read(&shards)?;
+    let total = if cfg.steps == 0 {
+        index.total_batches()
+    } else {
+        cfg.steps
+    };
+    if total > index.total_batches() {
+        return Err(TrainError::invalid(
+            shards.join(schemas::SHARD_INDEX_FILE),
+            format!(
+                "holds {} batches but {total} steps were asked for (mix more steps or lower --steps)",
+                index.total_batches()
+            ),
+        ));
+    }
+    let loader_opts = LoaderOptions {
+        rank: cfg.rank,
+        world_size: cfg.world_size,
+        prefetch: run.prefetch,
+        verify: true,
+        device: run.device.clone(),
+    };
+    let mut loader = Loader::open(&shards, state.loader, &loader_opts)?;
+    let mut log = match &run.log {
+        Some(p) => Some(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| TrainError::io(p, e))?,
+        ),
+        None => None,
+    };
+    std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
+
+    let loss_cfg = LossConfig {
+        kind: cfg.loss,
+        scale: cfg.scale,
+    };
+    progress.begin("train", Some(total), Unit::Items);
+    progress.advance(state.step);
+    let started = Instant::now();
+    let mut records = Vec::new();
+    let mut last_checkpoint = None;
+    while state.step < total {
+        if run.stop_after.is_some_and(|s| state.step >= s) {
+            break;
+        }
+        let t0 = Instant::now();
+        let batch = loader.next().ok_or_else(|| {
+            TrainError::invalid(
+                &shards,
+                format!("shards ended before step {}", state.step + 1),
+            )
+        })??;
+        let lr = optim::lr_at(cfg.schedule, cfg.lr, cfg.warmup, total, state.step);
+        let StepGrads { loss, mut grads } = loss_and_grads(
+            &model,
+            &Columns::of(&batch),
+            loss_cfg,
+            cfg.mini_batch_size,
+            rng.as_mut(),
+        )?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                loss,
+            });
+        }
+        let grad_norm = optim::clip_grad_norm(&mut grads, cfg.max_grad_norm)
+            .map_err(|e| candle_err("clipping", e))?;
+        opt.step(&model.vars, &grads, lr)
+            .map_err(|e| candle_err("AdamW step", e))?;
+        state.step += 1;
+        state.loader = batch.next;
+        state.dropout_rng = rng.as_ref().map(|r| r.state());
+        let rec = StepRecord {
+            step: state.step,
+            loss,
+            lr,
+            grad_norm,
+            dataset: batch.dataset.clone(),
+            seconds: t0.elapsed().as_secs_f64(),
+        };
+        if let (Some(f), Some(p)) = (log.as_mut(), run.log.as_ref()) {
+            let line = serde_json::to_string(&rec).expect("plain record");
+            writeln!(f, "{line}").map_err(|e| TrainError::io(p, e))?;
+        }
+        progress.advance(1);
+        progress.message(&format!("loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.3}"));
+        records.push(rec);
+
+        let periodic = cfg.save_steps.is_some_and(|s| s > 0 && state.step.is_multiple_of(s));
+        if periodic || state.step == total {
+            let target = run.output.join(checkpoint::checkpoint_name(state.step));
+            let fail = run.fail_save_at == Some(state.step);
+            checkpoint::save(&target, &model, &opt, &state, fail)?;
+            last_checkpoint = Some(target);
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary {
+        records,
+        last_checkpoint,
+        steps_done: state.step,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

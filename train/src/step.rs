@@ -1,0 +1,205 @@
+//! Loss and gradients of one batch, either in one graph or GradCache-style in mini-batches.
+//!
+//! GradCache (Gao et al. 2021; sentence-transformers' `CachedMultipleNegativesRankingLoss`):
+//! 1. embed every mini-batch without a graph, remembering the dropout RNG before each one;
+//! 2. compute the full-batch loss on those (detached) embeddings and its gradient w.r.t. them;
+//! 3. re-embed each mini-batch with a graph, replaying its dropout masks from the remembered RNG,
+//!    and backpropagate `sum(embedding · cached_gradient)`, accumulating parameter gradients.
+//!
+//! The loss and gradients equal the full-batch ones (up to float summation order), with the
+//! activation memory of one mini-batch.
+
+use candle_core::{Tensor, Var};
+use encoder::DropoutRng;
+use loader::Column;
+
+use crate::error::{Ctx, Result};
+use crate::loss::{mnrl, LossKind};
+use crate::model::Trainable;
+
+#[derive(Debug, Clone, Copy)]
+pub struct LossConfig {
+    pub kind: LossKind,
+    pub scale: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        LossConfig {
+            kind: LossKind::Symmetric,
+            scale: 20.0,
+        }
+    }
+}
+
+/// The token columns of one batch (anchor, positive, optional negative).
+pub struct Columns<'a> {
+    pub anchor: &'a Column,
+    pub positive: &'a Column,
+    pub negative: Option<&'a Column>,
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(batch: &'a loader::Batch) -> Self {
+        Columns {
+            anchor: &batch.anchor,
+            positive: &batch.positive,
+            negative: batch.negative.as_ref(),
+        }
+    }
+
+    fn list(&self) -> Vec<&'a Column> {
+        let mut v = vec![self.anchor, self.positive];
+        v.extend(self.negative);
+        v
+    }
+}
+
+pub struct StepGrads {
+    pub loss: f64,
+    /// One gradient per parameter, in `Trainable::names` order (zeros where none flowed).
+    pub grads: Vec<Tensor>,
+}
+
+/// Rows `start..start+len` of a column, cut to the longest real row among them (padding beyond
+/// it changes nothing: masked keys, masked pooling).
+fn chunk(col: &Column, start: usize, len: usize) -> candle_core::Result<(Tensor, Tensor)> {
+    let ids = col.ids.narrow(0, start, len)?;
+    let mask = col.mask.narrow(0, start, len)?;
+    let longest = mask
+        .to_dtype(candle_core::DType::F32)?
+        .sum(1)?
+        .max(0)?
+        .to_scalar::<f32>()? as usize;
+    let t = longest.max(1).min(ids.dims()[1]);
+    Ok((ids.narrow(1, 0, t)?, mask.narrow(1, 0, t)?))
+}
+
+fn collect(model: &Trainable, store: &candle_core::backprop::GradStore) -> Result<Vec<Tensor>> {
+    model
+        .vars
+        .iter()
+        .zip(&model.names)
+        .map(|(v, n)| match store.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => v.as_tensor().zeros_like().ctx(n),
+        })
+        .collect()
+}
+
+/// Loss and parameter gradients for one batch. `mini_batch: None` (or ≥ the batch) builds one
+/// graph; otherwise GradCache with chunks of `mini_batch` rows. `rng: None` disables dropout.
+pub fn loss_and_grads(
+    model: &Trainable,
+    cols: &Columns,
+    loss: LossConfig,
+    mini_batch: Option<usize>,
+    mut rng: Option<&mut DropoutRng>,
+) -> Result<StepGrads> {
+    let rows = cols.anchor.ids.dims()[0];
+    let m = mini_batch.unwrap_or(rows).max(1);
+    if m >= rows {
+        let mut embs = Vec::new();
+        for col in cols.list() {
+            let (ids, mask) = chunk(col, 0, col.ids.dims()[0]).ctx("trimming padding")?;
+            embs.push(
+                model
+                    .embed(&ids, &mask, rng.as_deref_mut())
+                    .ctx("forward")?,
+            );
+        }
+        let l = mnrl(&embs[0], &embs[1], embs.get(2), loss.scale, loss.kind).ctx("loss")?;
+        let store = l.backward().ctx("backward")?;
+        return Ok(StepGrads {
+            loss: l.to_scalar::<f32>().ctx("loss")? as f64,
+            grads: collect(model, &store)?,
+        });
+    }
+
+    // 1. Embed without a graph, remembering each chunk's RNG.
+    struct Piece {
+        col: usize,
+        start: usize,
+        len: usize,
+        rng: Option<DropoutRng>,
+    }
+    let mut pieces = Vec::new();
+    let mut embs: Vec<Vec<Tensor>> = Vec::new();
+    for (ci, col) in cols.list().into_iter().enumerate() {
+        let n = col.ids.dims()[0];
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(m) {
+            let len = m.min(n - start);
+            let saved = rng.as_deref().cloned();
+            let (ids, mask) = chunk(col, start, len).ctx("trimming padding")?;
+            let e = model
+                .embed(&ids, &mask, rng.as_deref_mut())
+                .ctx("GradCache embedding pass")?
+                .detach();
+            parts.push(e);
+            pieces.push(Piece {
+                col: ci,
+                start,
+                len,
+                rng: saved,
+            });
+        }
+        embs.push(parts);
+    }
+
+    // 2. Full-batch loss on leaf copies of the embeddings; their gradients are the cache.
+    let leaves: Vec<Var> = embs
+        .iter()
+        .map(|parts| Var::from_tensor(&Tensor::cat(parts, 0)?))
+        .collect::<candle_core::Result<_>>()
+        .ctx("GradCache embeddings")?;
+    let l = mnrl(
+        &leaves[0],
+        &leaves[1],
+        leaves.get(2).map(|v| v.as_tensor()),
+        loss.scale,
+        loss.kind,
+    )
+    .ctx("loss")?;
+    let store = l.backward().ctx("backward through the loss")?;
+    let cached: Vec<Tensor> = leaves
+        .iter()
+        .map(|v| {
+            store
+                .get(v.as_tensor())
+                .cloned()
+                .map_or_else(|| v.as_tensor().zeros_like(), Ok)
+        })
+        .collect::<candle_core::Result<_>>()
+        .ctx("GradCache gradients")?;
+
+    // 3. Re-embed each chunk with a graph and the same dropout masks; accumulate.
+    let all = cols.list();
+    let mut grads: Option<Vec<Tensor>> = None;
+    for p in pieces {
+        let mut replay = p.rng;
+        let (ids, mask) = chunk(all[p.col], p.start, p.len).ctx("trimming padding")?;
+        let e = model
+            .embed(&ids, &mask, replay.as_mut())
+            .ctx("GradCache forward")?;
+        let g = cached[p.col].narrow(0, p.start, p.len).ctx("GradCache")?;
+        let surrogate = (e * g)
+            .and_then(|x| x.sum_all())
+            .ctx("GradCache surrogate")?;
+        let store = surrogate.backward().ctx("GradCache backward")?;
+        let these = collect(model, &store)?;
+        grads = Some(match grads {
+            None => these,
+            Some(acc) => acc
+                .iter()
+                .zip(&these)
+                .map(|(a, b)| a + b)
+                .collect::<candle_core::Result<_>>()
+                .ctx("accumulating gradients")?,
+        });
+    }
+    Ok(StepGrads {
+        loss: l.to_scalar::<f32>().ctx("loss")? as f64,
+        grads: grads.expect("at least one chunk"),
+    })
+}
