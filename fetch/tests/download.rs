@@ -120,6 +120,42 @@ fn dropped_connections_resume_with_range_byte_identical() {
 }
 
 #[test]
+fn a_stalled_connection_times_out_and_resumes() {
+    let server = Server::start();
+    let body = payload(200_000, 13);
+    server.route(
+        "/stall",
+        Route {
+            stall: Some((50_000, Duration::from_secs(3))),
+            ..Route::ok(body.clone())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("stall");
+    let dl = Downloader::new(DownloadConfig {
+        read_timeout: Duration::from_millis(300),
+        ..quick(1, 2).config().clone()
+    });
+    let t = std::time::Instant::now();
+    dl.fetch(
+        &spec(&server, "/stall", &dest, &body),
+        &NoProgress,
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "waited out the stall: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(fs::read(&dest).unwrap(), body);
+    assert_eq!(
+        ranges(&server, "/stall"),
+        vec![None, Some("bytes=50000-".to_owned())]
+    );
+}
+
+#[test]
 fn a_part_left_by_an_earlier_run_is_resumed_not_refetched() {
     let server = Server::start();
     let body = payload(500_000, 3);

@@ -24,6 +24,8 @@ pub struct Route {
     pub drops: usize,
     /// The first `fail_first` requests get a 503.
     pub fail_first: usize,
+    /// On the first GET, send this many body bytes, then go silent for the duration.
+    pub stall: Option<(usize, Duration)>,
     /// Pause before sending the body (to hold connections open for the concurrency test).
     pub delay: Duration,
 }
@@ -252,6 +254,12 @@ fn respond(
         return;
     }
     thread::sleep(route.delay);
+    if let Some((at, pause)) = route.stall.filter(|_| nth == 1) {
+        let _ = conn.write_all(&body[..at.min(body.len())]);
+        let _ = conn.flush();
+        thread::sleep(pause);
+        return;
+    }
     let cut = route
         .drop_after
         .filter(|_| nth <= route.fail_first + route.drops);
