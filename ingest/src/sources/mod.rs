@@ -3,6 +3,7 @@
 pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
+pub mod stackexchange;
 pub mod quora;
 pub mod triviaqa;
 pub mod yahoo_answers;
@@ -13,6 +14,7 @@ use crate::Source;
 pub static ALL: &[&dyn Source] = &[
     &gooaq::GooAq,
     &jsonl::NormalizedJsonl,
+    &stackexchange::StackExchange,
     &triviaqa::TriviaQa,
     &yahoo_answers::YahooAnswers,
     &quora::Quora,
