@@ -1,10 +1,11 @@
 //! One module per upstream source.
 
+pub mod amazon_qa;
 pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
-pub mod stackexchange;
 pub mod quora;
+pub mod stackexchange;
 pub mod triviaqa;
 pub mod yahoo_answers;
 
@@ -18,4 +19,5 @@ pub static ALL: &[&dyn Source] = &[
     &triviaqa::TriviaQa,
     &yahoo_answers::YahooAnswers,
     &quora::Quora,
+    &amazon_qa::AmazonQa,
 ];
