@@ -5,6 +5,7 @@ pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
 pub mod quora;
+pub mod squad;
 pub mod stackexchange;
 pub mod triviaqa;
 pub mod yahoo_answers;
@@ -20,4 +21,5 @@ pub static ALL: &[&dyn Source] = &[
     &yahoo_answers::YahooAnswers,
     &quora::Quora,
     &amazon_qa::AmazonQa,
+    &squad::Squad,
 ];
