@@ -327,7 +327,9 @@ fn run_loop(
         progress.message(&format!("loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.3}"));
         records.push(rec);
 
-        let periodic = cfg.save_steps.is_some_and(|s| s > 0 && state.step.is_multiple_of(s));
+        let periodic = cfg
+            .save_steps
+            .is_some_and(|s| s > 0 && state.step.is_multiple_of(s));
         if periodic || state.step == total {
             let target = run.output.join(checkpoint::checkpoint_name(state.step));
             let fail = run.fail_save_at == Some(state.step);
