@@ -10,11 +10,8 @@ use fetch::{DownloadConfig, Downloader, HubConfig, SourceFile};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use schemas::{Progress, Unit};
 
-// The catalogue lives in `ingest` (ARCHITECTURE.md); it is std+serde only and is compiled in
-// here by path until `ingest/src/lib.rs` exports it as `ingest::catalogue`.
-#[path = "../../../ingest/src/catalogue.rs"]
-#[allow(dead_code)]
-mod catalogue;
+// The catalogue lives in `ingest` (ARCHITECTURE.md), std+serde only.
+use ingest::catalogue;
 
 #[derive(clap::Args)]
 #[command(
