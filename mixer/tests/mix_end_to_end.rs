@@ -190,7 +190,7 @@ fn shards_match_index_and_contract() {
             .as_u64()
             .unwrap()
             > 0
-            || per_dataset.get("gooaq").is_none()
+            || !per_dataset.contains_key("gooaq")
     );
 }
 
