@@ -8,6 +8,7 @@ pub mod quora;
 pub mod squad;
 pub mod stackexchange;
 pub mod triviaqa;
+pub mod wikianswers;
 pub mod yahoo_answers;
 
 use crate::Source;
@@ -22,4 +23,5 @@ pub static ALL: &[&dyn Source] = &[
     &quora::Quora,
     &amazon_qa::AmazonQa,
     &squad::Squad,
+    &wikianswers::WikiAnswers,
 ];
