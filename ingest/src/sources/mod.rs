@@ -4,7 +4,9 @@ pub mod amazon_qa;
 pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
+pub mod msmarco;
 pub mod quora;
+pub(crate) mod scratch;
 pub mod squad;
 pub mod stackexchange;
 pub mod triviaqa;
@@ -24,4 +26,5 @@ pub static ALL: &[&dyn Source] = &[
     &amazon_qa::AmazonQa,
     &squad::Squad,
     &wikianswers::WikiAnswers,
+    &msmarco::MsMarco,
 ];
