@@ -5,6 +5,7 @@ pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
 pub mod msmarco;
+pub mod paq;
 pub mod quora;
 pub(crate) mod scratch;
 pub mod squad;
