@@ -28,4 +28,5 @@ pub static ALL: &[&dyn Source] = &[
     &squad::Squad,
     &wikianswers::WikiAnswers,
     &msmarco::MsMarco,
+    &paq::Paq::DEFAULT,
 ];
