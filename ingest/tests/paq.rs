@@ -249,3 +249,74 @@ fn bad_lines_and_files() {
     );
     assert!(res.unwrap_err().to_string().contains("gone.jsonl"));
 }
+
+/// Peak resident memory of this process so far (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Memory stays bounded on a large generated join: `cargo test -p ingest --release --test paq
+/// -- --ignored --nocapture memory`. Streams ~0.5 GB of input straight to disk (never held).
+#[test]
+#[ignore = "writes ~0.5 GB; run by hand to measure"]
+fn memory_stays_bounded_on_a_large_join() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    // PREP_PAQ_BENCH_SCALE=2 doubles the input, to show the peak does not follow it.
+    let scale: u64 = std::env::var("PREP_PAQ_BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let (questions, passages) = (2_000_000 * scale, 1_000_000 * scale);
+    let meta = tmp.path().join("PAQ.metadata.jsonl");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&meta).unwrap());
+    for i in 0..questions {
+        let pid = (i * 7919) % passages;
+        writeln!(
+            w,
+            "{{\"question\": \"generated question number {i} about passage {pid}?\", \"answers\": [{{\"passage_id\": \"{pid}\", \"offset\": 0, \"text\": \"x\"}}]}}"
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let psgs = tmp.path().join("psgs_w100.tsv");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&psgs).unwrap());
+    writeln!(w, "id\ttext\ttitle").unwrap();
+    let filler = "lorem ipsum dolor sit amet consectetur adipiscing elit ".repeat(7);
+    for pid in 0..passages {
+        writeln!(w, "{pid}\tPassage {pid}. {filler}\tTitle {pid}").unwrap();
+    }
+    w.flush().unwrap();
+    drop(w);
+    let bytes = std::fs::metadata(&meta).unwrap().len() + std::fs::metadata(&psgs).unwrap().len();
+    let before = peak_rss_mib().unwrap_or(0);
+    let paq = Paq {
+        buckets: 128,
+        memory_mib: 64,
+    };
+    let out = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let report = run_with(
+        &paq,
+        &[meta, psgs],
+        out.path(),
+        &IngestOptions::default(),
+        &NoProgress,
+    )
+    .unwrap();
+    let secs = started.elapsed().as_secs_f64();
+    let peak = peak_rss_mib().unwrap_or(0);
+    assert_eq!(report.manifests[0].rows, questions);
+    eprintln!(
+        "paq join: {:.0} MB input, {} rows in {secs:.1} s ({:.0} MB/s), peak RSS {peak} MiB \
+         (before the run {before} MiB), budget 64 MiB",
+        bytes as f64 / 1e6,
+        questions,
+        bytes as f64 / 1e6 / secs,
+    );
+    assert!(peak < 512, "peak RSS {peak} MiB");
+}
