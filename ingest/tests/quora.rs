@@ -258,3 +258,18 @@ fn header_problems_and_bad_files() {
     );
     assert!(res.unwrap_err().to_string().contains("missing.tsv"));
 }
+
+#[test]
+fn csv_quoted_questions_are_unquoted_only_when_fully_quoted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{HEADER}\
+         1\t1\t2\t\"What does \"\"hello\"\" mean?\"\t\"A\" or \"B\"?\t1\n\
+         2\t1\t3\tWhat does hello mean?\t\"Tea\" vs \"coffee\"\t0\n"
+    );
+    let input = write_input(tmp.path(), "q.tsv", text.as_bytes());
+    let rows = ingest("quora", &[input]).rows("quora");
+    assert_eq!(rows[0].anchor, "What does \"hello\" mean?");
+    assert_eq!(rows[0].positive, "\"A\" or \"B\"?");
+    assert_eq!(rows[0].negative.as_deref(), Some("\"Tea\" vs \"coffee\""));
+}

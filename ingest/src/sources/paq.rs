@@ -260,16 +260,21 @@ fn partition_questions(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Resul
     Ok(())
 }
 
-/// A TSV field as DPR's csv writer left it: `"..."` with `""` for a quote when quoted.
-fn unquote(field: &str) -> Cow<'_, str> {
-    match field
+/// A TSV field as a csv writer (DPR's, pandas') left it: `"..."` with `""` for each quote inside.
+/// Only a field that is quoted that way throughout is unquoted; a text that merely starts and
+/// ends with a quote (`"A" vs "B"`) is kept as it is.
+pub(crate) fn unquote(field: &str) -> Cow<'_, str> {
+    let Some(inner) = field
         .strip_prefix('"')
         .and_then(|f| f.strip_suffix('"'))
         .filter(|_| field.len() >= 2)
-    {
-        Some(inner) => Cow::Owned(inner.replace("\"\"", "\"")),
-        None => Cow::Borrowed(field),
+    else {
+        return Cow::Borrowed(field);
+    };
+    if inner.replace("\"\"", "").contains('"') {
+        return Cow::Borrowed(field);
     }
+    Cow::Owned(inner.replace("\"\"", "\""))
 }
 
 /// Phase 2: passages into buckets by id.
@@ -491,6 +496,8 @@ mod tests {
             "Aaron ( or ; \"Ahärôn\") is"
         );
         assert_eq!(unquote("\""), "\"");
+        assert_eq!(unquote("\"A\" vs \"B\""), "\"A\" vs \"B\"");
+        assert_eq!(unquote("\"\""), "");
     }
 
     #[test]

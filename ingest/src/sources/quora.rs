@@ -1,7 +1,7 @@
 //! Quora question pairs: `quora_duplicate_questions.tsv`, or GLUE QQP's `train.tsv`/`dev.tsv`
 //! (same columns). A header line names the columns `id qid1 qid2 question1 question2
-//! is_duplicate` (in any order); fields are split on tabs with no quote processing, as upstream's
-//! `csv.QUOTE_NONE` reader did.
+//! is_duplicate` (in any order); rows are lines split on tabs (GLUE's readers use no quote
+//! character); a question quoted CSV-style throughout (`"..."` with `""` inside) is unquoted.
 //!
 //! One triplet per duplicate row: (question1, question2, hard negative). The hard negative is a
 //! question that a non-duplicate row pairs with question1 (the first such row in the inputs),
@@ -13,11 +13,13 @@
 //! partner's id and text (about 50 MB for the 404k-row Quora file), plus the fallback pool; the
 //! second pass streams.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 
+use super::paq::unquote;
 use crate::input::{base_name, read_error, Lines};
 use crate::lines::{ingest_lines, LineParser, Outcome};
 use crate::text::non_empty;
@@ -48,8 +50,8 @@ struct Row<'a> {
     id: &'a str,
     qid1: u64,
     qid2: u64,
-    q1: &'a str,
-    q2: &'a str,
+    q1: Cow<'a, str>,
+    q2: Cow<'a, str>,
     duplicate: bool,
 }
 
@@ -115,8 +117,8 @@ impl Columns {
             id: f(0).trim(),
             qid1: int(1)?,
             qid2: int(2)?,
-            q1: f(3),
-            q2: f(4),
+            q1: unquote(f(3)),
+            q2: unquote(f(4)),
             duplicate,
         })
     }
@@ -131,7 +133,7 @@ struct Negatives {
 
 impl Negatives {
     fn add_non_duplicate(&mut self, row: &Row) {
-        let (Some(q1), Some(q2)) = (non_empty(row.q1), non_empty(row.q2)) else {
+        let (Some(q1), Some(q2)) = (non_empty(&row.q1), non_empty(&row.q2)) else {
             return;
         };
         for (qid, other_id, other) in [(row.qid1, row.qid2, &q2), (row.qid2, row.qid1, &q1)] {
@@ -231,7 +233,7 @@ impl LineParser for Parser<'_> {
         if !row.duplicate {
             return out.push(Outcome::Skip(0, "not a duplicate pair"));
         }
-        let (Some(q1), Some(q2)) = (non_empty(row.q1), non_empty(row.q2)) else {
+        let (Some(q1), Some(q2)) = (non_empty(&row.q1), non_empty(&row.q2)) else {
             return out.push(Outcome::Skip(0, "empty question"));
         };
         let Some(negative) = self.negatives.pick(row.id, row.qid1, row.qid2, &q1, &q2) else {
@@ -251,8 +253,8 @@ impl Source for Quora {
     }
     fn about(&self) -> &'static str {
         "Quora duplicate questions (quora_duplicate_questions.tsv, or GLUE QQP train.tsv/dev.tsv; \
-         plain or .gz; header id, qid1, qid2, question1, question2, is_duplicate; tab-split, no \
-         quoting). One triplet per duplicate row: (question1, question2, hard negative), the \
+         plain or .gz; header id, qid1, qid2, question1, question2, is_duplicate; tab-split; \
+         fully quoted questions are unquoted). One triplet per duplicate row: (question1, question2, hard negative), the \
          negative being a question that a non-duplicate row pairs with question1 (else with \
          question2) anywhere in the inputs; failing both, a fixed hash-chosen question from the \
          first 4096 of non-duplicate rows. Non-duplicate rows are counted as skipped. Holds one \
