@@ -199,7 +199,9 @@ fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
                 continue;
             }
         };
-        sink.report();
+        if row & 0xfff == 0 {
+            sink.report();
+        }
         let id = format!("{file}:{row}");
         let (title, content, answer) = (clean(texts[1]), clean(texts[2]), clean(texts[3]));
         let sets = [
