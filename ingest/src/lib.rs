@@ -53,6 +53,8 @@ pub struct IngestOptions {
     /// Threads for parsing (1 = everything on the calling thread).
     pub threads: usize,
     pub writer: PairWriterOptions,
+    /// Memory budget in MiB for sources that join on disk (`paq`); `None` = their default.
+    pub memory_mib: Option<u64>,
     /// Output dataset id for sources that take one (`jsonl`).
     pub dataset: Option<String>,
     /// The options as the user gave them, recorded in every manifest.
@@ -68,6 +70,7 @@ impl Default for IngestOptions {
                 .unwrap_or(1),
             writer: PairWriterOptions::default(),
             dataset: None,
+            memory_mib: None,
             record: BTreeMap::new(),
         }
     }

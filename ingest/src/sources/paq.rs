@@ -421,7 +421,15 @@ impl Source for Paq {
         let name = base_name(path);
         name.ends_with(".tsv") || name.ends_with(".jsonl") || name.ends_with(".json")
     }
-    fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, _opts: &IngestOptions) -> Result<()> {
+    fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, opts: &IngestOptions) -> Result<()> {
+        // `--memory-mib` applies unless the caller fixed a budget on the source itself.
+        let this = match (self.memory_mib, opts.memory_mib) {
+            (0, Some(m)) => Paq {
+                memory_mib: m,
+                ..*self
+            },
+            _ => *self,
+        };
         let (passages, metadata): (Vec<&PathBuf>, Vec<&PathBuf>) =
             inputs.iter().partition(|p| is_passages(p));
         if passages.is_empty() || metadata.is_empty() {
@@ -447,7 +455,7 @@ impl Source for Paq {
             partition_passages(sink, path, &mut p)?;
         }
         let p = p.finish()?;
-        let budget = self.memory_bytes();
+        let budget = this.memory_bytes();
         for ((q_path, _, _), (p_path, p_bytes, p_count)) in q.into_iter().zip(p) {
             join_bucket(
                 sink,

@@ -28,6 +28,9 @@ pub struct Args {
     /// Dataset id for sources that write one dataset named by the user (`jsonl`).
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Memory budget (MiB) for sources that join on disk (paq; default 1024).
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
     /// Download cache folder searched when --input is not given.
     #[arg(long, env = "PREP_CACHE")]
     pub dest: Option<PathBuf>,
@@ -69,6 +72,9 @@ pub fn run(args: Args) -> Result<()> {
     let mut record = BTreeMap::new();
     record.insert("source".to_owned(), serde_json::json!(args.source));
     record.insert("max_errors".to_owned(), serde_json::json!(args.max_errors));
+    if let Some(m) = args.memory_mib {
+        record.insert("memory_mib".to_owned(), serde_json::json!(m));
+    }
     if let Some(d) = &args.dataset {
         record.insert("dataset".to_owned(), serde_json::json!(d));
     }
@@ -77,6 +83,7 @@ pub fn run(args: Args) -> Result<()> {
         max_errors: args.max_errors,
         threads: args.threads.unwrap_or(defaults.threads).max(1),
         dataset: args.dataset.clone(),
+        memory_mib: args.memory_mib,
         record,
         ..defaults
     };
