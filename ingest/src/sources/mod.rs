@@ -8,6 +8,7 @@ pub mod msmarco;
 pub mod paq;
 pub mod quora;
 pub(crate) mod scratch;
+pub mod searchqa;
 pub mod squad;
 pub mod stackexchange;
 pub mod triviaqa;
@@ -29,4 +30,5 @@ pub static ALL: &[&dyn Source] = &[
     &wikianswers::WikiAnswers,
     &msmarco::MsMarco,
     &paq::Paq::DEFAULT,
+    &searchqa::SearchQa,
 ];
