@@ -1,6 +1,7 @@
 //! One module per upstream source.
 
 pub mod amazon_qa;
+pub mod eli5;
 pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
@@ -31,4 +32,5 @@ pub static ALL: &[&dyn Source] = &[
     &msmarco::MsMarco,
     &paq::Paq::DEFAULT,
     &searchqa::SearchQa,
+    &eli5::Eli5,
 ];
