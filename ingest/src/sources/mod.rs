@@ -6,6 +6,7 @@ pub mod gooaq;
 pub(crate) mod json_array;
 pub mod jsonl;
 pub mod msmarco;
+pub mod natural_questions;
 pub mod paq;
 pub mod quora;
 pub(crate) mod scratch;
@@ -33,4 +34,5 @@ pub static ALL: &[&dyn Source] = &[
     &paq::Paq::DEFAULT,
     &searchqa::SearchQa,
     &eli5::Eli5,
+    &natural_questions::NaturalQuestions,
 ];
