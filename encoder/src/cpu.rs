@@ -192,8 +192,14 @@ impl CpuBert {
     }
 
     /// Last hidden states of every token of every sequence, packed: row `offsets[i] + j` is token
-    /// `j` of sequence `i`. Runs on the current rayon pool.
+    /// `j` of sequence `i`. Spreads each step over the current rayon pool.
     pub fn forward_packed(&self, seqs: &[&[u32]]) -> (Vec<f32>, Vec<usize>) {
+        self.forward_packed_with(seqs, rayon::current_num_threads() > 1)
+    }
+
+    /// As [`CpuBert::forward_packed`]; `threaded: false` runs on the calling thread alone (for
+    /// callers that run several batches side by side).
+    pub fn forward_packed_with(&self, seqs: &[&[u32]], threaded: bool) -> (Vec<f32>, Vec<usize>) {
         let h = self.hidden;
         let mut offsets = Vec::with_capacity(seqs.len() + 1);
         let mut n = 0;
@@ -202,7 +208,11 @@ impl CpuBert {
             n += s.len();
         }
         offsets.push(n);
-        let par = parallelism();
+        let par = if threaded {
+            parallelism()
+        } else {
+            Parallelism::None
+        };
 
         // Embeddings: word + position + type 0, then LayerNorm.
         let mut x = vec![0f32; n * h];
@@ -219,7 +229,7 @@ impl CpuBert {
                 }
             }
         }
-        add_layer_norm(&mut x, None, &self.emb_norm, h);
+        add_layer_norm(&mut x, None, &self.emb_norm, h, threaded);
 
         let inter_dim = self.layers.first().map(|l| l.inter.out).unwrap_or(0);
         let mut qkv = vec![0f32; n * 3 * h];
@@ -228,19 +238,19 @@ impl CpuBert {
         let mut inter = vec![0f32; n * inter_dim];
         for layer in &self.layers {
             layer.qkv.forward(&x, &mut qkv, n, par);
-            self.attention(&qkv, &mut ctx, &offsets);
+            self.attention(&qkv, &mut ctx, &offsets, threaded);
             layer.attn_out.forward(&ctx, &mut tmp, n, par);
-            add_layer_norm(&mut x, Some(&tmp), &layer.attn_norm, h);
+            add_layer_norm(&mut x, Some(&tmp), &layer.attn_norm, h, threaded);
             layer.inter.forward(&x, &mut inter, n, par);
-            activate(&mut inter, self.act);
+            activate(&mut inter, self.act, threaded);
             layer.out.forward(&inter, &mut tmp, n, par);
-            add_layer_norm(&mut x, Some(&tmp), &layer.out_norm, h);
+            add_layer_norm(&mut x, Some(&tmp), &layer.out_norm, h, threaded);
         }
         (x, offsets)
     }
 
     /// Scaled dot-product attention of each sequence with itself, one task per (sequence, head).
-    fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize]) {
+    fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize], threaded: bool) {
         let h = self.hidden;
         let nh = self.heads;
         let dh = h / nh;
@@ -248,69 +258,73 @@ impl CpuBert {
         let ld = 3 * h;
         let out = SendPtr(ctx.as_mut_ptr());
         let tasks = (offsets.len() - 1) * nh;
-        (0..tasks)
-            .into_par_iter()
-            .for_each_init(Vec::new, |scores: &mut Vec<f32>, task| {
-                let (si, head) = (task / nh, task % nh);
-                let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
-                if len == 0 {
-                    return;
-                }
-                scores.clear();
-                scores.resize(len * len, 0.0);
-                let q = qkv[start * ld + head * dh..].as_ptr();
-                let k = qkv[start * ld + h + head * dh..].as_ptr();
-                let v = qkv[start * ld + 2 * h + head * dh..].as_ptr();
-                // SAFETY: q/k/v address `len` rows of stride `ld` inside `qkv`; `scores` is len×len;
-                // this task alone writes rows start..start+len, columns head·dh..(head+1)·dh of ctx.
-                unsafe {
-                    // scores = scale · Q Kᵀ
-                    gemm::gemm(
-                        len,
-                        len,
-                        dh,
-                        scores.as_mut_ptr(),
-                        1,
-                        len as isize,
-                        false,
-                        q,
-                        1,
-                        ld as isize,
-                        k,
-                        ld as isize,
-                        1,
-                        0.0,
-                        scale,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                    softmax_rows(scores, len);
-                    // ctx = P V
-                    gemm::gemm(
-                        len,
-                        dh,
-                        len,
-                        out.get().add(start * h + head * dh),
-                        1,
-                        h as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        len as isize,
-                        v,
-                        1,
-                        ld as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
-                }
-            });
+        let run = |scores: &mut Vec<f32>, task: usize| {
+            let (si, head) = (task / nh, task % nh);
+            let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
+            if len == 0 {
+                return;
+            }
+            scores.clear();
+            scores.resize(len * len, 0.0);
+            let q = qkv[start * ld + head * dh..].as_ptr();
+            let k = qkv[start * ld + h + head * dh..].as_ptr();
+            let v = qkv[start * ld + 2 * h + head * dh..].as_ptr();
+            // SAFETY: q/k/v address `len` rows of stride `ld` inside `qkv`; `scores` is len×len;
+            // this task alone writes rows start..start+len, columns head·dh..(head+1)·dh of ctx.
+            unsafe {
+                // scores = scale · Q Kᵀ
+                gemm::gemm(
+                    len,
+                    len,
+                    dh,
+                    scores.as_mut_ptr(),
+                    1,
+                    len as isize,
+                    false,
+                    q,
+                    1,
+                    ld as isize,
+                    k,
+                    ld as isize,
+                    1,
+                    0.0,
+                    scale,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+                softmax_rows(scores, len);
+                // ctx = P V
+                gemm::gemm(
+                    len,
+                    dh,
+                    len,
+                    out.get().add(start * h + head * dh),
+                    1,
+                    h as isize,
+                    false,
+                    scores.as_ptr(),
+                    1,
+                    len as isize,
+                    v,
+                    1,
+                    ld as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    Parallelism::None,
+                );
+            }
+        };
+        if threaded {
+            (0..tasks).into_par_iter().for_each_init(Vec::new, run);
+        } else {
+            let mut scores = Vec::new();
+            (0..tasks).for_each(|t| run(&mut scores, t));
+        }
     }
 
     /// Pools packed hidden states into one vector per sequence (`normalize`: unit L2 norm).
@@ -366,37 +380,23 @@ pub(crate) fn normalize_in_place(v: &mut [f32]) {
 }
 
 /// `x = LayerNorm(x + add)` row by row (`add: None` normalises `x` alone), rows in parallel.
-fn add_layer_norm(x: &mut [f32], add: Option<&[f32]>, norm: &Norm, h: usize) {
+fn add_layer_norm(x: &mut [f32], add: Option<&[f32]>, norm: &Norm, h: usize, threaded: bool) {
     const ROWS: usize = 32;
     let work = |(ci, chunk): (usize, &mut [f32])| {
         for (ri, row) in chunk.chunks_exact_mut(h).enumerate() {
-            if let Some(add) = add {
-                let base = (ci * ROWS + ri) * h;
-                for (a, b) in row.iter_mut().zip(&add[base..base + h]) {
-                    *a += b;
-                }
-            }
-            layer_norm_row(row, &norm.w, &norm.b, norm.eps);
+            let base = (ci * ROWS + ri) * h;
+            let add = add.map(|a| &a[base..base + h]).unwrap_or(&[]);
+            simd::add_norm(row, add, &norm.w, &norm.b, norm.eps);
         }
     };
-    if rayon::current_num_threads() > 1 {
+    if threaded {
         x.par_chunks_mut(ROWS * h).enumerate().for_each(work);
     } else {
         x.chunks_mut(ROWS * h).enumerate().for_each(work);
     }
 }
 
-fn layer_norm_row(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
-    let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    let inv = 1.0 / (var + eps).sqrt();
-    for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
-        *v = (*v - mean) * inv * w + b;
-    }
-}
-
-fn activate(x: &mut [f32], act: Act) {
+fn activate(x: &mut [f32], act: Act, threaded: bool) {
     const CHUNK: usize = 16 * 1024;
     let f = |c: &mut [f32]| match act {
         Act::GeluErf => simd::gelu_erf(c),
@@ -406,7 +406,7 @@ fn activate(x: &mut [f32], act: Act) {
         }),
         Act::Relu => c.iter_mut().for_each(|v| *v = v.max(0.0)),
     };
-    if rayon::current_num_threads() > 1 {
+    if threaded {
         x.par_chunks_mut(CHUNK).for_each(f);
     } else {
         x.chunks_mut(CHUNK).for_each(f);
@@ -460,16 +460,115 @@ pub(crate) mod simd {
         }
     }
 
+    /// Lanes of the independent accumulators below: float reductions do not vectorise on their
+    /// own (LLVM may not reassociate), sixteen separate running values do.
+    const LANES: usize = 16;
+
+    #[inline(always)]
+    fn max_of(row: &[f32]) -> f32 {
+        let mut acc = [f32::NEG_INFINITY; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                acc[i] = if c[i] > acc[i] { c[i] } else { acc[i] };
+            }
+        }
+        let mut m = f32::NEG_INFINITY;
+        for &v in acc.iter().chain(rest) {
+            m = if v > m { v } else { m };
+        }
+        m
+    }
+
+    #[inline(always)]
+    pub(super) fn sum_of(row: &[f32]) -> f32 {
+        let mut acc = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                acc[i] += c[i];
+            }
+        }
+        acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
+    }
+
     #[inline(always)]
     fn softmax_impl(row: &mut [f32]) {
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sum = 0.0;
-        for v in row.iter_mut() {
+        let max = max_of(row);
+        let mut acc = [0f32; LANES];
+        let mut chunks = row.chunks_exact_mut(LANES);
+        for c in &mut chunks {
+            for i in 0..LANES {
+                let e = exp(c[i] - max);
+                c[i] = e;
+                acc[i] += e;
+            }
+        }
+        let mut sum = acc.iter().sum::<f32>();
+        for v in chunks.into_remainder() {
             *v = exp(*v - max);
             sum += *v;
         }
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
+    }
+
+    /// `row = LayerNorm(row + add)` (two-pass mean/variance, like PyTorch).
+    #[inline(always)]
+    fn add_norm_impl(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        if !add.is_empty() {
+            for (a, x) in row.iter_mut().zip(add) {
+                *a += x;
+            }
+        }
+        let n = row.len() as f32;
+        let mean = sum_of(row) / n;
+        let mut acc = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for i in 0..LANES {
+                let d = c[i] - mean;
+                acc[i] += d * d;
+            }
+        }
+        let var = (acc.iter().sum::<f32>()
+            + rest.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>())
+            / n;
+        let inv = 1.0 / (var + eps).sqrt();
+        for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
+            *v = (*v - mean) * inv * w + b;
+        }
+    }
+
+    /// Residual add + LayerNorm of one row, at the widest SIMD width available.
+    pub fn add_norm(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
+            unsafe fn v4(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
+                add_norm_impl(row, add, w, b, eps)
+            }
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn v3(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
+                add_norm_impl(row, add, w, b, eps)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+            {
+                // SAFETY: the features were just detected.
+                return unsafe { v4(row, add, w, b, eps) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the features were just detected.
+                return unsafe { v3(row, add, w, b, eps) };
+            }
+        }
+        add_norm_impl(row, add, w, b, eps)
     }
 
     macro_rules! dispatch {

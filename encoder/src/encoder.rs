@@ -33,6 +33,7 @@ pub struct SentenceEncoder {
     device: Device,
     cpu: Option<CpuBert>,
     backend: Backend,
+    batch_parallel: bool,
 }
 
 /// What `modules.json` says beyond the transformer itself.
@@ -145,6 +146,7 @@ impl SentenceEncoder {
             device: device.clone(),
             cpu,
             backend,
+            batch_parallel: true,
         })
     }
 
@@ -188,6 +190,14 @@ impl SentenceEncoder {
         }
         self.backend = backend;
         Ok(())
+    }
+
+    /// Packed CPU backend on several threads: run whole batches side by side, each on one thread
+    /// (`true`, the default: no synchronisation inside a forward), or spread each batch's steps
+    /// over all threads (`false`). Side by side is used only when there are at least twice as
+    /// many batches as threads.
+    pub fn set_batch_parallel(&mut self, on: bool) {
+        self.batch_parallel = on;
     }
 
     /// Changes the truncation length (at most the position table).
@@ -243,13 +253,39 @@ impl SentenceEncoder {
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let mut out = vec![Vec::new(); ids.len()];
         progress.begin("embedding", Some(ids.len() as u64), Unit::Items);
-        for chunk in order.chunks(batch_size) {
-            let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-            let vecs = self.embed_batch(&seqs)?;
-            for (&i, v) in chunk.iter().zip(vecs) {
-                out[i] = v;
+        let batches: Vec<&[usize]> = order.chunks(batch_size).collect();
+        let threads = rayon::current_num_threads();
+        let side_by_side = self.batch_parallel
+            && threads > 1
+            && batches.len() >= 2 * threads
+            && matches!((self.backend, &self.cpu), (Backend::Packed, Some(_)));
+        if side_by_side {
+            use rayon::prelude::*;
+            let cpu = self.cpu.as_ref().expect("checked above");
+            let results: Vec<Vec<Vec<f32>>> = batches
+                .par_iter()
+                .map(|chunk| {
+                    let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                    let (hidden, offsets) = cpu.forward_packed_with(&seqs, false);
+                    let v = cpu.pool(&hidden, &offsets, self.pooling, self.normalize);
+                    progress.advance(chunk.len() as u64);
+                    v
+                })
+                .collect();
+            for (chunk, vecs) in batches.iter().zip(results) {
+                for (&i, v) in chunk.iter().zip(vecs) {
+                    out[i] = v;
+                }
             }
-            progress.advance(chunk.len() as u64);
+        } else {
+            for chunk in batches {
+                let seqs: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                let vecs = self.embed_batch(&seqs)?;
+                for (&i, v) in chunk.iter().zip(vecs) {
+                    out[i] = v;
+                }
+                progress.advance(chunk.len() as u64);
+            }
         }
         progress.finish();
         Ok(out)
