@@ -395,3 +395,59 @@ fn several_sites_and_bad_xml() {
     );
     assert!(res.unwrap_err().to_string().contains("missing/Posts.xml"));
 }
+
+/// Throughput on a generated dump (`cargo test -p ingest --test stackexchange -- --ignored
+/// --nocapture`); prints MB/s of XML and the process's peak RSS.
+#[test]
+#[ignore]
+fn throughput_on_generated_dump() {
+    use std::io::Write;
+    let mb: usize = std::env::var("SE_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("Posts.xml");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+    f.write_all(&posts(&[])[..posts(&[]).len() - "</posts>".len()])
+        .unwrap();
+    let para = "&lt;p&gt;Some &lt;code&gt;text&lt;/code&gt; with &amp;amp; entities and a \
+                &lt;a href=&quot;https://example.com&quot;&gt;link&lt;/a&gt;.&lt;/p&gt;&#xA;";
+    let (mut written, mut id) = (0usize, 0u64);
+    while written < mb << 20 {
+        id += 1;
+        let q = id;
+        let row = question(
+            q,
+            1,
+            "How do I do the thing in a long title?",
+            &para.repeat(6),
+        );
+        written += row.len();
+        f.write_all(row.as_bytes()).unwrap();
+        for k in 0..2 {
+            id += 1;
+            let row = answer(id, q, k, &para.repeat(8));
+            written += row.len();
+            f.write_all(row.as_bytes()).unwrap();
+        }
+    }
+    f.write_all(b"</posts>").unwrap();
+    drop(f);
+    let bytes = std::fs::metadata(&path).unwrap().len() as f64;
+    let start = std::time::Instant::now();
+    let run = ingest_with("stackexchange", &[path], 1);
+    let secs = start.elapsed().as_secs_f64();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("VmHWM: ?");
+    println!(
+        "stackexchange: {:.0} MB XML in {secs:.2}s = {:.1} MB/s; {} title-body + {} title-answer rows; {hwm}",
+        bytes / 1e6,
+        bytes / 1e6 / secs,
+        run.manifest(TB).rows,
+        run.manifest(TA).rows
+    );
+}
