@@ -1,29 +1,36 @@
 //! The source cache: `<dest>/<source>/<file>` plus a completion record `<dest>/<source>/.prep-download.json`
-//! written only after every file of the source is finished and verified. `prep ingest` trusts
-//! that record, never a directory listing, so partial files and half-downloaded sources are never
-//! ingested.
+//! written only after every file of the source is finished and verified, and every archive among
+//! them unpacked into `<dest>/<source>/<archive stem>/`. `prep ingest` trusts that record, never a
+//! directory listing, so partial files, half-unpacked archives and half-downloaded sources are
+//! never ingested.
 
 use std::fs;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::download::{Downloader, FileSpec};
 use crate::error::{FetchError, Result};
 use crate::progress::MultiProgress;
+use crate::unpack::{unpack, ArchiveFormat};
 
 /// The completion record's name inside a source folder.
 pub const COMPLETE_FILE: &str = ".prep-download.json";
 
 /// One file of a source as the catalogue describes it, in fetch's own terms (the binary maps
 /// `ingest::catalogue` entries onto this, so fetch does not depend on ingest).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SourceFile {
     /// Path inside the source folder (may contain `/`; never `..`).
     pub name: String,
     pub url: String,
     pub size: Option<u64>,
     pub sha256: Option<String>,
+    /// Set for archives: unpacked after verification into
+    /// [`ArchiveFormat::unpacked_name`], which is what [`cached_inputs`] returns for them.
+    pub unpack: Option<ArchiveFormat>,
 }
 
 /// What `prep download` finished, as recorded in [`COMPLETE_FILE`].
@@ -39,6 +46,9 @@ pub struct CompletedFile {
     pub url: String,
     pub size: u64,
     pub sha256: String,
+    /// For an archive: the folder (inside the source folder) it was unpacked into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<String>,
 }
 
 /// `~/.cache/prep` unless `XDG_CACHE_HOME` says otherwise; the default of `--dest`.
@@ -84,8 +94,10 @@ fn read_record(dir: &Path) -> Option<CompletedSource> {
     serde_json::from_slice(&bytes).ok()
 }
 
-/// Downloads every file of `source` into `<dest>/<source>/` and records the source as complete.
-/// Files already finished are kept (checked by size); `.part` files are resumed.
+/// Downloads every file of `source` into `<dest>/<source>/`, unpacks its archives and records the
+/// source as complete. Files already finished are kept (checked by size); `.part` files are
+/// resumed; archives already unpacked from the same bytes are not unpacked again, and an archive
+/// deleted after unpacking is not fetched again while its folder is there.
 pub fn download_source(
     source: &str,
     files: &[SourceFile],
@@ -93,22 +105,60 @@ pub fn download_source(
     downloader: &Downloader,
     progress: &dyn MultiProgress,
 ) -> Result<CompletedSource> {
+    let mut taken: Vec<String> = Vec::new();
     for f in files {
         check_name(&f.name)?;
+        taken.push(f.name.clone());
+    }
+    for f in files {
+        if let Some(format) = f.unpack {
+            let u = format.unpacked_name(&f.name);
+            check_name(&u)?;
+            if taken.contains(&u) {
+                return Err(FetchError::Corrupt {
+                    path: PathBuf::from(&u),
+                    message: format!("`{}` would unpack onto another file of the source", f.name),
+                });
+            }
+            taken.push(u);
+        }
     }
     let dir = source_dir(source, dest);
     fs::create_dir_all(&dir).map_err(|e| FetchError::io(&dir, e))?;
     let previous = read_record(&dir);
-    // The source is incomplete from here until every file is verified again.
+    let previous_of = |f: &SourceFile| {
+        previous
+            .as_ref()
+            .and_then(|p| p.files.iter().find(|c| c.name == f.name && c.url == f.url))
+    };
+    // The source is incomplete from here until every file is verified (and unpacked) again.
     let record_path = dir.join(COMPLETE_FILE);
     match fs::remove_file(&record_path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(FetchError::io(&record_path, e)),
     }
+    // An archive removed after a complete unpack (to save disk) stays unpacked: no new fetch.
+    let kept_unpacked = |f: &SourceFile| -> Option<CompletedFile> {
+        let format = f.unpack?;
+        let c = previous_of(f)?;
+        let u = format.unpacked_name(&f.name);
+        let published = f.size.is_none_or(|s| s == c.size)
+            && f.sha256
+                .as_ref()
+                .is_none_or(|h| h.eq_ignore_ascii_case(&c.sha256));
+        (published
+            && c.unpacked.as_deref() == Some(u.as_str())
+            && !dir.join(&f.name).exists()
+            && dir.join(&u).is_dir())
+        .then(|| c.clone())
+    };
+    let kept: Vec<Option<CompletedFile>> = files.iter().map(kept_unpacked).collect();
     let specs: Vec<FileSpec> = files
         .iter()
-        .map(|f| FileSpec {
+        .zip(&kept)
+        .filter(|(_, k)| k.is_none())
+        .map(|(f, _)| FileSpec {
             url: f.url.clone(),
             dest: dir.join(&f.name),
             size: f.size,
@@ -116,20 +166,23 @@ pub fn download_source(
             headers: Vec::new(),
         })
         .collect();
-    let done = downloader.fetch_all(&specs, progress)?;
+    let mut done = downloader.fetch_all(&specs, progress)?.into_iter();
     let mut record = CompletedSource {
         source: source.to_owned(),
         files: Vec::with_capacity(files.len()),
     };
-    for (f, d) in files.iter().zip(done) {
+    let mut to_unpack: Vec<(PathBuf, ArchiveFormat, PathBuf)> = Vec::new();
+    for (f, k) in files.iter().zip(kept) {
+        if let Some(k) = k {
+            record.files.push(k);
+            continue;
+        }
+        let d = done.next().expect("one result per spec");
+        let prev = previous_of(f).filter(|c| c.size == d.size);
         let sha256 = match d.sha256 {
             Some(s) => s,
             // Kept from an earlier run: reuse its recorded hash when the file is unchanged.
-            None => match previous.as_ref().and_then(|p| {
-                p.files
-                    .iter()
-                    .find(|c| c.name == f.name && c.size == d.size && c.url == f.url)
-            }) {
+            None => match prev {
                 Some(c) => c.sha256.clone(),
                 None => schemas::sha256_file(&d.path).map_err(|e| FetchError::Corrupt {
                     path: d.path.clone(),
@@ -147,13 +200,26 @@ pub fn download_source(
                 });
             }
         }
+        let unpacked = f.unpack.map(|format| {
+            let u = format.unpacked_name(&f.name);
+            // Unpacked before from these very bytes: the folder only gets its name when complete.
+            let current = !d.fetched
+                && prev.is_some_and(|c| c.sha256 == sha256 && c.unpacked.as_deref() == Some(&u))
+                && dir.join(&u).is_dir();
+            if !current {
+                to_unpack.push((d.path.clone(), format, dir.join(&u)));
+            }
+            u
+        });
         record.files.push(CompletedFile {
             name: f.name.clone(),
             url: f.url.clone(),
             size: d.size,
             sha256,
+            unpacked,
         });
     }
+    unpack_all(&to_unpack, downloader.config().jobs, progress)?;
     schemas::AtomicFile::write_json(&record_path, &record).map_err(|e| FetchError::Corrupt {
         path: record_path.clone(),
         message: e.to_string(),
@@ -161,8 +227,56 @@ pub fn download_source(
     Ok(record)
 }
 
-/// The finished files `prep download --source <source> --dest <dest>` left, in catalogue order,
-/// or an error naming the command to run when the source is missing or incomplete.
+/// Unpacks archives with at most `jobs` at once; every one is tried even when another fails.
+fn unpack_all(
+    jobs: &[(PathBuf, ArchiveFormat, PathBuf)],
+    workers: usize,
+    progress: &dyn MultiProgress,
+) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let errors: Mutex<Vec<(usize, FetchError)>> = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, jobs.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((archive, format, target)) = jobs.get(i) else {
+                    break;
+                };
+                let name = archive.file_name().unwrap_or_default().to_string_lossy();
+                let bar = progress.file(&format!("unpack {name}"));
+                let r = unpack(archive, *format, target, bar.as_ref());
+                bar.message(match &r {
+                    Ok(()) => "unpacked",
+                    Err(_) => "unpack failed",
+                });
+                bar.finish();
+                if let Err(e) = r {
+                    errors.lock().unwrap().push((i, e));
+                }
+            });
+        }
+    });
+    let mut errors = errors.into_inner().unwrap();
+    errors.sort_by_key(|(i, _)| *i);
+    let mut errors: Vec<FetchError> = errors.into_iter().map(|(_, e)| e).collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.pop().unwrap()),
+        failed => {
+            let first = Box::new(errors.remove(0));
+            Err(FetchError::Several {
+                failed,
+                total: jobs.len(),
+                first,
+                all: errors,
+            })
+        }
+    }
+}
+
+/// What `prep download --source <source> --dest <dest>` left for ingest, in catalogue order: each
+/// plain or gzip file, and for each archive the folder it was unpacked into. An error names the
+/// command to run when the source is missing, incomplete or changed since.
 pub fn cached_inputs(source: &str, dest: &Path) -> Result<Vec<PathBuf>> {
     let dir = source_dir(source, dest);
     let command = format!("prep download --source {source} --dest {}", dest.display());
@@ -175,6 +289,19 @@ pub fn cached_inputs(source: &str, dest: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::with_capacity(record.files.len());
     for f in &record.files {
         check_name(&f.name)?;
+        if let Some(u) = &f.unpacked {
+            // The archive itself may have been deleted to save disk; ingest reads the folder.
+            check_name(u)?;
+            let path = dir.join(u);
+            if !path.is_dir() {
+                return Err(not_cached(format!(
+                    "`{u}/` (unpacked from `{}`) of source `{source}` (missing since download)",
+                    f.name
+                )));
+            }
+            out.push(path);
+            continue;
+        }
         let path = dir.join(&f.name);
         match fs::metadata(&path) {
             Ok(m) if m.len() == f.size => out.push(path),

@@ -3,8 +3,9 @@
 //! - [`Downloader`]: one HTTP engine with Range resume, retries with backoff on connection errors
 //!   and 5xx, clear errors on 404/403, size (always) and sha256 (when known) verification, and
 //!   partial files under a `.part` name that is never taken for a finished file.
-//! - [`download_source`] / [`cached_inputs`]: a source's files in `<dest>/<source>/`, recorded as
-//!   complete only when all are verified; `prep ingest` reads that record.
+//! - [`download_source`] / [`cached_inputs`]: a source's files in `<dest>/<source>/`, archives
+//!   unpacked atomically beside them ([`unpack`]), recorded as complete only when all are verified
+//!   and unpacked; `prep ingest` reads that record.
 //! - [`hub`]: `--model` resolution into the standard HF cache layout, offline-capable.
 //!
 //! HTTP is `ureq` (blocking, no async runtime, rustls on ring): downloads are I/O-bound on a few
@@ -15,6 +16,7 @@ pub mod download;
 pub mod error;
 pub mod hub;
 pub mod progress;
+pub mod unpack;
 
 pub use cache::{
     cached_inputs, default_dest, default_dest_from, download_source, source_dir, CompletedFile,
@@ -24,3 +26,4 @@ pub use download::{is_part, part_path, DownloadConfig, Downloaded, Downloader, F
 pub use error::{FetchError, Result};
 pub use hub::{resolve_model, resolve_model_with, HubConfig, ModelSpec};
 pub use progress::{MultiProgress, NoMultiProgress};
+pub use unpack::{unpack, ArchiveFormat};

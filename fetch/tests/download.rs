@@ -428,12 +428,14 @@ fn source_cache_records_completion_for_ingest() {
             url: server.url("/q/collection.tsv"),
             size: Some(a.len() as u64),
             sha256: Some(sha256_hex(&a)),
+            unpack: None,
         },
         SourceFile {
             name: "sub/queries.tsv".into(),
             url: server.url("/q/queries.tsv"),
             size: None,
             sha256: None,
+            unpack: None,
         },
     ];
 
@@ -489,12 +491,14 @@ fn an_interrupted_source_is_not_complete() {
             url: server.url("/ok"),
             size: None,
             sha256: None,
+            unpack: None,
         },
         SourceFile {
             name: "later".into(),
             url: server.url("/not-yet"),
             size: None,
             sha256: None,
+            unpack: None,
         },
     ];
     assert!(download_source("x", &files, dest.path(), &quick(1, 0), &NoMultiProgress).is_err());
