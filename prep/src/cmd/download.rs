@@ -1,12 +1,12 @@
 //! `prep download`: a source's raw files from the built-in catalogue into the local cache, or a
 //! model from the Hugging Face Hub into the HF cache.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use fetch::{DownloadConfig, Downloader, HubConfig, SourceFile};
+use fetch::{ArchiveFormat, DownloadConfig, Downloader, HubConfig, SourceFile};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use schemas::{Progress, Unit};
 
@@ -18,8 +18,9 @@ use ingest::catalogue;
     long_about = "Download a source's raw files from its publisher into the cache (default ~/.cache/prep), \
 or a model from the Hugging Face Hub into the HF cache.\n\nDownloads resume from `.part` files with HTTP \
 Range requests, retry connection errors and 5xx with backoff, and verify every file's size (and sha256 \
-where the publisher gives one) before it takes its final name. `prep ingest --source <name>` without \
-`--input` reads what this command finished.\n\nModels honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, \
+where the publisher gives one) before it takes its final name. Archives (.tar.gz, .7z) are then \
+unpacked into a folder beside them (`collection.tar.gz` -> `collection/`). `prep ingest --source <name>` \
+without `--input` reads what this command finished.\n\nModels honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, \
 HF_HUB_OFFLINE and HF_TOKEN."
 )]
 pub struct Args {
@@ -58,8 +59,11 @@ pub fn run(args: Args) -> Result<()> {
         ..DownloadConfig::default()
     };
     if args.list {
-        list(&dest);
-        return Ok(());
+        // `prep download --list | head` closes the pipe early: that is a normal end, not an error.
+        return match list(&mut std::io::stdout().lock(), &dest) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            r => r.context("writing the catalogue to stdout"),
+        };
     }
     if let Some(model) = &args.model {
         let hub = HubConfig {
@@ -87,6 +91,11 @@ pub fn run(args: Args) -> Result<()> {
             url: f.url.to_owned(),
             size: f.size,
             sha256: f.sha256.map(str::to_owned),
+            unpack: match f.packing {
+                catalogue::Packing::TarGz => Some(ArchiveFormat::TarGz),
+                catalogue::Packing::SevenZip => Some(ArchiveFormat::SevenZip),
+                catalogue::Packing::Plain | catalogue::Packing::Gzip => None,
+            },
         })
         .collect();
     let downloader = Downloader::new(cfg);
@@ -99,22 +108,17 @@ pub fn run(args: Args) -> Result<()> {
         HumanBytes(total),
         fetch::source_dir(name, &dest).display()
     );
-    let packed: Vec<&str> = entry
+    let unpacked: Vec<&str> = record
         .files
         .iter()
-        .filter(|f| {
-            matches!(
-                f.packing,
-                catalogue::Packing::TarGz | catalogue::Packing::SevenZip
-            )
-        })
-        .map(|f| f.name)
+        .filter_map(|f| f.unpacked.as_deref())
         .collect();
-    if !packed.is_empty() {
+    if !unpacked.is_empty() {
         eprintln!(
-            "note: {} of these are archives (tar.gz/7z) to unpack before `prep ingest --source {}`",
-            packed.len(),
-            entry.ingest_with
+            "{name}: {} archives unpacked ({}/); `prep ingest` reads those folders, and the archives \
+             may be deleted to save disk",
+            unpacked.len(),
+            unpacked.join("/, ")
         );
     }
     if entry.ingest_with != name {
@@ -126,11 +130,12 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn list(dest: &std::path::Path) {
-    println!(
+fn list(out: &mut impl Write, dest: &std::path::Path) -> std::io::Result<()> {
+    writeln!(
+        out,
         "{:<18} {:>5} {:>10}  {:<11} description",
         "source", "files", "size", "cached"
-    );
+    )?;
     for s in catalogue::catalogue() {
         let size = match s.known_size() {
             _ if s.files.is_empty() => "-".to_owned(),
@@ -144,16 +149,18 @@ fn list(dest: &std::path::Path) {
         } else {
             "no"
         };
-        println!(
+        writeln!(
+            out,
             "{:<18} {:>5} {:>10}  {:<11} {}",
             s.source,
             s.files.len(),
             size,
             cached,
             s.description
-        );
+        )?;
     }
-    println!("\ncache: {}", dest.display());
+    writeln!(out, "\ncache: {}", dest.display())?;
+    out.flush()
 }
 
 /// indicatif behind `fetch::MultiProgress`: one bar per active file plus a total; a plain line
