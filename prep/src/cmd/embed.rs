@@ -295,7 +295,8 @@ pub fn model_sha256(dir: &Path) -> Result<String> {
 /// Streams embeddings into one of the output formats, atomically.
 pub enum EmbeddingSink {
     Parquet {
-        writer: ArrowWriter<AtomicFile>,
+        // Boxed: the writer is far larger than the other variants.
+        writer: Box<ArrowWriter<AtomicFile>>,
         schema: Arc<Schema>,
         dim: usize,
     },
@@ -338,7 +339,7 @@ impl EmbeddingSink {
                     .set_max_row_group_row_count(Some(8192))
                     .set_key_value_metadata(Some(meta.key_values()))
                     .build();
-                let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+                let writer = Box::new(ArrowWriter::try_new(file, schema.clone(), Some(props))?);
                 EmbeddingSink::Parquet {
                     writer,
                     schema,
@@ -551,5 +552,61 @@ mod tests {
         assert_eq!(read_texts(part, "anchor").unwrap(), vec!["q1"]);
         let err = read_texts(part, "text").unwrap_err().to_string();
         assert!(err.contains("anchor"), "{err}");
+    }
+
+    #[test]
+    fn parquet_jsonl_npy_outputs_hold_the_same_vectors() {
+        let Some(model) = schemas::testdata::test_model_dir() else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.txt");
+        std::fs::write(&input, "How do I bake bread?\nCanberra is the capital.\n\n").unwrap();
+        let texts = read_texts(&input, "text").unwrap();
+        assert_eq!(
+            texts.len(),
+            3,
+            "blank lines are texts too (one vector per line)"
+        );
+        let enc = load_encoder(model.to_str().unwrap(), None).unwrap();
+        let meta = EmbeddingMeta::new(&enc, Some(&input)).unwrap();
+        let want = enc
+            .encode(&texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), 8)
+            .unwrap();
+        for name in ["out.parquet", "out.jsonl", "out.npy"] {
+            let out = dir.path().join(name);
+            let fmt = OutFormat::from_path(&out).unwrap();
+            let mut sink = EmbeddingSink::create(&out, fmt, enc.dim(), texts.len(), &meta).unwrap();
+            // Two chunks, as embed_into writes them.
+            sink.write(&texts[..1], &want[..1]).unwrap();
+            sink.write(&texts[1..], &want[1..]).unwrap();
+            sink.finish().unwrap();
+        }
+        let pq = read_embedding_file(&dir.path().join("out.parquet")).unwrap();
+        assert_eq!(pq.texts, texts);
+        assert_eq!(pq.dim, 384);
+        assert_eq!(pq.vectors, want.concat());
+        assert_eq!(pq.model_sha256.as_deref(), Some(meta.model_sha256.as_str()));
+        assert_eq!(pq.input_sha256, meta.input_sha256);
+        assert!(is_embedding_file(&dir.path().join("out.parquet")));
+
+        let jsonl = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+        let rows: Vec<Vec<f32>> = jsonl
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(
+            rows, want,
+            "one JSON array per line, floats round-trip exactly"
+        );
+
+        let npy = std::fs::read(dir.path().join("out.npy")).unwrap();
+        let header = npy_header(3, 384).len();
+        assert_eq!(npy.len(), header + 3 * 384 * 4);
+        let floats: Vec<f32> = npy[header..]
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        assert_eq!(floats, want.concat());
     }
 }

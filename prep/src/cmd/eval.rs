@@ -98,3 +98,56 @@ fn run_inner(args: &Args) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use schemas::{Arity, PairRecord, PairWriter};
+
+    #[test]
+    fn eval_set_from_a_pairs_folder_and_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = PairWriter::new(dir.path(), Arity::Triplet, Default::default());
+        for (a, p, n) in [
+            (
+                "What is the capital of Australia?",
+                "Canberra is the capital city of Australia.",
+                "Sydney has a famous opera house.",
+            ),
+            (
+                "How do I bake sourdough bread?",
+                "Feed the starter, mix flour and water, fold, proof and bake.",
+                "Bread mould is a fungus.",
+            ),
+            (
+                "Is ibuprofen safe with acetaminophen?",
+                "Ibuprofen and acetaminophen can usually be taken together.",
+                "Aspirin was first made in 1897.",
+            ),
+        ] {
+            w.push(&PairRecord::triplet(a, p, n)).unwrap();
+        }
+        w.finish().unwrap();
+        let set = load_eval_set(dir.path(), Some(2)).unwrap();
+        assert_eq!(set.queries.len(), 2);
+        assert_eq!(
+            set.candidates.len(),
+            4,
+            "positives and negatives of the first two"
+        );
+        let set = load_eval_set(dir.path(), None).unwrap();
+        assert_eq!(set.candidates.len(), 6);
+
+        let Some(model) = schemas::testdata::test_model_dir() else {
+            return;
+        };
+        let enc = load_encoder(model.to_str().unwrap(), None).unwrap();
+        let m = set.evaluate(|t| enc.encode(t, 8)).unwrap();
+        assert_eq!(m.queries, 3);
+        assert_eq!(
+            m.recall_at_1, 1.0,
+            "the real model finds each obvious answer first: {m:?}"
+        );
+        assert_eq!(m.mrr_at_10, 1.0);
+    }
+}

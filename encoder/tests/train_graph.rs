@@ -1,0 +1,144 @@
+//! The candle graph as the trainer uses it: built over a VarMap, dropout masks replayable from a
+//! cloned DropoutRng, and gradients reaching every parameter (no op without a backward).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use encoder::{l2_normalize, mean_pool, BertConfig, BertModel, DropoutRng};
+
+fn tiny() -> BertConfig {
+    BertConfig {
+        vocab_size: 50,
+        hidden_size: 16,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        intermediate_size: 32,
+        max_position_embeddings: 20,
+        hidden_dropout_prob: 0.1,
+        attention_probs_dropout_prob: 0.1,
+        ..BertConfig::minilm_l6()
+    }
+}
+
+fn batch() -> (Tensor, Tensor) {
+    let ids = Tensor::new(&[[1u32, 5, 9, 2, 0, 0], [1, 7, 3, 8, 4, 2]], &Device::Cpu).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+    (ids, mask)
+}
+
+fn model(varmap: &VarMap) -> BertModel {
+    let vb = VarBuilder::from_varmap(varmap, DType::F32, &Device::Cpu);
+    BertModel::load(vb, &tiny()).unwrap()
+}
+
+fn vec3(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn varmap_holds_hf_names() {
+    let varmap = VarMap::new();
+    let _ = model(&varmap);
+    let data = varmap.data().lock().unwrap();
+    for name in [
+        "embeddings.word_embeddings.weight",
+        "embeddings.position_embeddings.weight",
+        "embeddings.token_type_embeddings.weight",
+        "embeddings.LayerNorm.weight",
+        "encoder.layer.0.attention.self.query.weight",
+        "encoder.layer.1.attention.output.LayerNorm.bias",
+        "encoder.layer.1.intermediate.dense.weight",
+        "encoder.layer.1.output.dense.bias",
+        "encoder.layer.1.output.LayerNorm.weight",
+    ] {
+        assert!(data.contains_key(name), "missing {name}");
+    }
+    // 5 embedding tensors + 16 per layer.
+    assert_eq!(data.len(), 5 + 16 * 2);
+}
+
+#[test]
+fn dropout_replays_from_a_clone_and_state() {
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let (ids, mask) = batch();
+    let eval = vec3(&m.forward(&ids, &mask, None).unwrap());
+    assert_eq!(
+        eval,
+        vec3(&m.forward(&ids, &mask, None).unwrap()),
+        "eval is deterministic"
+    );
+
+    let mut rng = DropoutRng::new(42);
+    let mut replay = rng.clone();
+    let a = vec3(&m.forward(&ids, &mask, Some(&mut rng)).unwrap());
+    let b = vec3(&m.forward(&ids, &mask, Some(&mut replay)).unwrap());
+    assert_eq!(a, b, "a clone replays the same masks");
+    assert_ne!(a, eval, "dropout changes the output");
+    assert_eq!(rng.state(), replay.state());
+
+    // The stream moves on: the next forward differs; from_state resumes it exactly.
+    let saved = rng.state();
+    let c = vec3(&m.forward(&ids, &mask, Some(&mut rng)).unwrap());
+    assert_ne!(a, c);
+    let mut resumed = DropoutRng::from_state(saved);
+    assert_eq!(
+        c,
+        vec3(&m.forward(&ids, &mask, Some(&mut resumed)).unwrap())
+    );
+    let json = serde_json::to_string(&saved).unwrap();
+    assert_eq!(
+        serde_json::from_str::<encoder::DropoutRngState>(&json).unwrap(),
+        saved
+    );
+}
+
+#[test]
+fn dropout_keeps_about_1_minus_p_scaled() {
+    let mut rng = DropoutRng::new(1);
+    let m = rng.mask(&[100_000], 0.1, DType::F32, &Device::Cpu).unwrap();
+    let v: Vec<f32> = m.to_vec1().unwrap();
+    let kept = v.iter().filter(|&&x| x > 0.0).count() as f64 / v.len() as f64;
+    assert!((kept - 0.9).abs() < 0.005, "kept {kept}");
+    assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
+}
+
+#[test]
+fn gradients_reach_every_parameter() {
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let (ids, mask) = batch();
+    let mut rng = DropoutRng::new(3);
+    let hidden = m.forward(&ids, &mask, Some(&mut rng)).unwrap();
+    let pooled = l2_normalize(&mean_pool(&hidden, &mask).unwrap()).unwrap();
+    // A loss touching every output dimension unevenly.
+    let w = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap();
+    let loss = pooled.broadcast_mul(&w).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let data = varmap.data().lock().unwrap();
+    for (name, var) in data.iter() {
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+        // The type embedding has 2 rows; only row 0 is used, but the tensor still gets a grad.
+        assert!(norm > 0.0, "zero gradient for {name}");
+    }
+}
+
+#[test]
+fn bert_prefix_is_accepted() {
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    let (ids, mask) = batch();
+    let want = vec3(&m.forward(&ids, &mask, None).unwrap());
+    let prefixed: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (format!("bert.{k}"), v.as_tensor().clone()))
+        .collect();
+    let vb = VarBuilder::from_tensors(prefixed, DType::F32, &Device::Cpu);
+    let m2 = BertModel::load(vb, &tiny()).unwrap();
+    assert_eq!(want, vec3(&m2.forward(&ids, &mask, None).unwrap()));
+}
