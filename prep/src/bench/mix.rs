@@ -1,8 +1,348 @@
-//! `prep bench mix`: filled in by its issue.
+//! `prep bench mix`: end-to-end mix throughput (read Parquet, sample, dedup, tokenize, write
+//! shards) in pairs/s and tokens/s on the bench corpus, one thread and all cores, with peak RSS;
+//! HF `tokenizers` through Python on the same texts as the peer; and peak RSS on a generated
+//! 10M-row dataset to show memory does not grow with dataset size.
+//!
+//! Each measurement runs in a child process (`prep bench mix --child ...`) so its peak RSS is
+//! its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, PREP_VERSION};
+use serde_json::{json, Value};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Rows of the dataset made from the bench corpus (repeated).
+    #[arg(long, default_value_t = 200_000)]
+    rows: usize,
+    /// Rows of the generated dataset for the memory check (0 skips it).
+    #[arg(long, default_value_t = 10_000_000)]
+    big_rows: usize,
+    /// Batches mixed in each run.
+    #[arg(long, default_value_t = 400)]
+    steps: u64,
+    #[arg(long, default_value_t = 256)]
+    batch_size: usize,
+    /// The bench corpus (one text per line).
+    #[arg(long, default_value = "../shared/bench/corpus.txt")]
+    corpus: PathBuf,
+    /// Tokenizer (tokenizer.json, model folder or Hub id).
+    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    tokenizer: String,
+    /// Working folder for generated datasets and shards (kept, so reruns skip generation).
+    #[arg(long, default_value = "target/bench-mix")]
+    work: PathBuf,
+    /// Skip the Python HF tokenizers peer.
+    #[arg(long)]
+    no_python: bool,
+    /// Internal: run one measurement with this many threads on --child-dataset and print JSON.
+    #[arg(long, hide = true)]
+    child: Option<usize>,
+    #[arg(long, hide = true)]
+    child_dataset: Option<String>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep bench mix` is not available in this build yet")
+fn corpus_lines(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the bench corpus {}", path.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if lines.len() < 2 {
+        bail!("{}: fewer than two texts", path.display());
+    }
+    Ok(lines)
+}
+
+/// Pair `i`: consecutive corpus texts, suffixed with the pass number so texts stay distinct
+/// (round dedup would otherwise skip most of a repeated corpus).
+fn pair(lines: &[String], i: usize) -> (String, String) {
+    let n = lines.len();
+    let pass = i / n;
+    let a = &lines[i % n];
+    let b = &lines[(i + 1) % n];
+    if pass == 0 {
+        (a.clone(), b.clone())
+    } else {
+        (format!("{a} ({pass})"), format!("{b} ({pass})"))
+    }
+}
+
+/// Writes dataset `id` of `rows` corpus pairs under `pairs` unless it is already there.
+fn ensure_dataset(pairs: &Path, id: &str, lines: &[String], rows: usize) -> Result<()> {
+    let dir = pairs.join(id);
+    if Manifest::read(&dir).is_ok_and(|m| m.rows == rows as u64) {
+        return Ok(());
+    }
+    eprintln!("generating {rows} rows into {}", dir.display());
+    let tmp = schemas::AtomicDir::create(&dir)?;
+    let mut w = PairWriter::new(tmp.path(), Arity::Pair, PairWriterOptions::default());
+    for i in 0..rows {
+        let (a, b) = pair(lines, i);
+        w.push(&PairRecord::pair(a, b))?;
+    }
+    let files = w.finish()?;
+    Manifest {
+        dataset: id.into(),
+        source: "bench".into(),
+        columns: Arity::Pair,
+        rows: rows as u64,
+        skipped: Default::default(),
+        files,
+        inputs: vec![],
+        prep_version: PREP_VERSION.into(),
+        options: Default::default(),
+    }
+    .write(tmp.path())?;
+    tmp.commit()?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) this process has used, from /proc/self/stat (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
+fn mix_args(a: &Args, dataset: &str, threads: usize) -> crate::cmd::mix::Args {
+    let work = &a.work;
+    crate::cmd::mix::Args {
+        config: work.join(format!("{dataset}.json")),
+        pairs: work.join("pairs"),
+        tokenizer: a.tokenizer.clone(),
+        out: work.join(format!("shards-{dataset}-{threads}")),
+        steps: a.steps,
+        batch_size: a.batch_size,
+        seed: 0,
+        max_length_a: 64,
+        max_length_b: 250,
+        datasets_per_batch: 2,
+        batches_per_draw: 4,
+        mixing: mixer::Mixing::Random,
+        keep_text: false,
+        batches_per_shard: 64,
+        shuffle_buffer: 8192,
+        threads: Some(threads),
+    }
+}
+
+fn child(a: &Args, threads: usize) -> Result<()> {
+    let dataset = a
+        .child_dataset
+        .clone()
+        .context("--child needs --child-dataset")?;
+    let args = mix_args(a, &dataset, threads);
+    // Always a fresh run: a resumed one would measure nothing.
+    let _ = std::fs::remove_dir_all(&args.out);
+    let cpu0 = cpu_seconds();
+    let (report, secs) = crate::cmd::mix::run_mix(&args)?;
+    let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    let _ = std::fs::remove_dir_all(&args.out);
+    println!(
+        "{}",
+        json!({
+            "threads": threads,
+            "dataset": dataset,
+            "secs": secs,
+            "pairs": report.rows_written,
+            "tokens": report.tokens_written,
+            "pairs_per_s": report.rows_written as f64 / secs,
+            "tokens_per_s": report.tokens_written as f64 / secs,
+            "cpu_s": cpu,
+            "pairs_per_cpu_s": cpu.map(|c| report.rows_written as f64 / c),
+            "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+        })
+    );
+    Ok(())
+}
+
+fn measure(a: &Args, dataset: &str, threads: usize) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let out = Command::new(exe)
+        .args([
+            "bench",
+            "mix",
+            "--child",
+            &threads.to_string(),
+            "--child-dataset",
+            dataset,
+        ])
+        .arg("--work")
+        .arg(&a.work)
+        .args(["--tokenizer", &a.tokenizer])
+        .args([
+            "--steps",
+            &a.steps.to_string(),
+            "--batch-size",
+            &a.batch_size.to_string(),
+        ])
+        .output()
+        .context("running the measurement child")?;
+    if !out.status.success() {
+        bail!(
+            "measurement failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("parsing child output {line:?}"))
+}
+
+const PEER: &str = r#"
+import json, sys, time, resource
+from tokenizers import Tokenizer
+path, texts_file = sys.argv[1], sys.argv[2]
+pairs = [l.rstrip("\n").split("\t") for l in open(texts_file, encoding="utf-8")]
+anchors = [p[0] for p in pairs]; positives = [p[1] for p in pairs]
+ta = Tokenizer.from_file(path); ta.no_padding(); ta.enable_truncation(64)
+tb = Tokenizer.from_file(path); tb.no_padding(); tb.enable_truncation(250)
+t0 = time.perf_counter(); c0 = time.process_time(); tokens = 0
+for i in range(0, len(pairs), 256):
+    for enc in ta.encode_batch(anchors[i:i+256]) + tb.encode_batch(positives[i:i+256]):
+        tokens += len(enc.ids)
+secs = time.perf_counter() - t0; cpu = time.process_time() - c0
+print(json.dumps({"secs": secs, "cpu_s": cpu, "pairs_per_cpu_s": len(pairs) / cpu, "pairs": len(pairs), "tokens": tokens,
+    "pairs_per_s": len(pairs) / secs, "tokens_per_s": tokens / secs,
+    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"#;
+
+fn python_peer(a: &Args, lines: &[String], tok: &Path, threads: usize) -> Result<Value> {
+    let pairs = a.steps as usize * a.batch_size;
+    let texts = a.work.join("peer_pairs.tsv");
+    let mut body = String::new();
+    for i in 0..pairs {
+        let (x, y) = pair(lines, i);
+        body.push_str(&x.replace(['\t', '\n'], " "));
+        body.push('\t');
+        body.push_str(&y.replace(['\t', '\n'], " "));
+        body.push('\n');
+    }
+    std::fs::write(&texts, body)?;
+    let script = a.work.join("peer.py");
+    std::fs::write(&script, PEER)?;
+    let out = Command::new("python3")
+        .arg(&script)
+        .arg(tok)
+        .arg(&texts)
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .env("RAYON_RS_NUM_CPUS", threads.to_string())
+        .env(
+            "TOKENIZERS_PARALLELISM",
+            if threads > 1 { "true" } else { "false" },
+        )
+        .output()
+        .context("running python3 (pip install tokenizers)")?;
+    if !out.status.success() {
+        bail!(
+            "python peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(
+        text.lines().last().unwrap_or_default(),
+    )?)
+}
+
+fn mib(v: &Value) -> String {
+    v["peak_rss_bytes"]
+        .as_f64()
+        .map_or("unknown".into(), |b| format!("{:.0} MiB", b / 1048576.0))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(t) = a.child {
+        return child(&a, t);
+    }
+    let lines = corpus_lines(&a.corpus)?;
+    let pairs = a.work.join("pairs");
+    std::fs::create_dir_all(&a.work)?;
+    let mut datasets = vec![("bench_corpus", a.rows)];
+    if a.big_rows > 0 {
+        datasets.push(("bench_big", a.big_rows));
+    }
+    for (id, rows) in &datasets {
+        ensure_dataset(&pairs, id, &lines, *rows)?;
+        std::fs::write(
+            a.work.join(format!("{id}.json")),
+            format!(r#"[{{"name":"{id}","weight":1}}]"#),
+        )?;
+    }
+    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let tok = crate::cmd::mix::tokenizer_path(&a.tokenizer)?;
+    let tok = if tok.is_dir() {
+        tok.join("tokenizer.json")
+    } else {
+        tok
+    };
+    println!(
+        "prep bench mix: {} batches x {} pairs, max lengths 64/250, corpus {} ({} texts), {} cores",
+        a.steps,
+        a.batch_size,
+        a.corpus.display(),
+        lines.len(),
+        all
+    );
+    println!("| run | threads | pairs/s | tokens/s | pairs/CPU-s | peak RSS | pairs/s vs HF tokenizers (Python) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut thread_counts = vec![1];
+    if all > 1 {
+        thread_counts.push(all);
+    }
+    for &t in &thread_counts {
+        let ours = measure(&a, "bench_corpus", t)?;
+        let peer = if a.no_python {
+            None
+        } else {
+            Some(python_peer(&a, &lines, &tok, t)?)
+        };
+        let ratio = peer.as_ref().map_or("-".into(), |p| {
+            format!(
+                "{:.2}x ({:.0} pairs/s)",
+                ours["pairs_per_s"].as_f64().unwrap_or(0.0)
+                    / p["pairs_per_s"].as_f64().unwrap_or(1.0),
+                p["pairs_per_s"].as_f64().unwrap_or(0.0)
+            )
+        });
+        println!(
+            "| prep mix (end to end), {} rows | {t} | {:.0} | {:.0} | {:.0} | {} | {ratio} |",
+            a.rows,
+            ours["pairs_per_s"].as_f64().unwrap_or(0.0),
+            ours["tokens_per_s"].as_f64().unwrap_or(0.0),
+            ours["pairs_per_cpu_s"].as_f64().unwrap_or(0.0),
+            mib(&ours)
+        );
+        if let Some(p) = peer {
+            println!(
+                "| HF tokenizers (Python), tokenize only | {t} | {:.0} | {:.0} | {:.0} | {} | 1.00x |",
+                p["pairs_per_s"].as_f64().unwrap_or(0.0),
+                p["tokens_per_s"].as_f64().unwrap_or(0.0),
+                p["pairs_per_cpu_s"].as_f64().unwrap_or(0.0),
+                mib(&p)
+            );
+        }
+    }
+    if a.big_rows > 0 {
+        let big = measure(&a, "bench_big", all)?;
+        println!(
+            "| prep mix (end to end), {} rows | {all} | {:.0} | {:.0} | {:.0} | {} | - |",
+            a.big_rows,
+            big["pairs_per_s"].as_f64().unwrap_or(0.0),
+            big["tokens_per_s"].as_f64().unwrap_or(0.0),
+            big["pairs_per_cpu_s"].as_f64().unwrap_or(0.0),
+            mib(&big)
+        );
+    }
+    Ok(())
 }

@@ -1,8 +1,436 @@
-//! `prep inspect`: not wired yet; its issue fills this module in.
+//! `prep inspect`: what a shard folder, a pairs dataset (or folder of them) or one Parquet file
+//! holds, computed with Polars: row and batch counts per dataset, length distributions,
+//! truncation and duplicate rates, and a few (decoded) samples.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use schemas::{ShardIndex, MANIFEST_FILE, SHARD_INDEX_FILE};
+use serde_json::{json, Map, Value};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// A shard folder (index.json), a dataset folder (manifest.json), a folder of datasets, or
+    /// one .parquet file.
+    pub path: PathBuf,
+    /// Samples to show.
+    #[arg(long, default_value_t = 3)]
+    pub samples: usize,
+    /// Print the summary as JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep inspect` is not available in this build yet")
+fn scan(files: &[PathBuf]) -> Result<LazyFrame> {
+    let mut frames = Vec::with_capacity(files.len());
+    for f in files {
+        let p = PlRefPath::try_from_path(f)?;
+        frames.push(LazyFrame::scan_parquet(p, ScanArgsParquet::default())?);
+    }
+    if frames.is_empty() {
+        bail!("no Parquet files to inspect");
+    }
+    Ok(concat(frames, UnionArgs::default())?)
+}
+
+fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>> {
+    let s = df.column(name)?.cast(&DataType::UInt64)?;
+    Ok(s.u64()?.iter().map(|v| v.unwrap_or(0)).collect())
+}
+
+fn strs(df: &DataFrame, name: &str) -> Result<Vec<String>> {
+    let s = df.column(name)?;
+    Ok(s.str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// min / mean / p50 / p90 / p99 / max of the non-null lengths in `col`, and how many reach `cap`.
+fn distribution(lf: &LazyFrame, len_expr: Expr, cap: Option<u64>) -> Result<Value> {
+    let df = lf
+        .clone()
+        .select([len_expr.alias("n")])
+        .filter(col("n").is_not_null())
+        .collect()?;
+    let mut v = u64s(&df, "n")?;
+    if v.is_empty() {
+        return Ok(Value::Null);
+    }
+    v.sort_unstable();
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
+    let mut out = json!({
+        "count": v.len(), "min": v[0], "mean": (mean * 10.0).round() / 10.0,
+        "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": v[v.len() - 1],
+    });
+    if let Some(cap) = cap {
+        let at_cap = v.iter().filter(|&&n| n >= cap).count();
+        out["max_length"] = json!(cap);
+        out["truncated"] = json!(at_cap);
+        out["truncation_rate"] = json!(at_cap as f64 / v.len() as f64);
+    }
+    Ok(out)
+}
+
+/// Rows whose `cols` repeat an earlier row's, over all rows.
+fn duplicate_rate(lf: &LazyFrame, cols: &[&str]) -> Result<Value> {
+    let exprs: Vec<Expr> = cols.iter().map(|c| col(*c)).collect();
+    let df = lf
+        .clone()
+        .select([
+            len().alias("rows"),
+            as_struct(exprs).n_unique().alias("distinct"),
+        ])
+        .collect()?;
+    let rows = u64s(&df, "rows")?[0];
+    let distinct = u64s(&df, "distinct")?[0];
+    Ok(json!({
+        "columns": cols, "rows": rows, "duplicates": rows - distinct,
+        "rate": if rows == 0 { 0.0 } else { (rows - distinct) as f64 / rows as f64 },
+    }))
+}
+
+fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
+    let index = ShardIndex::read(dir)?;
+    let files: Vec<PathBuf> = index.shards.iter().map(|s| dir.join(&s.file)).collect();
+    let lf = scan(&files)?;
+    let cap = |k: &str| index.extra.get(k).and_then(Value::as_u64);
+    let per = lf
+        .clone()
+        .group_by([col("dataset")])
+        .agg([
+            len().alias("rows"),
+            col("batch").n_unique().alias("batches"),
+            col("negative_ids")
+                .is_not_null()
+                .sum()
+                .alias("with_negative"),
+        ])
+        .sort(["dataset"], Default::default())
+        .collect()?;
+    let names = strs(&per, "dataset")?;
+    let rows = u64s(&per, "rows")?;
+    let batches = u64s(&per, "batches")?;
+    let mut datasets = Map::new();
+    for i in 0..names.len() {
+        let want = index.datasets.get(&names[i]);
+        datasets.insert(
+            names[i].clone(),
+            json!({
+                "rows": rows[i], "batches": batches[i],
+                "index_batches": want.and_then(|d| d.get("batches")).cloned(),
+                "weight": want.and_then(|d| d.get("weight")).cloned(),
+                "share": want.and_then(|d| d.get("share")).cloned(),
+                "realised_share": batches[i] as f64 / batches.iter().sum::<u64>().max(1) as f64,
+                "epochs": want.and_then(|d| d.get("epochs")).cloned(),
+            }),
+        );
+    }
+    // Checks against the index: shard row counts and batch ranges.
+    let mut problems = Vec::new();
+    for (s, f) in index.shards.iter().zip(&files) {
+        let df = LazyFrame::scan_parquet(PlRefPath::try_from_path(f)?, ScanArgsParquet::default())?
+            .select([
+                len().alias("rows"),
+                col("batch").min().alias("lo"),
+                col("batch").max().alias("hi"),
+                col("batch").n_unique().alias("n"),
+            ])
+            .collect()?;
+        let got = [
+            u64s(&df, "rows")?[0],
+            u64s(&df, "lo")?[0],
+            u64s(&df, "hi")?[0],
+            u64s(&df, "n")?[0],
+        ];
+        let want = [
+            s.rows,
+            s.first_batch,
+            s.first_batch + s.batches - 1,
+            s.batches,
+        ];
+        if got != want {
+            problems.push(format!(
+                "{}: rows/first/last/batches {got:?}, index says {want:?}",
+                s.file
+            ));
+        }
+    }
+    let total_rows: u64 = rows.iter().sum();
+    if total_rows != index.shards.iter().map(|s| s.rows).sum::<u64>() {
+        problems.push("row total differs from the index".into());
+    }
+    let keep_text = index.extra.get("keep_text").and_then(Value::as_bool) == Some(true);
+    let dup_cols: &[&str] = if keep_text {
+        &["anchor", "positive"]
+    } else {
+        &["anchor_ids", "positive_ids"]
+    };
+    let sample_df = lf.clone().limit(samples as u32).collect()?;
+    let tokenizer = index
+        .extra
+        .get("tokenizer")
+        .and_then(Value::as_str)
+        .and_then(|p| mixer::MixTokenizer::open(Path::new(p), 512, 512).ok());
+    let mut sample_rows = Vec::new();
+    for i in 0..sample_df.height() {
+        let mut row = Map::new();
+        for c in ["anchor_ids", "positive_ids", "negative_ids"] {
+            let cell = sample_df.column(c)?.get(i)?;
+            let ids: Vec<u32> = match cell {
+                AnyValue::List(s) => s
+                    .cast(&DataType::UInt32)?
+                    .u32()?
+                    .into_no_null_iter()
+                    .collect(),
+                _ => continue,
+            };
+            let text = match &tokenizer {
+                Some(t) => json!(t.decode(&ids)?),
+                None => json!(ids),
+            };
+            row.insert(c.trim_end_matches("_ids").to_owned(), text);
+        }
+        row.insert("dataset".into(), json!(strs(&sample_df, "dataset")?[i]));
+        row.insert("batch".into(), json!(u64s(&sample_df, "batch")?[i]));
+        sample_rows.push(Value::Object(row));
+    }
+    Ok(json!({
+        "kind": "shards",
+        "path": dir.display().to_string(),
+        "shards": index.shards.len(),
+        "rows": total_rows,
+        "batches": batches.iter().sum::<u64>(),
+        "steps": index.steps,
+        "batch_size": index.batch_size,
+        "complete": index.extra.get("complete"),
+        "mixing": index.extra.get("mixing"),
+        "mixing_deviation": index.extra.get("mixing_deviation").and_then(|d| d.get("max_abs")),
+        "datasets": datasets,
+        "tokens": {
+            "anchor": distribution(&lf, col("anchor_ids").list().len(), cap("max_length_a"))?,
+            "positive": distribution(&lf, col("positive_ids").list().len(), cap("max_length_b"))?,
+            "negative": distribution(&lf, col("negative_ids").list().len(), cap("max_length_b"))?,
+        },
+        "duplicates": duplicate_rate(&lf, dup_cols)?,
+        "index_problems": problems,
+        "samples": sample_rows,
+    }))
+}
+
+/// Character-length distribution of each text column, one file at a time into a histogram (the
+/// `strings` feature of Polars drags in its whole temporal stack, so lengths are counted here).
+fn char_lengths(files: &[PathBuf]) -> Result<Value> {
+    let mut hist: [std::collections::BTreeMap<u64, u64>; 3] = Default::default();
+    let names = ["anchor", "positive", "negative"];
+    for f in files {
+        let df = scan(std::slice::from_ref(f))?
+            .select([col("anchor"), col("positive"), col("negative")])
+            .collect()?;
+        for (h, name) in hist.iter_mut().zip(names) {
+            for v in df.column(name)?.str()?.iter().flatten() {
+                *h.entry(v.chars().count() as u64).or_default() += 1;
+            }
+        }
+    }
+    let mut out = Map::new();
+    for (h, name) in hist.iter().zip(names) {
+        let count: u64 = h.values().sum();
+        if count == 0 {
+            out.insert(name.into(), Value::Null);
+            continue;
+        }
+        let q = |p: f64| {
+            let target = ((count - 1) as f64 * p).round() as u64;
+            let mut seen = 0;
+            for (len, n) in h {
+                seen += n;
+                if seen > target {
+                    return *len;
+                }
+            }
+            0
+        };
+        let mean = h.iter().map(|(l, n)| l * n).sum::<u64>() as f64 / count as f64;
+        out.insert(
+            name.into(),
+            json!({
+                "count": count, "min": h.keys().next(), "mean": (mean * 10.0).round() / 10.0,
+                "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": h.keys().next_back(),
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+fn pairs_summary(path: &Path, samples: usize) -> Result<Value> {
+    // A dataset folder, a folder of datasets, or one file.
+    let mut files = Vec::new();
+    if path.is_dir() && !path.join(MANIFEST_FILE).is_file() {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(MANIFEST_FILE).is_file())
+            .collect();
+        dirs.sort();
+        for d in dirs {
+            files.extend(schemas::part_files(&d)?);
+        }
+    } else {
+        files = schemas::part_files(path)?;
+    }
+    let mut frames = Vec::new();
+    for f in &files {
+        // The dataset is the folder name (files hold no dataset column).
+        let id = f
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        frames.push(scan(std::slice::from_ref(f))?.with_column(lit(id).alias("dataset")));
+    }
+    if frames.is_empty() {
+        bail!("{}: no Parquet files", path.display());
+    }
+    let lf = concat(frames, UnionArgs::default())?;
+    let per = lf
+        .clone()
+        .group_by([col("dataset")])
+        .agg([
+            len().alias("rows"),
+            col("negative").is_not_null().sum().alias("with_negative"),
+        ])
+        .sort(["dataset"], Default::default())
+        .collect()?;
+    let names = strs(&per, "dataset")?;
+    let rows = u64s(&per, "rows")?;
+    let neg = u64s(&per, "with_negative")?;
+    let datasets: Map<String, Value> = (0..names.len())
+        .map(|i| {
+            (
+                names[i].clone(),
+                json!({"rows": rows[i], "columns": if neg[i] > 0 { 3 } else { 2 }}),
+            )
+        })
+        .collect();
+    let sample_df = lf.clone().limit(samples as u32).collect()?;
+    let mut sample_rows = Vec::new();
+    for i in 0..sample_df.height() {
+        let mut row = Map::new();
+        for c in ["dataset", "anchor", "positive", "negative"] {
+            if let AnyValue::String(s) = sample_df.column(c)?.get(i)? {
+                row.insert(c.into(), json!(s));
+            }
+        }
+        sample_rows.push(Value::Object(row));
+    }
+    Ok(json!({
+        "kind": "pairs",
+        "path": path.display().to_string(),
+        "files": files.len(),
+        "rows": rows.iter().sum::<u64>(),
+        "datasets": datasets,
+        "chars": char_lengths(&files)?,
+        "duplicates": {
+            "anchor": duplicate_rate(&lf, &["anchor"])?,
+            "pair": duplicate_rate(&lf, &["anchor", "positive"])?,
+        },
+        "samples": sample_rows,
+    }))
+}
+
+/// The summary of `path` as JSON (what `--json` prints).
+pub fn summarize(path: &Path, samples: usize) -> Result<Value> {
+    if path.join(SHARD_INDEX_FILE).is_file() {
+        return shard_summary(path, samples)
+            .with_context(|| format!("inspecting shards {}", path.display()));
+    }
+    if path.is_file() {
+        let is_shard = schemas::shards::ShardReader::open(path).is_ok();
+        if is_shard {
+            bail!(
+                "{}: inspect the shard folder (with its index.json), not one shard",
+                path.display()
+            );
+        }
+    }
+    pairs_summary(path, samples).with_context(|| format!("inspecting pairs {}", path.display()))
+}
+
+fn print_dist(name: &str, d: &Value) {
+    if d.is_null() {
+        return;
+    }
+    let mut line = format!(
+        "  {name:<9} min {} mean {} p50 {} p90 {} p99 {} max {}",
+        d["min"], d["mean"], d["p50"], d["p90"], d["p99"], d["max"]
+    );
+    if let Some(r) = d.get("truncation_rate").and_then(Value::as_f64) {
+        line.push_str(&format!(
+            "  truncated at {}: {:.2}%",
+            d["max_length"],
+            100.0 * r
+        ));
+    }
+    println!("{line}");
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let s = summarize(&args.path, args.samples)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}): {} rows",
+        s["path"].as_str().unwrap_or(""),
+        s["kind"].as_str().unwrap_or(""),
+        s["rows"]
+    );
+    if s["kind"] == "shards" {
+        println!(
+            "  {} shards, {} batches of {} (steps {}, complete {}), mixing {} (max deviation {} batches)",
+            s["shards"], s["batches"], s["batch_size"], s["steps"], s["complete"], s["mixing"], s["mixing_deviation"]
+        );
+    }
+    println!("per dataset:");
+    if let Some(m) = s["datasets"].as_object() {
+        for (id, d) in m {
+            let extra = match d.get("batches") {
+                Some(b) => format!(
+                    "batches {b:>7}  share {:.4} (weight share {:.4})  epochs {}",
+                    d["realised_share"].as_f64().unwrap_or(0.0),
+                    d["share"].as_f64().unwrap_or(0.0),
+                    d["epochs"]
+                ),
+                None => format!("{} columns", d["columns"]),
+            };
+            println!("  {id:<28} rows {:>10}  {extra}", d["rows"]);
+        }
+    }
+    let (title, dists) = if s["kind"] == "shards" {
+        ("token lengths:", &s["tokens"])
+    } else {
+        ("character lengths:", &s["chars"])
+    };
+    println!("{title}");
+    for c in ["anchor", "positive", "negative"] {
+        print_dist(c, &dists[c]);
+    }
+    println!("duplicates: {}", s["duplicates"]);
+    if let Some(p) = s["index_problems"].as_array() {
+        if p.is_empty() {
+            println!("index: every shard's rows and batch range match index.json");
+        } else {
+            for x in p {
+                println!("index MISMATCH: {}", x.as_str().unwrap_or(""));
+            }
+        }
+    }
+    println!("samples:");
+    for x in s["samples"].as_array().into_iter().flatten() {
+        println!("  {x}");
+    }
+    Ok(())
 }

@@ -1,8 +1,143 @@
-//! `prep mix`: not wired yet; its issue fills this module in.
+//! `prep mix`: data_config.json weights over the ingested datasets into tokenized shards.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mixer::{MixConfig, MixOptions, MixReport, MixTokenizer, Mixing};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Mix config, upstream's format `[{"name", "lines", "weight"}]`; names are our dataset ids,
+    /// upstream file names (`PAQ_pairs.jsonl.gz`, `stackexchange_title_body/<site>.jsonl.gz`) or
+    /// normalized jsonl(.gz) files under --pairs.
+    #[arg(long, default_value = "data_config.json")]
+    pub config: PathBuf,
+    /// Folder of ingested datasets (`<pairs>/<dataset>/part-*.parquet` + manifest.json).
+    #[arg(long, default_value = "data/pairs")]
+    pub pairs: PathBuf,
+    /// A tokenizer.json, a model folder holding one, or a Hugging Face Hub id.
+    #[arg(long)]
+    pub tokenizer: String,
+    /// Output folder: shard-NNNNN.parquet + index.json. Rerunning resumes.
+    #[arg(long, default_value = "data/shards")]
+    pub out: PathBuf,
+    /// Batches (training steps) to produce.
+    #[arg(long)]
+    pub steps: u64,
+    /// Rows per batch (upstream: 1024 global).
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Max tokens of an anchor, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 64)]
+    pub max_length_a: usize,
+    /// Max tokens of a positive or negative, [CLS] and [SEP] included.
+    #[arg(long, default_value_t = 250)]
+    pub max_length_b: usize,
+    /// Datasets drawn per round (all with the same column count); no text repeats in a round.
+    #[arg(long, default_value_t = 2)]
+    pub datasets_per_batch: usize,
+    /// Consecutive batches each draw fills (upstream: 4 at global batch 1024 on 8 devices).
+    #[arg(long, default_value_t = 4)]
+    pub batches_per_draw: usize,
+    /// `random` (upstream: weighted draws) or `exact` (every prefix within one batch of each share).
+    #[arg(long, default_value = "random")]
+    pub mixing: Mixing,
+    /// Also store the raw texts in the shards.
+    #[arg(long)]
+    pub keep_text: bool,
+    /// Batches per shard file.
+    #[arg(long, default_value_t = 64)]
+    pub batches_per_shard: usize,
+    /// Shuffle buffer per dataset, in rows (memory does not grow with dataset size).
+    #[arg(long, default_value_t = 8192)]
+    pub shuffle_buffer: usize,
+    /// Tokenizer threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep mix` is not available in this build yet")
+impl Args {
+    pub fn options(&self) -> MixOptions {
+        MixOptions {
+            steps: self.steps,
+            batch_size: self.batch_size,
+            seed: self.seed,
+            max_length_a: self.max_length_a,
+            max_length_b: self.max_length_b,
+            datasets_per_batch: self.datasets_per_batch,
+            batches_per_draw: self.batches_per_draw,
+            mixing: self.mixing,
+            keep_text: self.keep_text,
+            batches_per_shard: self.batches_per_shard,
+            shuffle_buffer: self.shuffle_buffer,
+        }
+    }
+}
+
+/// A tokenizer.json or a folder as is; anything else is a model id for `crate::model::resolve`.
+pub fn tokenizer_path(spec: &str) -> Result<PathBuf> {
+    let p = Path::new(spec);
+    if p.is_file() || p.is_dir() {
+        return Ok(p.to_path_buf());
+    }
+    crate::model::resolve(spec)
+}
+
+/// Runs the mix with `args`, returning the report and the seconds it took.
+pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
+    let config = MixConfig::read(&args.config)
+        .with_context(|| format!("reading mix config {}", args.config.display()))?;
+    // Fail on missing datasets before spending time on the tokenizer.
+    mixer::resolve(&config, &args.pairs)?;
+    let tok_path = tokenizer_path(&args.tokenizer)?;
+    let tokenizer = MixTokenizer::open(&tok_path, args.max_length_a, args.max_length_b)
+        .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+    let bar = crate::progress::Bar::new();
+    let opts = args.options();
+    let start = Instant::now();
+    let go = || {
+        mixer::mix(&config, &args.pairs, &tokenizer, &args.out, &opts, &bar)
+            .with_context(|| format!("mixing into {}", args.out.display()))
+    };
+    let report = match args.threads {
+        Some(t) => crate::bench::with_threads(t, go)?,
+        None => go()?,
+    };
+    Ok((report, start.elapsed().as_secs_f64()))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let (report, secs) = run_mix(&args)?;
+    if report.restarted {
+        println!("options or inputs changed since the last run: restarted from batch 0");
+    } else if report.resumed_at_batch > 0 {
+        println!("resumed at batch {}", report.resumed_at_batch);
+    }
+    let idx = &report.index;
+    println!(
+        "{}: {} shards, {} batches of {} ({} written now in {:.1}s: {:.0} pairs/s, {:.0} tokens/s; {:.1}% of texts truncated)",
+        args.out.display(),
+        idx.shards.len(),
+        idx.total_batches(),
+        idx.batch_size,
+        report.batches_written,
+        secs,
+        report.rows_written as f64 / secs.max(1e-9),
+        report.tokens_written as f64 / secs.max(1e-9),
+        100.0 * report.texts_truncated as f64 / report.texts_written.max(1) as f64,
+    );
+    for (id, d) in &idx.datasets {
+        println!(
+            "  {id:<28} weight {:>5}  batches {:>8}  share {:.4} (want {:.4})  epochs {:.3}",
+            d["weight"],
+            d["batches"],
+            d["realised_share"].as_f64().unwrap_or(0.0),
+            d["share"].as_f64().unwrap_or(0.0),
+            d["epochs"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
 }
