@@ -172,3 +172,80 @@ fn padding_anywhere_gives_the_same_vectors() {
         assert_parity(&got, want, layout);
     }
 }
+
+/// A copy of the model folder (weights linked) with some files replaced or removed.
+fn variant(model: &std::path::Path, remove: &[&str], pooling: Option<&str>) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "model.safetensors",
+    ] {
+        if remove.contains(&name) {
+            continue;
+        }
+        std::os::unix::fs::symlink(model.join(name), dir.path().join(name)).unwrap();
+    }
+    if let Some(mode) = pooling {
+        std::fs::create_dir(dir.path().join("1_Pooling")).unwrap();
+        let cfg = serde_json::json!({
+            "word_embedding_dimension": 384,
+            "pooling_mode_cls_token": mode == "cls",
+            "pooling_mode_mean_tokens": mode == "mean",
+            "pooling_mode_max_tokens": mode == "max",
+        });
+        std::fs::write(dir.path().join("1_Pooling/config.json"), cfg.to_string()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn plain_hf_folder_is_mean_pooled_without_normalize() {
+    let Some(f) = fixture() else { return };
+    let dir = variant(
+        &f.model_dir,
+        &["modules.json", "sentence_bert_config.json"],
+        None,
+    );
+    let enc = SentenceEncoder::load(dir.path(), &Device::Cpu).unwrap();
+    assert!(!enc.normalize());
+    assert_eq!(
+        enc.max_seq_length(),
+        512,
+        "tokenizer_config.json model_max_length"
+    );
+    let sents = sentences(&f.reference);
+    let want: Vec<Vec<f32>> = matrix(&f.reference["embeddings"]);
+    let short: Vec<usize> = (0..sents.len()).filter(|&i| sents[i].len() < 400).collect();
+    let refs: Vec<&str> = short.iter().map(|&i| sents[i].as_str()).collect();
+    let got = enc.encode(&refs, 16).unwrap();
+    for (v, &i) in got.iter().zip(&short) {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() > 1e-3, "not normalised");
+        assert!(
+            cosine(v, &want[i]) >= 0.99999,
+            "same direction as the reference"
+        );
+    }
+}
+
+#[test]
+fn cls_and_max_pooling_agree_between_packed_and_candle_graph() {
+    let Some(f) = fixture() else { return };
+    let sents = sentences(&f.reference);
+    let refs: Vec<&str> = sents.iter().map(|s| s.as_str()).take(10).collect();
+    for mode in ["cls", "max"] {
+        let dir = variant(&f.model_dir, &[], Some(mode));
+        let mut enc = SentenceEncoder::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(format!("{:?}", enc.pooling()).to_lowercase(), mode);
+        let packed = enc.encode(&refs, 4).unwrap();
+        enc.set_backend(Backend::Candle).unwrap();
+        let graph = enc.encode(&refs, 4).unwrap();
+        for (i, (a, b)) in packed.iter().zip(&graph).enumerate() {
+            assert!(max_abs(a, b) <= 1e-5, "{mode} #{i}: {}", max_abs(a, b));
+        }
+    }
+}
