@@ -451,3 +451,56 @@ fn throughput_on_generated_dump() {
         run.manifest(TA).rows
     );
 }
+
+/// What `prep download` leaves: site folders unpacked from `.7z` (with every other dump file
+/// beside Posts.xml) and Stack Overflow's two separate archives.
+#[test]
+fn unpacked_download_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let site = tmp.path().join("cooking.stackexchange.com");
+    std::fs::create_dir(&site).unwrap();
+    write_input(
+        &site,
+        "Posts.xml",
+        &posts(&[
+            question(1, 1, "How long to boil an egg properly?", BODY),
+            question(3, 1, "How long to boil eggs for salad?", BODY),
+            answer(2, 1, 1, "Nine minutes."),
+        ]),
+    );
+    for other in ["Users.xml", "Votes.xml", "Comments.xml", "Tags.xml"] {
+        write_input(&site, other, b"<users />");
+    }
+    let so_posts = tmp.path().join("stackoverflow.com-Posts");
+    let so_links = tmp.path().join("stackoverflow.com-PostLinks");
+    std::fs::create_dir(&so_posts).unwrap();
+    std::fs::create_dir(&so_links).unwrap();
+    write_input(
+        &so_posts,
+        "Posts.xml",
+        &posts(&[
+            question(10, 1, "What is a borrow checker in Rust?", BODY),
+            question(11, 1, "Explain the Rust borrow checker?", BODY),
+        ]),
+    );
+    write_input(
+        &so_links,
+        "PostLinks.xml",
+        b"<postlinks>\r\n  <row Id=\"1\" PostId=\"11\" RelatedPostId=\"10\" LinkTypeId=\"3\" />\r\n</postlinks>",
+    );
+    let run = ingest("stackexchange", &[tmp.path().to_path_buf()]);
+    assert_eq!(run.manifest(TB).rows, 4);
+    let dup = run.rows(DUP);
+    assert_eq!(
+        dup.len(),
+        1,
+        "Stack Overflow's split archives pair up as one site"
+    );
+    assert_eq!(dup[0].anchor, "Explain the Rust borrow checker?");
+    assert_eq!(dup[0].positive, "What is a borrow checker in Rust?");
+    assert!(dup[0]
+        .source_id
+        .as_deref()
+        .unwrap()
+        .starts_with("stackoverflow.com:"));
+}

@@ -64,7 +64,22 @@ fn sites(inputs: &[PathBuf]) -> Result<Vec<Site>> {
                 path.display()
             )));
         };
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut prefix = prefix;
+        // Stack Overflow ships its files as separate archives, unpacked to
+        // `stackoverflow.com-Posts/Posts.xml` and `stackoverflow.com-PostLinks/PostLinks.xml`:
+        // one site, keyed by the folder name without the file-kind suffix.
+        if prefix.is_empty() {
+            let folder = dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let kind_suffix = format!("-{}", kind.trim_end_matches(".xml"));
+            if let Some(site) = folder.strip_suffix(&kind_suffix).filter(|s| !s.is_empty()) {
+                prefix = site.to_owned();
+                dir = dir.parent().map(Path::to_path_buf).unwrap_or_default();
+            }
+        }
         let index = match sites.iter().position(|(d, p, _)| *d == dir && *p == prefix) {
             Some(i) => i,
             None => {
