@@ -51,19 +51,24 @@ pub fn write_model_files(dir: &Path, model: &Trainable, max_seq_length: usize) -
     let weights = dir.join("model.safetensors");
     candle_core::safetensors::save(&model.tensors(), &weights)
         .ctx(&format!("writing {}", weights.display()))?;
+    // Writing into the source folder itself (a fresh model's folder getting its first weights):
+    // its tokenizer files are already there, and copying a file onto itself empties it.
+    let same = |a: &Path| match (a.canonicalize(), dir.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let source = model.source.as_deref().filter(|s| !same(s));
     // config.json: the source's verbatim when fine-tuning (keeps fields we do not model),
-    // else the tiny model's own.
+    // else the model's own.
     let config = dir.join("config.json");
-    match model
-        .source
-        .as_ref()
+    match source
         .map(|s| s.join("config.json"))
         .filter(|p| p.is_file())
     {
         Some(src) => copy(&src, &config)?,
         None => write_json(&config, &model.config)?,
     }
-    if let Some(src) = &model.source {
+    if let Some(src) = source {
         for f in TOKENIZER_FILES {
             if src.join(f).is_file() {
                 copy(&src.join(f), &dir.join(f))?;

@@ -4,11 +4,16 @@
 use std::path::Path;
 
 use encoder::tokenizers::decoders::wordpiece::WordPiece as WordPieceDecoder;
-use encoder::tokenizers::models::wordpiece::{WordPiece, WordPieceTrainer};
+use std::collections::{BTreeMap, BTreeSet};
+
+use encoder::tokenizers::models::wordpiece::WordPiece;
 use encoder::tokenizers::normalizers::bert::BertNormalizer;
 use encoder::tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use encoder::tokenizers::processors::bert::BertProcessing;
 use encoder::tokenizers::{AddedToken, Tokenizer};
+use encoder::tokenizers::{
+    NormalizedString, Normalizer, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+};
 use encoder::BertConfig;
 use serde_json::json;
 
@@ -30,7 +35,7 @@ pub fn tiny_config(vocab_size: usize, max_positions: usize) -> BertConfig {
     }
 }
 
-/// Trains an uncased WordPiece tokenizer of at most `vocab_size` entries on `texts` and writes a
+/// Builds an uncased WordPiece tokenizer of at most `vocab_size` entries from `texts` and writes a
 /// model folder without weights (`tokenizer.json`, `vocab.txt`, tokenizer configs, `config.json`
 /// from `config_for(actual_vocab_size)`). Deterministic for the same texts.
 pub fn build_model_folder(
@@ -42,23 +47,71 @@ pub fn build_model_folder(
     let bad = |e: Box<dyn std::error::Error + Send + Sync>| {
         TrainError::invalid(dir, format!("building the WordPiece vocab: {e}"))
     };
-    let mut tok = Tokenizer::new(WordPiece::default());
-    tok.with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
-        .map_err(bad)?;
-    tok.with_pre_tokenizer(Some(BertPreTokenizer));
-    let mut trainer: encoder::tokenizers::models::TrainerWrapper = WordPieceTrainer::builder()
-        .vocab_size(vocab_size)
-        .min_frequency(2)
-        .show_progress(false)
-        .special_tokens(
-            SPECIAL_TOKENS
-                .iter()
-                .map(|t| AddedToken::from(*t, true))
-                .collect(),
-        )
+    let normalizer = BertNormalizer::new(true, true, None, true);
+    // The vocab, chosen deterministically (the tokenizers trainer iterates hash maps, so its
+    // vocab varies between runs): the special tokens, every character seen as a word start and
+    // as a `##` continuation (so any word splits into pieces, never [UNK]), then the most
+    // frequent whole words (count, then text, as the tie-break).
+    let mut words: BTreeMap<String, u64> = BTreeMap::new();
+    // Printable ASCII always, so common text outside the samples still avoids [UNK].
+    let mut chars: BTreeSet<char> = (b'!'..=b'~')
+        .map(char::from)
+        .filter(|c| !c.is_ascii_uppercase())
+        .collect();
+    for t in texts {
+        let mut n = NormalizedString::from(t.as_str());
+        normalizer.normalize(&mut n).map_err(bad)?;
+        let mut pts = PreTokenizedString::from(n);
+        BertPreTokenizer.pre_tokenize(&mut pts).map_err(bad)?;
+        for (w, _, _) in pts.get_splits(OffsetReferential::Normalized, OffsetType::Char) {
+            chars.extend(w.chars());
+            *words.entry(w.to_owned()).or_default() += 1;
+        }
+    }
+    let mut vocab: Vec<String> = SPECIAL_TOKENS.iter().map(|s| s.to_string()).collect();
+    let mut seen: BTreeSet<String> = vocab.iter().cloned().collect();
+    let mut push = |t: String, vocab: &mut Vec<String>| {
+        if seen.insert(t.clone()) {
+            vocab.push(t);
+        }
+    };
+    for c in &chars {
+        push(c.to_string(), &mut vocab);
+        push(format!("##{c}"), &mut vocab);
+    }
+    let mut ranked: Vec<(&String, &u64)> = words
+        .iter()
+        .filter(|(w, n)| **n >= 2 && w.chars().count() > 1)
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (w, _) in ranked {
+        if vocab.len() >= vocab_size {
+            break;
+        }
+        push(w.clone(), &mut vocab);
+    }
+    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
+    let mut text = String::new();
+    for t in &vocab {
+        text.push_str(t);
+        text.push('\n');
+    }
+    write(dir, "vocab.txt", text.as_bytes())?;
+    let vocab_txt = dir.join("vocab.txt");
+    let model = WordPiece::from_file(&vocab_txt.to_string_lossy())
+        .unk_token("[UNK]".into())
         .build()
-        .into();
-    tok.train(&mut trainer, texts.iter()).map_err(bad)?;
+        .map_err(bad)?;
+    let mut tok = Tokenizer::new(model);
+    tok.with_normalizer(Some(normalizer)).map_err(bad)?;
+    tok.with_pre_tokenizer(Some(BertPreTokenizer));
+    tok.add_special_tokens(
+        SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(*t, true))
+            .collect::<Vec<_>>(),
+    )
+    .map_err(bad)?;
     let id = |t: &str| {
         tok.token_to_id(t)
             .ok_or_else(|| TrainError::invalid(dir, format!("no {t} in the vocab")))
@@ -70,17 +123,8 @@ pub fn build_model_folder(
     )));
     tok.with_decoder(Some(WordPieceDecoder::default()));
 
-    std::fs::create_dir_all(dir).map_err(|e| TrainError::io(dir, e))?;
     let tj = dir.join("tokenizer.json");
     tok.save(&tj, false).map_err(bad)?;
-    let mut vocab: Vec<(String, u32)> = tok.get_vocab(true).into_iter().collect();
-    vocab.sort_by_key(|(_, i)| *i);
-    let mut text = String::new();
-    for (t, _) in &vocab {
-        text.push_str(t);
-        text.push('\n');
-    }
-    write(dir, "vocab.txt", text.as_bytes())?;
     let json_file =
         |name: &str, v: serde_json::Value| write(dir, name, format!("{v:#}\n").as_bytes());
     json_file(

@@ -294,3 +294,23 @@ fn asking_for_more_steps_than_shards_hold_fails_clearly() {
     .unwrap_err();
     assert!(err.to_string().contains("holds 12 batches"), "{err}");
 }
+
+#[test]
+fn demo_model_folder_is_reproducible() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    common::tiny_model(&a);
+    common::tiny_model(&b);
+    for f in ["tokenizer.json", "vocab.txt", "config.json"] {
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // No [UNK] for words made of sample or ASCII characters (characters are always in the vocab).
+    let tok = encoder::tokenizers::Tokenizer::from_file(a.join("tokenizer.json")).unwrap();
+    let enc = tok.encode("Zebra crossings near Canberra!", true).unwrap();
+    assert!(!enc.get_ids().contains(&1), "{:?}", enc.get_tokens());
+    assert_eq!(enc.get_ids()[0], 2, "[CLS] first");
+}

@@ -1,8 +1,178 @@
-//! `prep train`: not wired yet; its issue fills this module in.
+//! `prep train`: MultipleNegativesRankingLoss training on mixed shards, upstream's recipe by
+//! default (AdamW 2e-5, warmup 500 then linear decay, clip 1.0, scale 20, symmetric pair loss).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use train::{AdamWConfig, LossKind, RunOptions, ScheduleKind, TrainConfig};
+
+use crate::progress::Bar;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Loss {
+    /// (CE(S) + CE(Sᵀ)) / 2 for pairs (upstream's train_script)
+    Symmetric,
+    /// CE(S) only (sentence-transformers' MultipleNegativesRankingLoss)
+    OneWay,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Schedule {
+    Linear,
+    Constant,
+}
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Shard folder written by `prep mix` (index.json + shard-*.parquet). Not needed with --resume.
+    pub shards: Option<PathBuf>,
+    /// Model folder to start from: a sentence-transformers/HF BERT folder, or a folder with only
+    /// config.json + tokenizer files (weights initialised from --seed).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Run folder: checkpoint-N/ folders are written here.
+    #[arg(long, short, default_value = "run")]
+    pub output: PathBuf,
+    /// Continue from a checkpoint-N folder, or the newest complete one in a run folder, with the
+    /// settings saved there (the other numeric flags are ignored).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Optimizer steps (0: every batch in the shards). The linear schedule decays to 0 here.
+    #[arg(long, default_value_t = 0)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 2e-5)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 500)]
+    pub warmup: u64,
+    #[arg(long, value_enum, default_value = "linear")]
+    pub schedule: Schedule,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 1e-6)]
+    pub eps: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    /// Gradient-norm clip (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Dropout for hidden states and attention (default: the model config's, 0.1 for MiniLM).
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "symmetric")]
+    pub loss: Loss,
+    /// Scores = scale × cosine.
+    #[arg(long, default_value_t = 20.0)]
+    pub scale: f64,
+    /// GradCache: compute each batch in chunks of this many rows (same loss and gradients,
+    /// the memory of one chunk).
+    #[arg(long)]
+    pub mini_batch_size: Option<usize>,
+    /// Save a checkpoint every N steps (always at the end).
+    #[arg(long)]
+    pub save_steps: Option<u64>,
+    /// JSONL log: one line per step (step, loss, lr, grad_norm before clipping, dataset, seconds).
+    #[arg(long)]
+    pub log: Option<PathBuf>,
+    /// This process's rank for data-parallel training (each rank reads its own slice of every batch).
+    #[arg(long, default_value_t = 0)]
+    pub rank: usize,
+    #[arg(long, default_value_t = 1)]
+    pub world_size: usize,
+    /// max_seq_length written into the saved sentence_bert_config.json.
+    #[arg(long, default_value_t = 256)]
+    pub max_seq_length: usize,
+    /// Batches the loader reads ahead on its thread.
+    #[arg(long, default_value_t = 4)]
+    pub prefetch: usize,
+    /// Threads for the math (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`prep train` is not available in this build yet")
+impl Args {
+    pub fn config(&self) -> TrainConfig {
+        TrainConfig {
+            lr: self.lr,
+            warmup: self.warmup,
+            schedule: match self.schedule {
+                Schedule::Linear => ScheduleKind::Linear,
+                Schedule::Constant => ScheduleKind::Constant,
+            },
+            adamw: AdamWConfig {
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+            },
+            max_grad_norm: self.max_grad_norm,
+            dropout: self.dropout,
+            seed: self.seed,
+            steps: self.steps,
+            loss: match self.loss {
+                Loss::Symmetric => LossKind::Symmetric,
+                Loss::OneWay => LossKind::OneWay,
+            },
+            scale: self.scale,
+            mini_batch_size: self.mini_batch_size,
+            save_steps: self.save_steps,
+            max_seq_length: self.max_seq_length,
+            rank: self.rank,
+            world_size: self.world_size,
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if let Some(t) = args.threads {
+        // candle's CPU kernels size their pools from this.
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let summary = run_with(&args, &Bar::new())?;
+    if let Some(ck) = &summary.last_checkpoint {
+        println!("model saved to {}", ck.display());
+    }
+    Ok(())
+}
+
+/// Runs training and prints a one-line summary; `prep demo` calls this too.
+pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
+    let mut opts = RunOptions::new(&args.output);
+    opts.log = args.log.clone();
+    opts.prefetch = args.prefetch;
+    let summary = match &args.resume {
+        Some(from) => train::resume(from, &opts, bar)
+            .with_context(|| format!("resuming from {}", from.display()))?,
+        None => {
+            let Some(shards) = &args.shards else {
+                bail!("give the shard folder (prep train SHARDS --model M) or --resume DIR")
+            };
+            let Some(model) = &args.model else {
+                bail!("--model is required (a model folder to fine-tune or a config-only folder)")
+            };
+            let model = crate::model::resolve(model)?;
+            train::train(shards, &model, &args.config(), &opts, bar)
+                .with_context(|| format!("training on {}", shards.display()))?
+        }
+    };
+    let n = summary.records.len();
+    if n > 0 {
+        let last = summary.records.last().expect("n > 0");
+        let mean_loss_tail: f64 = summary.records[n.saturating_sub(10)..]
+            .iter()
+            .map(|r| r.loss)
+            .sum::<f64>()
+            / n.min(10) as f64;
+        eprintln!(
+            "trained {n} steps (to step {}) in {:.1}s, {:.3} s/step; loss (last 10 mean) {mean_loss_tail:.4}, lr {:.2e}",
+            summary.steps_done,
+            summary.seconds,
+            summary.seconds / n as f64,
+            last.lr
+        );
+    }
+    Ok(summary)
 }
