@@ -23,7 +23,10 @@ pub use pairs::{
     PairWriterOptions, PartFile,
 };
 pub use progress::{NoProgress, Progress, Unit};
-pub use shards::{ShardEntry, ShardIndex, SHARD_INDEX_FILE};
+pub use shards::{
+    shard_file_name, shard_schema, ShardBatch, ShardEntry, ShardIndex, ShardReader, ShardRow,
+    SHARD_INDEX_FILE,
+};
 
 /// The version of prep that wrote a file, recorded in every manifest and index.
 pub const PREP_VERSION: &str = env!("CARGO_PKG_VERSION");
