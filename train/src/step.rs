@@ -75,6 +75,58 @@ fn chunk(col: &Column, start: usize, len: usize) -> candle_core::Result<(Tensor,
     Ok((ids.narrow(1, 0, t)?, mask.narrow(1, 0, t)?))
 }
 
+/// Rows per length bucket in the one-graph path.
+const BUCKET: usize = 8;
+
+/// One column's embeddings with a graph, computed over rows sorted by length in buckets of
+/// [`BUCKET`], each cut to its own longest row, then put back in batch order. Same vectors as one
+/// padded forward (padding is masked everywhere), without the compute a batch padded to its one
+/// long row wastes (attention is quadratic in the padded length).
+fn embed_bucketed(
+    model: &Trainable,
+    col: &Column,
+    mut rng: Option<&mut DropoutRng>,
+) -> Result<Tensor> {
+    let n = col.ids.dims()[0];
+    if n <= BUCKET {
+        let (ids, mask) = chunk(col, 0, n).ctx("trimming padding")?;
+        return model.embed(&ids, &mask, rng).ctx("forward");
+    }
+    let lens: Vec<u32> = col
+        .mask
+        .to_dtype(candle_core::DType::U32)
+        .and_then(|m| m.sum(1))
+        .and_then(|s| s.to_vec1::<u32>())
+        .ctx("row lengths")?;
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    // Stable: equal lengths keep batch order, so the bucketing is deterministic.
+    order.sort_by_key(|&i| lens[i as usize]);
+    let device = col.ids.device();
+    let perm = Tensor::new(order.as_slice(), device).ctx("bucketing")?;
+    let sorted = Column {
+        ids: col.ids.index_select(&perm, 0).ctx("bucketing")?,
+        mask: col.mask.index_select(&perm, 0).ctx("bucketing")?,
+    };
+    let mut parts = Vec::new();
+    for start in (0..n).step_by(BUCKET) {
+        let len = BUCKET.min(n - start);
+        let (ids, mask) = chunk(&sorted, start, len).ctx("trimming padding")?;
+        parts.push(
+            model
+                .embed(&ids, &mask, rng.as_deref_mut())
+                .ctx("forward")?,
+        );
+    }
+    let mut inverse = vec![0u32; n];
+    for (pos, &row) in order.iter().enumerate() {
+        inverse[row as usize] = pos as u32;
+    }
+    let inverse = Tensor::new(inverse.as_slice(), device).ctx("bucketing")?;
+    Tensor::cat(&parts, 0)
+        .and_then(|e| e.index_select(&inverse, 0))
+        .ctx("bucketing")
+}
+
 fn collect(model: &Trainable, store: &candle_core::backprop::GradStore) -> Result<Vec<Tensor>> {
     model
         .vars
@@ -101,12 +153,7 @@ pub fn loss_and_grads(
     if m >= rows {
         let mut embs = Vec::new();
         for col in cols.list() {
-            let (ids, mask) = chunk(col, 0, col.ids.dims()[0]).ctx("trimming padding")?;
-            embs.push(
-                model
-                    .embed(&ids, &mask, rng.as_deref_mut())
-                    .ctx("forward")?,
-            );
+            embs.push(embed_bucketed(model, col, rng.as_deref_mut())?);
         }
         let l = mnrl(&embs[0], &embs[1], embs.get(2), loss.scale, loss.kind).ctx("loss")?;
         let store = l.backward().ctx("backward")?;

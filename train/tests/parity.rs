@@ -67,13 +67,33 @@ fn norm(t: &Tensor) -> f64 {
 }
 
 fn check_case(model: &Trainable, cols: &[Column], kind: LossKind, want: &Value, case: &str) {
+    check_case_with(model, cols, kind, want, case, None);
+    // GradCache (mini-batches of 3, uneven) must meet the same reference.
+    check_case_with(
+        model,
+        cols,
+        kind,
+        want,
+        &format!("{case} (GradCache 3)"),
+        Some(3),
+    );
+}
+
+fn check_case_with(
+    model: &Trainable,
+    cols: &[Column],
+    kind: LossKind,
+    want: &Value,
+    case: &str,
+    mini_batch: Option<usize>,
+) {
     let columns = Columns {
         anchor: &cols[0],
         positive: &cols[1],
         negative: cols.get(2),
     };
     let loss = LossConfig { kind, scale: 20.0 };
-    let out = loss_and_grads(model, &columns, loss, None, None).unwrap();
+    let out = loss_and_grads(model, &columns, loss, mini_batch, None).unwrap();
     let want_loss = want["loss"].as_f64().unwrap();
     assert!(
         rel(out.loss, want_loss) < 1e-4,
