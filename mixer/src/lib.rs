@@ -10,6 +10,7 @@ pub mod rng;
 pub mod sampler;
 pub mod stream;
 pub mod tokenize;
+pub mod wordpiece;
 
 pub use config::{
     resolve, upstream_dataset_id, ConfigEntry, MixConfig, ResolvedSource, SourceKind,

@@ -466,6 +466,7 @@ pub fn mix(
         json!(tokenizer.path().display().to_string()),
     );
     extra.insert("tokenizer_sha256".into(), json!(tokenizer.sha256()));
+    extra.insert("tokenizer_engine".into(), json!(tokenizer.engine()));
     extra.insert("pad_token_id".into(), json!(tokenizer.pad_id()));
     extra.insert("max_length_a".into(), json!(opts.max_length_a));
     extra.insert("max_length_b".into(), json!(opts.max_length_b));
