@@ -31,7 +31,7 @@ pub struct Args {
     pub model: Option<String>,
     #[arg(long, default_value_t = 200)]
     pub steps: u64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 16)]
     pub batch_size: usize,
     /// Learning rate (default: 1e-3 from scratch, 2e-5 when fine-tuning).
     #[arg(long)]
@@ -96,7 +96,13 @@ pub fn run(args: Args) -> Result<()> {
             max_errors: 1000,
             ..IngestOptions::default()
         };
-        match ingest::run(source, std::slice::from_ref(&path), &pairs, &opts, &NoProgress) {
+        match ingest::run(
+            source,
+            std::slice::from_ref(&path),
+            &pairs,
+            &opts,
+            &NoProgress,
+        ) {
             Ok(report) => {
                 for m in report.manifests.iter().filter(|m| m.rows > 0) {
                     println!("   {source:<14} -> {:<28} {:>6} rows", m.dataset, m.rows);
