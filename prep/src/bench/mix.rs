@@ -1,7 +1,8 @@
 //! `prep bench mix`: end-to-end mix throughput (read Parquet, sample, dedup, tokenize, write
 //! shards) in pairs/s and tokens/s on the bench corpus, one thread and all cores, with peak RSS;
 //! HF `tokenizers` through Python on the same texts as the peer; and peak RSS on a generated
-//! 10M-row dataset to show memory does not grow with dataset size.
+//! 10M-row dataset to show memory does not grow with dataset size. Then tokenization alone on the
+//! same texts: our WordPiece fast path, the HF `tokenizers` crate, and HF through Python.
 //!
 //! Each measurement runs in a child process (`prep bench mix --child ...`) so its peak RSS is
 //! its own.
@@ -38,6 +39,9 @@ pub struct Args {
     /// Skip the Python HF tokenizers peer.
     #[arg(long)]
     no_python: bool,
+    /// Only the tokenize-only comparison (no end-to-end mix runs).
+    #[arg(long)]
+    tokenize_only: bool,
     /// Internal: run one measurement with this many threads on --child-dataset and print JSON.
     #[arg(long, hide = true)]
     child: Option<usize>,
@@ -255,6 +259,55 @@ fn python_peer(a: &Args, lines: &[String], tok: &Path, threads: usize) -> Result
     )?)
 }
 
+/// The peer's texts (tabs and newlines flattened as in its TSV), for the in-process runs.
+fn peer_texts(a: &Args, lines: &[String]) -> (Vec<String>, Vec<String>) {
+    (0..a.steps as usize * a.batch_size)
+        .map(|i| {
+            let (x, y) = pair(lines, i);
+            (x.replace(['\t', '\n'], " "), y.replace(['\t', '\n'], " "))
+        })
+        .unzip()
+}
+
+/// Tokenization alone, as the Python peer does it: batches of `batch_size` anchors (max 64)
+/// and positives (max 250), each batch encoded in parallel on a pool of `threads`.
+fn tokenize_only(
+    tok: &Path,
+    anchors: &[String],
+    positives: &[String],
+    batch: usize,
+    threads: usize,
+    fast: bool,
+) -> Result<Value> {
+    let mt = mixer::MixTokenizer::open_with(tok, 64, 250, fast)?;
+    let a: Vec<&str> = anchors.iter().map(String::as_str).collect();
+    let b: Vec<&str> = positives.iter().map(String::as_str).collect();
+    let (tokens, secs, cpu) = crate::bench::with_threads(threads, || -> Result<_> {
+        let cpu0 = cpu_seconds();
+        let t0 = std::time::Instant::now();
+        let mut tokens = 0usize;
+        for (ca, cb) in a.chunks(batch).zip(b.chunks(batch)) {
+            for ids in mt
+                .encode_many(ca, true)?
+                .iter()
+                .chain(&mt.encode_many(cb, false)?)
+            {
+                tokens += ids.len();
+            }
+        }
+        let secs = t0.elapsed().as_secs_f64();
+        Ok((tokens, secs, cpu_seconds().zip(cpu0).map(|(x, y)| x - y)))
+    })?;
+    let pairs = a.len() as f64;
+    Ok(json!({
+        "engine": mt.engine(),
+        "pairs_per_s": pairs / secs,
+        "tokens_per_s": tokens as f64 / secs,
+        "pairs_per_cpu_s": cpu.map(|c| pairs / c),
+        "tokens": tokens,
+    }))
+}
+
 fn mib(v: &Value) -> String {
     v["peak_rss_bytes"]
         .as_f64()
@@ -266,19 +319,7 @@ pub fn run(a: Args) -> Result<()> {
         return child(&a, t);
     }
     let lines = corpus_lines(&a.corpus)?;
-    let pairs = a.work.join("pairs");
     std::fs::create_dir_all(&a.work)?;
-    let mut datasets = vec![("bench_corpus", a.rows)];
-    if a.big_rows > 0 {
-        datasets.push(("bench_big", a.big_rows));
-    }
-    for (id, rows) in &datasets {
-        ensure_dataset(&pairs, id, &lines, *rows)?;
-        std::fs::write(
-            a.work.join(format!("{id}.json")),
-            format!(r#"[{{"name":"{id}","weight":1}}]"#),
-        )?;
-    }
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let tok = crate::cmd::mix::tokenizer_path(&a.tokenizer)?;
     let tok = if tok.is_dir() {
@@ -286,26 +327,122 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         tok
     };
+    let engine = mixer::MixTokenizer::open(&tok, 64, 250)?;
     println!(
-        "prep bench mix: {} batches x {} pairs, max lengths 64/250, corpus {} ({} texts), {} cores",
+        "prep bench mix: {} batches x {} pairs, max lengths 64/250, corpus {} ({} texts), {} cores, \
+         tokenizer engine {}{}",
         a.steps,
         a.batch_size,
         a.corpus.display(),
         lines.len(),
-        all
+        all,
+        engine.engine(),
+        engine
+            .fallback_reason()
+            .map_or(String::new(), |r| format!(" ({r})"))
     );
-    println!("| run | threads | pairs/s | tokens/s | pairs/CPU-s | peak RSS | pairs/s vs HF tokenizers (Python) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
     let mut thread_counts = vec![1];
     if all > 1 {
         thread_counts.push(all);
     }
+    if !a.tokenize_only {
+        end_to_end(&a, &lines, &tok, &thread_counts, all)?;
+    }
+    let (anchors, positives) = peer_texts(&a, &lines);
+    println!();
+    println!(
+        "Tokenization only, {} pairs (anchors at 64, positives at 250, batches of {}):",
+        anchors.len(),
+        a.batch_size
+    );
+    println!("| tokenizer | threads | pairs/s | tokens/s | pairs/CPU-s | pairs/s vs Python | pairs/CPU-s vs Python |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for &t in &thread_counts {
-        let ours = measure(&a, "bench_corpus", t)?;
-        let peer = if a.no_python {
+        let ours = tokenize_only(&tok, &anchors, &positives, a.batch_size, t, true)?;
+        let hf = tokenize_only(&tok, &anchors, &positives, a.batch_size, t, false)?;
+        let py = if a.no_python {
             None
         } else {
             Some(python_peer(&a, &lines, &tok, t)?)
+        };
+        if ours["tokens"] != hf["tokens"] {
+            bail!(
+                "token counts differ: {} (ours) vs {} (HF crate)",
+                ours["tokens"],
+                hf["tokens"]
+            );
+        }
+        let f = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+        let vs = |v: &Value, k: &str| {
+            py.as_ref()
+                .map_or("-".into(), |p| format!("{:.2}x", f(v, k) / f(p, k)))
+        };
+        let rows = [
+            (
+                format!("{} (Rust)", ours["engine"].as_str().unwrap_or("?")),
+                &ours,
+            ),
+            ("HF tokenizers crate (Rust)".to_owned(), &hf),
+        ];
+        for (name, v) in rows {
+            println!(
+                "| {name} | {t} | {:.0} | {:.0} | {:.0} | {} | {} |",
+                f(v, "pairs_per_s"),
+                f(v, "tokens_per_s"),
+                f(v, "pairs_per_cpu_s"),
+                vs(v, "pairs_per_s"),
+                vs(v, "pairs_per_cpu_s")
+            );
+        }
+        if let Some(p) = &py {
+            println!(
+                "| HF tokenizers {} (Python) | {t} | {:.0} | {:.0} | {:.0} | 1.00x | 1.00x |",
+                python_version(),
+                f(p, "pairs_per_s"),
+                f(p, "tokens_per_s"),
+                f(p, "pairs_per_cpu_s"),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn python_version() -> String {
+    Command::new("python3")
+        .args(["-c", "import tokenizers; print(tokenizers.__version__)"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn end_to_end(
+    a: &Args,
+    lines: &[String],
+    tok: &Path,
+    thread_counts: &[usize],
+    all: usize,
+) -> Result<()> {
+    let pairs = a.work.join("pairs");
+    let mut datasets = vec![("bench_corpus", a.rows)];
+    if a.big_rows > 0 {
+        datasets.push(("bench_big", a.big_rows));
+    }
+    for (id, rows) in &datasets {
+        ensure_dataset(&pairs, id, lines, *rows)?;
+        std::fs::write(
+            a.work.join(format!("{id}.json")),
+            format!(r#"[{{"name":"{id}","weight":1}}]"#),
+        )?;
+    }
+    println!("| run | threads | pairs/s | tokens/s | pairs/CPU-s | peak RSS | pairs/s vs HF tokenizers (Python) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for &t in thread_counts {
+        let ours = measure(a, "bench_corpus", t)?;
+        let peer = if a.no_python {
+            None
+        } else {
+            Some(python_peer(a, lines, tok, t)?)
         };
         let ratio = peer.as_ref().map_or("-".into(), |p| {
             format!(
@@ -334,7 +471,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     if a.big_rows > 0 {
-        let big = measure(&a, "bench_big", all)?;
+        let big = measure(a, "bench_big", all)?;
         println!(
             "| prep mix (end to end), {} rows | {all} | {:.0} | {:.0} | {:.0} | {} | - |",
             a.big_rows,
