@@ -37,6 +37,8 @@ pub struct Args {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Measurement {
     seconds: f64,
+    /// User + system CPU time of the run: steadier than wall time on a shared machine.
+    cpu_seconds: f64,
     rows: u64,
     peak_rss: u64,
 }
@@ -71,8 +73,8 @@ pub fn run(args: Args) -> Result<()> {
         .unwrap_or(1);
     println!("ingest benchmark on {cores} cores; MB = 10^6 bytes of uncompressed input");
     println!(
-        "{:<34} {:>7} {:>9} {:>10} {:>12} {:>11}",
-        "input", "threads", "seconds", "MB/s", "rows/s", "peak RSS"
+        "{:<34} {:>7} {:>9} {:>10} {:>10} {:>12} {:>11}",
+        "input", "threads", "seconds", "MB/s", "MB/CPU-s", "rows/s", "peak RSS"
     );
     for &mb in &args.jsonl_mb {
         let path = work.join(format!("bench-{mb}MB.jsonl.gz"));
@@ -128,11 +130,12 @@ fn measure(source: &str, input: &Path, size: u64, label: &str, threads: &[usize]
         let m: Measurement =
             serde_json::from_slice(&out.stdout).context("reading the child's result")?;
         println!(
-            "{:<34} {:>7} {:>9.2} {:>10.1} {:>12.0} {:>8.1} MiB",
+            "{:<34} {:>7} {:>9.2} {:>10.1} {:>10.1} {:>12.0} {:>8.1} MiB",
             label,
             t,
             m.seconds,
             size as f64 / 1e6 / m.seconds,
+            size as f64 / 1e6 / m.cpu_seconds,
             m.rows as f64 / m.seconds,
             m.peak_rss as f64 / (1024.0 * 1024.0)
         );
@@ -157,14 +160,14 @@ fn child(source: &str, input: &Path, threads: usize) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     let rows = report.manifests.iter().map(|m| m.rows).sum();
     let peak_rss = super::peak_rss_bytes().unwrap_or(0);
-    println!(
-        "{}",
-        serde_json::to_string(&Measurement {
-            seconds,
-            rows,
-            peak_rss
-        })?
-    );
+    let cpu_seconds = super::cpu_seconds().unwrap_or(f64::NAN);
+    let m = Measurement {
+        seconds,
+        cpu_seconds,
+        rows,
+        peak_rss,
+    };
+    println!("{}", serde_json::to_string(&m)?);
     Ok(())
 }
 
