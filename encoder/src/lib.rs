@@ -11,6 +11,7 @@ pub mod cpu;
 pub mod encoder;
 pub mod error;
 pub mod model;
+pub mod ops;
 pub mod retrieval;
 
 pub use candle_core;

@@ -155,6 +155,9 @@ impl LayerNorm {
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if crate::ops::fused_ok(x) {
+            return crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps);
+        }
         let mean = x.mean_keepdim(D::Minus1)?;
         let xc = x.broadcast_sub(&mean)?;
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -192,6 +195,7 @@ impl Activation {
     fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
             // gelu_erf and gelu both have a backward in candle 0.11.
+            Activation::GeluErf if crate::ops::fused_ok(x) => crate::ops::gelu_erf(x),
             Activation::GeluErf => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
@@ -337,6 +341,16 @@ impl BertModel {
             .reshape((b, 1, 1, t))?
             .to_dtype(x.dtype())?;
         let scale = 1.0 / (dh as f64).sqrt();
+        // The fused CPU softmax takes the mask as which keys are real.
+        let fused = crate::ops::fused_ok(&x);
+        let keep = if fused {
+            let m = mask.flatten_all()?.to_vec1::<f32>()?;
+            Some(std::sync::Arc::new(
+                m.into_iter().map(|v| v > 0.0).collect::<Vec<bool>>(),
+            ))
+        } else {
+            None
+        };
 
         for layer in &self.layers {
             let heads = |y: Tensor| -> Result<Tensor> {
@@ -345,8 +359,11 @@ impl BertModel {
             let q = heads(layer.query.forward(&x)?)?;
             let k = heads(layer.key.forward(&x)?)?;
             let v = heads(layer.value.forward(&x)?)?;
-            let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&additive)?;
-            let probs = softmax_last_dim(&scores)?;
+            let raw = q.matmul(&k.t()?)?;
+            let probs = match &keep {
+                Some(keep) => crate::ops::masked_softmax(&raw, scale, keep.clone())?,
+                None => softmax_last_dim(&(raw * scale)?.broadcast_add(&additive)?)?,
+            };
             let probs = dropout(
                 probs,
                 cfg.attention_probs_dropout_prob,
