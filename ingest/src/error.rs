@@ -12,6 +12,18 @@ pub struct Location {
     pub unit: &'static str,
 }
 
+impl Location {
+    /// Where a JSON document stopped parsing: a whole file is one record, so its line is what
+    /// helps the user.
+    pub fn of_json_error(path: &std::path::Path, e: &serde_json::Error) -> Self {
+        Location {
+            path: path.to_path_buf(),
+            record: e.line() as u64,
+            unit: "line",
+        }
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{} {}", self.path.display(), self.unit, self.record)

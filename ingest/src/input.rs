@@ -119,18 +119,6 @@ pub fn open_reader(path: &Path, file: impl Read + Send + 'static) -> Result<Inpu
     })
 }
 
-/// Reads a whole input (decompressed) into memory: only for sources whose files are single JSON
-/// documents of bounded size (SQuAD, SearchQA, ELI5 splits).
-pub fn read_all(path: &Path) -> Result<Vec<u8>> {
-    let mut input = open(path)?;
-    let mut bytes = Vec::new();
-    input
-        .reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| read_error(path, e))?;
-    Ok(bytes)
-}
-
 /// Turns a read error into one that says what likely happened (a cut-off gzip is common).
 pub fn read_error(path: &Path, e: io::Error) -> IngestError {
     let hint = match e.kind() {

@@ -118,6 +118,18 @@ impl<'p> Sink<'p> {
         Ok(input)
     }
 
+    /// Reads a whole input, decompressed, through [`Sink::open`]: only for sources whose files are
+    /// single JSON documents of bounded size (SQuAD, SearchQA records).
+    pub fn read_document(&mut self, path: &Path) -> Result<Vec<u8>> {
+        let mut input = self.open(path)?;
+        let mut bytes = Vec::new();
+        input
+            .reader
+            .read_to_end(&mut bytes)
+            .map_err(|e| crate::input::read_error(path, e))?;
+        Ok(bytes)
+    }
+
     fn dataset(&mut self, index: usize) -> &mut DatasetOut {
         let source = self.source;
         let count = self.datasets.len();

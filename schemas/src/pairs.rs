@@ -320,6 +320,33 @@ pub fn part_files(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Opens a Parquet file prep wrote, checks it has `required` columns (else "not {what}") and
+/// returns it with its row-group sizes: what every typed reader needs before reading.
+pub(crate) fn open_parquet(path: &Path, required: &[&str], what: &str) -> Result<(File, Vec<u64>)> {
+    let file = File::open(path).map_err(|e| SchemaError::io(path, e))?;
+    let clone = file.try_clone().map_err(|e| SchemaError::io(path, e))?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(clone).map_err(|e| SchemaError::Parquet {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+    for col in required {
+        if builder.schema().field_with_name(col).is_err() {
+            return Err(SchemaError::invalid(
+                path,
+                format!("not {what}: no `{col}` column"),
+            ));
+        }
+    }
+    let row_groups = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows() as u64)
+        .collect();
+    Ok((file, row_groups))
+}
+
 /// Reads one pairs Parquet file, whole or one row group at a time.
 pub struct PairReader {
     path: PathBuf,
@@ -330,28 +357,7 @@ pub struct PairReader {
 impl PairReader {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let file = File::open(&path).map_err(|e| SchemaError::io(&path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(
-            file.try_clone().map_err(|e| SchemaError::io(&path, e))?,
-        )
-        .map_err(|e| SchemaError::Parquet {
-            path: path.clone(),
-            source: e,
-        })?;
-        for col in ["anchor", "positive"] {
-            if builder.schema().field_with_name(col).is_err() {
-                return Err(SchemaError::invalid(
-                    &path,
-                    format!("not a pairs file: no `{col}` column"),
-                ));
-            }
-        }
-        let row_groups = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|rg| rg.num_rows() as u64)
-            .collect();
+        let (file, row_groups) = open_parquet(&path, &["anchor", "positive"], "a pairs file")?;
         Ok(PairReader {
             path,
             builder_bytes: file,

@@ -275,34 +275,14 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let file = File::open(&path).map_err(|e| SchemaError::io(&path, e))?;
-        let builder = ParquetRecordBatchReaderBuilder::try_new(
-            file.try_clone().map_err(|e| SchemaError::io(&path, e))?,
-        )
-        .map_err(|e| SchemaError::Parquet {
-            path: path.clone(),
-            source: e,
-        })?;
-        for col in [
+        let required = [
             "batch",
             "dataset",
             "anchor_ids",
             "positive_ids",
             "negative_ids",
-        ] {
-            if builder.schema().field_with_name(col).is_err() {
-                return Err(SchemaError::invalid(
-                    &path,
-                    format!("not a shard: no `{col}` column"),
-                ));
-            }
-        }
-        let row_groups = builder
-            .metadata()
-            .row_groups()
-            .iter()
-            .map(|rg| rg.num_rows() as u64)
-            .collect();
+        ];
+        let (file, row_groups) = crate::pairs::open_parquet(&path, &required, "a shard")?;
         Ok(ShardReader {
             path,
             file,

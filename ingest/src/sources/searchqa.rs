@@ -6,13 +6,12 @@
 //! `searchQA_question_top5_snippets_merged`. Files are a few KB, parsed whole.
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use crate::input::{base_name, read_error};
+use crate::input::base_name;
 use crate::text::normalize_space;
 use crate::{IngestOptions, Location, Result, Sink, Source};
 
@@ -65,20 +64,11 @@ fn merged_snippets(results: &Results) -> String {
 }
 
 fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
-    let mut input = sink.open(path)?;
-    let mut bytes = Vec::new();
-    input
-        .reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| read_error(path, e))?;
+    let bytes = sink.read_document(path)?;
     let record: Record = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
         Err(e) => {
-            let location = Location {
-                path: path.to_path_buf(),
-                record: e.line() as u64,
-                unit: "line",
-            };
+            let location = Location::of_json_error(path, &e);
             return sink.malformed(location, "invalid JSON", e.to_string());
         }
     };

@@ -4,13 +4,12 @@
 //! so each is parsed whole (borrowing its strings).
 
 use std::borrow::Cow;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use crate::input::{base_name, read_error};
+use crate::input::base_name;
 use crate::text::non_empty;
 use crate::{IngestOptions, Location, Result, Sink, Source};
 
@@ -48,21 +47,12 @@ struct Qa<'a> {
 }
 
 fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
-    let mut input = sink.open(path)?;
-    let mut bytes = Vec::new();
-    input
-        .reader
-        .read_to_end(&mut bytes)
-        .map_err(|e| read_error(path, e))?;
+    let bytes = sink.read_document(path)?;
     let file: File = match serde_json::from_slice(&bytes) {
         Ok(f) => f,
         Err(e) => {
             // The file is one record; where it broke is the useful part.
-            let location = Location {
-                path: path.to_path_buf(),
-                record: e.line() as u64,
-                unit: "line",
-            };
+            let location = Location::of_json_error(path, &e);
             return sink.malformed(location, "invalid SQuAD JSON", e.to_string());
         }
     };
