@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use super::json_array::{for_each_element, ScanError};
+use super::json_array::ingest_array;
 use crate::input::{base_name, read_error};
 use crate::lines::{ingest_lines, Outcome};
 use crate::text::{decode_entities, normalize_space};
@@ -90,9 +90,8 @@ fn first_byte(path: &Path) -> Result<Option<u8>> {
     Ok(head.iter().copied().find(|b| !b.is_ascii_whitespace()))
 }
 
-fn ingest_array(sink: &mut Sink, path: &Path) -> Result<()> {
-    let input = sink.open(path)?;
-    let mut f = |index: u64, line: u64, bytes: &[u8]| -> Result<()> {
+fn ingest_eli5_array(sink: &mut Sink, path: &Path) -> Result<()> {
+    ingest_array(sink, path, None, &mut |sink, index, line, bytes| {
         let location = || Location {
             path: path.to_path_buf(),
             record: index,
@@ -105,24 +104,8 @@ fn ingest_array(sink: &mut Sink, path: &Path) -> Result<()> {
                 sink.malformed(location(), kind, format!("{msg} (file line {line})"))?
             }
         }
-        if index.is_multiple_of(4096) {
-            sink.report();
-        }
         Ok(())
-    };
-    match for_each_element(input.reader, None, &mut f) {
-        Ok(()) => Ok(()),
-        Err(ScanError::Callback(e)) => Err(e),
-        Err(ScanError::Io(e)) => Err(read_error(path, e)),
-        Err(ScanError::Syntax { line, message }) => {
-            let location = Location {
-                path: path.to_path_buf(),
-                record: line,
-                unit: "line",
-            };
-            sink.malformed(location, "invalid JSON document", message)
-        }
-    }
+    })
 }
 
 impl Source for Eli5 {
@@ -146,7 +129,7 @@ impl Source for Eli5 {
     fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, opts: &IngestOptions) -> Result<()> {
         for path in inputs {
             match first_byte(path)? {
-                Some(b'[') => ingest_array(sink, path)?,
+                Some(b'[') => ingest_eli5_array(sink, path)?,
                 Some(b'{') => ingest_lines(sink, path, &parse_line, opts.threads)?,
                 None => {
                     let location = Location {

@@ -318,6 +318,42 @@ pub(crate) fn for_each_element<R: Read, E>(
     }
 }
 
+/// What a source does with one array element: `(sink, element_number, line, bytes)`.
+pub(crate) type ElementToSink<'f> =
+    dyn FnMut(&mut crate::Sink, u64, u64, &[u8]) -> crate::Result<()> + 'f;
+
+/// Streams the array of `path` (the whole document, or the value of `key`) through `f`,
+/// refreshing progress as it goes. A document whose structure breaks counts as one malformed
+/// record, located at the break; the elements before it are kept.
+pub(crate) fn ingest_array(
+    sink: &mut crate::Sink,
+    path: &std::path::Path,
+    key: Option<&str>,
+    f: &mut ElementToSink,
+) -> crate::Result<()> {
+    let input = sink.open(path)?;
+    let mut each = |index: u64, line: u64, bytes: &[u8]| -> crate::Result<()> {
+        f(sink, index, line, bytes)?;
+        if index.is_multiple_of(4096) {
+            sink.report();
+        }
+        Ok(())
+    };
+    match for_each_element(input.reader, key, &mut each) {
+        Ok(()) => Ok(()),
+        Err(ScanError::Callback(e)) => Err(e),
+        Err(ScanError::Io(e)) => Err(crate::input::read_error(path, e)),
+        Err(ScanError::Syntax { line, message }) => {
+            let location = crate::Location {
+                path: path.to_path_buf(),
+                record: line,
+                unit: "line",
+            };
+            sink.malformed(location, "invalid JSON document", message)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

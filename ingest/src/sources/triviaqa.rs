@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use super::json_array::{for_each_element, ScanError};
-use crate::input::{base_name, read_error};
+use super::json_array::ingest_array;
+use crate::input::base_name;
 use crate::text::{non_empty, normalize_space};
 use crate::{IngestOptions, Location, Result, Sink, Source};
 
@@ -126,29 +126,9 @@ fn question(sink: &mut Sink, path: &Path, index: u64, line: u64, bytes: &[u8]) -
 }
 
 fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
-    let input = sink.open(path)?;
-    let mut f = |index: u64, line: u64, bytes: &[u8]| -> Result<()> {
-        question(sink, path, index, line, bytes)?;
-        if index.is_multiple_of(4096) {
-            sink.report();
-        }
-        Ok(())
-    };
-    match for_each_element(input.reader, Some("Data"), &mut f) {
-        Ok(()) => Ok(()),
-        Err(ScanError::Callback(e)) => Err(e),
-        Err(ScanError::Io(e)) => Err(read_error(path, e)),
-        // The structure is broken: nothing after this point can be located. Count it and move on
-        // to the next file (the questions before it are kept).
-        Err(ScanError::Syntax { line, message }) => {
-            let location = Location {
-                path: path.to_path_buf(),
-                record: line,
-                unit: "line",
-            };
-            sink.malformed(location, "invalid JSON document", message)
-        }
-    }
+    ingest_array(sink, path, Some("Data"), &mut |sink, index, line, bytes| {
+        question(sink, path, index, line, bytes)
+    })
 }
 
 impl Source for TriviaQa {
