@@ -166,12 +166,19 @@ pub fn run(args: Args) -> Result<()> {
     );
     step()?; // warm-up: allocator and thread pools
     let mut times = Vec::new();
+    let cpu0 = crate::bench::cpu_seconds();
     for _ in 0..args.steps {
         let t0 = Instant::now();
         step()?;
         times.push(t0.elapsed().as_secs_f64());
     }
     let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    // CPU seconds (user + system, all threads) per step: steadier than wall time on a shared
+    // machine, and what a quiet machine would need at most.
+    let cpu_per_step = match (cpu0, crate::bench::cpu_seconds()) {
+        (Some(a), Some(b)) => format!("{:.2}", (b - a) / times.len().max(1) as f64),
+        _ => "?".to_owned(),
+    };
     let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
     let rss = crate::bench::peak_rss_mib();
 
@@ -192,7 +199,7 @@ pub fn run(args: Args) -> Result<()> {
     let loader_rate = n as f64 / t0.elapsed().as_secs_f64();
 
     println!(
-        "train step (fwd+bwd+clip+AdamW, batch {b} pairs, max len {}): {mean:.3} s/step (min {min:.3}) over {} steps, {:.0} tokens/s, peak RSS {rss}",
+        "train step (fwd+bwd+clip+AdamW, batch {b} pairs, max len {}): {mean:.3} s/step (min {min:.3}) over {} steps, {cpu_per_step} CPU s/step, {:.0} tokens/s, peak RSS {rss}",
         args.max_length,
         times.len(),
         tokens as f64 / mean
