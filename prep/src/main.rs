@@ -49,6 +49,13 @@ enum Command {
 
 fn main() {
     use clap::{CommandFactory, FromArgMatches};
+    // candle 0.11 runs large elementwise ops on its own pool whose caller spins until every
+    // worker is done; beside gemm's rayon threads that spinning took a third of a training
+    // step's CPU (perf), and the heavy elementwise work runs in the encoder's fused rayon ops
+    // anyway. Set before any thread exists; a user's own setting wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     // The ingest help lists every source with what it expects, built from the sources themselves.
     let command =
         Cli::command().mut_subcommand("ingest", |c| c.after_long_help(cmd::ingest::sources_help()));

@@ -74,14 +74,6 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(t) = args.threads {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    // candle 0.11 runs large elementwise ops on its own "barrier pool" whose caller spins until
-    // every worker is done; beside gemm's rayon threads, and on a machine shared with other
-    // jobs, that spinning took a third of the step's CPU (perf). The heavy elementwise work
-    // (LayerNorm, softmax, GELU) runs in the encoder's fused ops on rayon, so candle's own
-    // elementwise ops stay on the calling thread unless CANDLE_NUM_THREADS says otherwise.
-    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
-        std::env::set_var("CANDLE_NUM_THREADS", "1");
-    }
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
         None => default_model()?,
