@@ -422,35 +422,13 @@ fn softmax_rows(s: &mut [f32], len: usize) {
 /// Branch-free exp/erf loops, compiled three times (AVX-512, AVX2+FMA, baseline) and picked at
 /// run time, so LLVM vectorises them at the widest width the machine has.
 pub(crate) mod simd {
-    /// exp(x) for f32 (Cephes' polynomial after range reduction by ln 2; ~1 ulp).
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        let x = x.clamp(-87.0, 88.0);
-        let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
-        let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-        let mut p = 1.987_569_1e-4f32;
-        p = p * r + 1.398_199_9e-3;
-        p = p * r + 8.333_452e-3;
-        p = p * r + 4.166_579_6e-2;
-        p = p * r + 1.666_666_5e-1;
-        p = p * r + 5e-1;
-        let y = p * r * r + r + 1.0;
-        y * f32::from_bits(((n as i32 + 127) << 23) as u32)
-    }
+    // The same branch-free exp and erf as the fused training ops, so both paths agree.
+    use crate::ops::{erf, exp};
 
-    /// GELU with erf, erf from Abramowitz & Stegun 7.1.26 (|error| ≤ 1.5e-7), as PyTorch's
-    /// vectorised CPU kernel does.
+    /// GELU with erf, as PyTorch's vectorised CPU kernel computes it.
     #[inline(always)]
     fn gelu_one(x: f32) -> f32 {
-        let z = x * std::f32::consts::FRAC_1_SQRT_2;
-        let a = z.abs();
-        let t = 1.0 / (1.0 + 0.327_591_1 * a);
-        let poly = t
-            * (0.254_829_6
-                + t * (-0.284_496_74 + t * (1.421_413_7 + t * (-1.453_152_1 + t * 1.061_405_4))));
-        let erf_abs = 1.0 - poly * exp(-a * a);
-        let erf = erf_abs.copysign(z);
-        0.5 * x * (1.0 + erf)
+        0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))
     }
 
     #[inline(always)]

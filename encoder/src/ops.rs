@@ -94,7 +94,7 @@ fn moments(row: &[f32], eps: f32) -> (f32, f32) {
 /// exp(x) for f32 (Cephes' polynomial after range reduction by ln 2; ~1 ulp), branch-free so
 /// loops over it vectorise. Inputs below -87 give ~1e-38, not 0: callers zero masked lanes.
 #[inline(always)]
-fn exp(x: f32) -> f32 {
+pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
     let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
@@ -110,7 +110,7 @@ fn exp(x: f32) -> f32 {
 
 /// erf (Abramowitz & Stegun 7.1.26, |error| ≤ 1.5e-7, as PyTorch's vectorised CPU GELU).
 #[inline(always)]
-fn erf(z: f32) -> f32 {
+pub(crate) fn erf(z: f32) -> f32 {
     let a = z.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let poly = t
