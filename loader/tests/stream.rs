@@ -2,31 +2,12 @@
 //! rank slicing and checksum failures.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use loader::{Loader, LoaderOptions, LoaderState, RawBatch};
 use parquet::arrow::ArrowWriter;
-use schemas::{ShardEntry, ShardIndex};
+use schemas::{ShardEntry, ShardIndex, ShardRow};
 
 const BATCH: usize = 4;
-
-fn ids_column(rows: &[Option<Vec<u32>>]) -> ArrayRef {
-    let mut b = ListBuilder::new(UInt32Builder::new()).with_field(
-        arrow_schema::Field::new_list_field(arrow_schema::DataType::UInt32, false),
-    );
-    for r in rows {
-        match r {
-            Some(v) => {
-                b.values().append_slice(v);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-    Arc::new(b.finish())
-}
 
 /// Deterministic token ids for batch `b`, row `r`, column `c`, of varying length.
 fn toks(b: u64, r: usize, c: u32) -> Vec<u32> {
@@ -58,30 +39,21 @@ fn write_shards(dir: &Path, batches: &[RawBatch], per_shard: usize) -> ShardInde
     let mut shards = Vec::new();
     for (i, chunk) in batches.chunks(per_shard).enumerate() {
         let file = format!("shard-{i:05}.parquet");
-        let mut bcol = Vec::new();
-        let mut dcol = Vec::new();
-        let (mut a, mut p, mut n) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rows_out = Vec::new();
         for b in chunk {
             for r in 0..b.anchor.len() {
-                bcol.push(b.index);
-                dcol.push(b.dataset.clone());
-                a.push(Some(b.anchor[r].clone()));
-                p.push(Some(b.positive[r].clone()));
-                n.push(b.negative.as_ref().map(|n| n[r].clone()));
+                rows_out.push(ShardRow {
+                    batch: b.index,
+                    dataset: b.dataset.clone(),
+                    anchor_ids: b.anchor[r].clone(),
+                    positive_ids: b.positive[r].clone(),
+                    negative_ids: b.negative.as_ref().map(|n| n[r].clone()),
+                    ..Default::default()
+                });
             }
         }
-        let rows = bcol.len() as u64;
-        let rb = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(UInt64Array::from(bcol)),
-                Arc::new(StringArray::from(dcol)),
-                ids_column(&a),
-                ids_column(&p),
-                ids_column(&n),
-            ],
-        )
-        .unwrap();
+        let rows = rows_out.len() as u64;
+        let rb = schemas::shards::shard_record_batch(&rows_out, false).unwrap();
         let path = dir.join(&file);
         // Small row groups so batches straddle record-batch boundaries inside the reader.
         let props = parquet::file::properties::WriterProperties::builder()

@@ -4,10 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::Arc;
 
-use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use candle_core::{Device, Tensor};
 use parquet::arrow::ArrowWriter;
 use rand::{Rng, SeedableRng};
@@ -48,22 +45,6 @@ pub fn vocab_size(dir: &Path) -> u32 {
         .vocab_size as u32
 }
 
-fn ids_column(rows: &[Option<Vec<u32>>]) -> ArrayRef {
-    let mut b = ListBuilder::new(UInt32Builder::new()).with_field(
-        arrow_schema::Field::new_list_field(arrow_schema::DataType::UInt32, false),
-    );
-    for r in rows {
-        match r {
-            Some(v) => {
-                b.values().append_slice(v);
-                b.append(true);
-            }
-            None => b.append(false),
-        }
-    }
-    Arc::new(b.finish())
-}
-
 fn random_seq(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32, max: usize) -> Vec<u32> {
     let len = rng.random_range(3..=max);
     let mut v = vec![2u32]; // [CLS]
@@ -81,31 +62,24 @@ pub fn write_shards(dir: &Path, vocab: u32, batches: u64, batch_size: usize, per
     let mut b = 0u64;
     while b < batches {
         let first = b;
-        let (mut bc, mut dc, mut a, mut p, mut n) = (vec![], vec![], vec![], vec![], vec![]);
+        let mut rows_out = Vec::new();
         while b < batches && b < first + per_shard {
             let triplet = b % 3 == 2;
             for _ in 0..batch_size {
-                bc.push(b);
-                dc.push(if triplet { "quora" } else { "squad" });
-                a.push(Some(random_seq(&mut rng, vocab, 12)));
-                p.push(Some(random_seq(&mut rng, vocab, 20)));
-                n.push(triplet.then(|| random_seq(&mut rng, vocab, 20)));
+                rows_out.push(schemas::ShardRow {
+                    batch: b,
+                    dataset: if triplet { "quora" } else { "squad" }.to_owned(),
+                    anchor_ids: random_seq(&mut rng, vocab, 12),
+                    positive_ids: random_seq(&mut rng, vocab, 20),
+                    negative_ids: triplet.then(|| random_seq(&mut rng, vocab, 20)),
+                    ..Default::default()
+                });
             }
             b += 1;
         }
         let file = schemas::shards::shard_file_name(shards.len());
-        let rows = bc.len() as u64;
-        let rb = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(UInt64Array::from(bc)),
-                Arc::new(StringArray::from(dc)),
-                ids_column(&a),
-                ids_column(&p),
-                ids_column(&n),
-            ],
-        )
-        .unwrap();
+        let rows = rows_out.len() as u64;
+        let rb = schemas::shards::shard_record_batch(&rows_out, false).unwrap();
         let path = dir.join(&file);
         let mut w =
             ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema.clone(), None)
