@@ -459,18 +459,7 @@ pub(crate) mod simd {
         m
     }
 
-    #[inline(always)]
-    pub(super) fn sum_of(row: &[f32]) -> f32 {
-        let mut acc = [0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for i in 0..LANES {
-                acc[i] += c[i];
-            }
-        }
-        acc.iter().sum::<f32>() + rest.iter().sum::<f32>()
-    }
+    pub(super) use crate::ops::sum_of;
 
     #[inline(always)]
     fn softmax_impl(row: &mut [f32]) {

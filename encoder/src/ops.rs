@@ -46,7 +46,7 @@ const CHUNK: usize = 16 * 1024;
 const LANES: usize = 16;
 
 #[inline(always)]
-fn sum_of(row: &[f32]) -> f32 {
+pub(crate) fn sum_of(row: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let chunks = row.chunks_exact(LANES);
     let rest = chunks.remainder();
