@@ -130,6 +130,37 @@ impl<'p> Sink<'p> {
         Ok(bytes)
     }
 
+    /// Calls `f(sink, line_no, line)` for every non-blank line of `path`, read serially through
+    /// [`Sink::open`]; a line that is not UTF-8 is counted as malformed with its number.
+    pub fn for_each_line(
+        &mut self,
+        path: &Path,
+        f: &mut dyn FnMut(&mut Sink<'p>, u64, &str) -> Result<()>,
+    ) -> Result<()> {
+        let input = self.open(path)?;
+        let mut lines = crate::input::Lines::new(input.reader);
+        while let Some((line_no, bytes)) = lines
+            .next_line()
+            .map_err(|e| crate::input::read_error(path, e))?
+        {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            match std::str::from_utf8(bytes) {
+                Ok(line) => f(self, line_no, line)?,
+                Err(e) => {
+                    let location = Location {
+                        path: path.to_path_buf(),
+                        record: line_no,
+                        unit: "line",
+                    };
+                    self.malformed(location, "invalid UTF-8", e.to_string())?
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn dataset(&mut self, index: usize) -> &mut DatasetOut {
         let source = self.source;
         let count = self.datasets.len();

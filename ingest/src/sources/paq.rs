@@ -27,7 +27,7 @@ use schemas::{Arity, PairRecord, Progress, Unit};
 use serde::Deserialize;
 
 use super::scratch::ScratchDir;
-use crate::input::{base_name, read_error, Lines};
+use crate::input::base_name;
 use crate::text::non_empty;
 use crate::{input, IngestError, IngestOptions, IngestReport, Location, Result, Sink, Source};
 
@@ -218,29 +218,17 @@ fn location(path: &Path, line: u64) -> Location {
 
 /// Phase 1: questions into buckets by passage id.
 fn partition_questions(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Result<()> {
-    let input = sink.open(path)?;
-    let mut lines = Lines::new(input.reader);
-    while let Some((line_no, bytes)) = lines.next_line().map_err(|e| read_error(path, e))? {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let line = match std::str::from_utf8(bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                sink.malformed(location(path, line_no), "invalid UTF-8", e.to_string())?;
-                continue;
-            }
-        };
+    sink.for_each_line(path, &mut |sink, line_no, line| {
         let meta: Meta = match serde_json::from_str(line) {
             Ok(m) => m,
             Err(e) => {
                 sink.malformed(location(path, line_no), "invalid JSON", e.to_string())?;
-                continue;
+                return Ok(());
             }
         };
         let Some(question) = meta.question.as_deref().and_then(non_empty) else {
             sink.skip(0, "no question");
-            continue;
+            return Ok(());
         };
         let pid = meta
             .answers
@@ -250,14 +238,14 @@ fn partition_questions(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Resul
             .and_then(pid_string);
         let Some(pid) = pid else {
             sink.skip(0, "no passage id");
-            continue;
+            return Ok(());
         };
         out.push(pid.as_bytes(), question.as_bytes())?;
         if line_no & 0xffff == 0 {
             sink.report();
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// A TSV field as a csv writer (DPR's, pandas') left it: `"..."` with `""` for each quote inside.
@@ -279,19 +267,7 @@ pub(crate) fn unquote(field: &str) -> Cow<'_, str> {
 
 /// Phase 2: passages into buckets by id.
 fn partition_passages(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Result<()> {
-    let input = sink.open(path)?;
-    let mut lines = Lines::new(input.reader);
-    while let Some((line_no, bytes)) = lines.next_line().map_err(|e| read_error(path, e))? {
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let line = match std::str::from_utf8(bytes) {
-            Ok(l) => l,
-            Err(e) => {
-                sink.malformed(location(path, line_no), "invalid UTF-8", e.to_string())?;
-                continue;
-            }
-        };
+    sink.for_each_line(path, &mut |sink, line_no, line| {
         let mut fields = line.split('\t');
         let id = fields.next().unwrap_or_default().trim();
         let Some(text) = fields.next() else {
@@ -300,10 +276,10 @@ fn partition_passages(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Result
                 "missing column",
                 "expected id<TAB>text<TAB>title",
             )?;
-            continue;
+            return Ok(());
         };
         if line_no == 1 && id == "id" {
-            continue; // the header
+            return Ok(()); // the header
         }
         if id.is_empty() {
             sink.malformed(
@@ -311,14 +287,14 @@ fn partition_passages(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Result
                 "missing column",
                 "empty passage id",
             )?;
-            continue;
+            return Ok(());
         }
         out.push(id.as_bytes(), unquote(text).as_bytes())?;
         if line_no & 0xffff == 0 {
             sink.report();
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String> {
