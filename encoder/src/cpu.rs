@@ -459,8 +459,6 @@ pub(crate) mod simd {
         m
     }
 
-    pub(super) use crate::ops::sum_of;
-
     #[inline(always)]
     fn softmax_impl(row: &mut [f32]) {
         let max = max_of(row);
@@ -490,21 +488,7 @@ pub(crate) mod simd {
                 *a += x;
             }
         }
-        let n = row.len() as f32;
-        let mean = sum_of(row) / n;
-        let mut acc = [0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for c in chunks {
-            for i in 0..LANES {
-                let d = c[i] - mean;
-                acc[i] += d * d;
-            }
-        }
-        let var = (acc.iter().sum::<f32>()
-            + rest.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>())
-            / n;
-        let inv = 1.0 / (var + eps).sqrt();
+        let (mean, inv) = crate::ops::moments(row, eps);
         for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
             *v = (*v - mean) * inv * w + b;
         }

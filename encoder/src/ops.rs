@@ -74,7 +74,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Mean and 1/sqrt(var + eps) of one row (two-pass, as PyTorch).
 #[inline(always)]
-fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = sum_of(row) / n;
     let mut acc = [0f32; LANES];
