@@ -3,12 +3,9 @@
 //! shards of the same shape beside it (the loader must never be the bottleneck).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use arrow_array::builder::{ListBuilder, UInt32Builder};
-use arrow_array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use encoder::candle_core::{Device, Tensor};
 use encoder::tokenizers::{Tokenizer, TruncationParams};
 use loader::{Column, Loader, LoaderOptions, LoaderState};
@@ -205,17 +202,6 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn list(rows: &[Vec<u32>]) -> ArrayRef {
-    let mut b = ListBuilder::new(UInt32Builder::new()).with_field(
-        arrow_schema::Field::new_list_field(arrow_schema::DataType::UInt32, false),
-    );
-    for r in rows {
-        b.values().append_slice(r);
-        b.append(true);
-    }
-    Arc::new(b.finish())
-}
-
 fn write_bench_shards(
     dir: &Path,
     anchors: &[Vec<u32>],
@@ -240,23 +226,18 @@ fn write_bench_shards(
             Some(props),
         )?;
         for i in first..first + count {
-            let n: ArrayRef = Arc::new(arrow_array::new_null_array(
-                &arrow_schema::DataType::List(Arc::new(arrow_schema::Field::new_list_field(
-                    arrow_schema::DataType::UInt32,
-                    false,
-                ))),
-                b,
-            ));
-            let rb = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(UInt64Array::from(vec![i; b])),
-                    Arc::new(StringArray::from(vec!["bench"; b])),
-                    list(anchors),
-                    list(positives),
-                    n,
-                ],
-            )?;
+            let rows: Vec<schemas::ShardRow> = anchors
+                .iter()
+                .zip(positives)
+                .map(|(a, p)| schemas::ShardRow {
+                    batch: i,
+                    dataset: "bench".to_owned(),
+                    anchor_ids: a.clone(),
+                    positive_ids: p.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            let rb = schemas::shards::shard_record_batch(&rows, false)?;
             w.write(&rb)?;
             w.flush()?; // one row group per batch, as the mixer writes
         }
