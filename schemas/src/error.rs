@@ -29,6 +29,9 @@ pub enum SchemaError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// Another run holds the output's lock ([`crate::OutputLock`]).
+    #[error("{target} is in use by pid {holder} (another prep run); wait for it or stop it")]
+    Locked { target: PathBuf, holder: String },
 }
 
 impl SchemaError {

@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod error;
 pub mod hash;
+pub mod lock;
 pub mod manifest;
 pub mod pairs;
 pub mod progress;
@@ -17,6 +18,7 @@ pub mod testdata;
 pub use atomic::{AtomicDir, AtomicFile};
 pub use error::SchemaError;
 pub use hash::{sha256_file, Sha256Writer};
+pub use lock::OutputLock;
 pub use manifest::{InputFile, Manifest, MANIFEST_FILE};
 pub use pairs::{
     pairs_schema, part_files, records_from_batch, Arity, PairReader, PairRecord, PairWriter,
