@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::download::{Downloader, FileSpec};
 use crate::error::{FetchError, Result};
 use crate::progress::MultiProgress;
-use crate::unpack::{unpack, ArchiveFormat};
+use crate::unpack::{unpack, ArchiveFormat, Cap};
 
 /// The completion record's name inside a source folder.
 pub const COMPLETE_FILE: &str = ".prep-download.json";
@@ -219,7 +219,7 @@ pub fn download_source(
             unpacked,
         });
     }
-    unpack_all(&to_unpack, downloader.config().jobs, progress)?;
+    unpack_all(&to_unpack, downloader.config(), progress)?;
     schemas::AtomicFile::write_json(&record_path, &record).map_err(|e| FetchError::Corrupt {
         path: record_path.clone(),
         message: e.to_string(),
@@ -230,9 +230,10 @@ pub fn download_source(
 /// Unpacks archives with at most `jobs` at once; every one is tried even when another fails.
 fn unpack_all(
     jobs: &[(PathBuf, ArchiveFormat, PathBuf)],
-    workers: usize,
+    cfg: &crate::DownloadConfig,
     progress: &dyn MultiProgress,
 ) -> Result<()> {
+    let workers = cfg.jobs;
     let next = AtomicUsize::new(0);
     let errors: Mutex<Vec<(usize, FetchError)>> = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -244,7 +245,11 @@ fn unpack_all(
                 };
                 let name = archive.file_name().unwrap_or_default().to_string_lossy();
                 let bar = progress.file(&format!("unpack {name}"));
-                let r = unpack(archive, *format, target, bar.as_ref());
+                let cap = match cfg.max_unpacked {
+                    Some(bytes) => Ok(Cap::given(bytes)),
+                    None => Cap::default_for(archive),
+                };
+                let r = cap.and_then(|cap| unpack(archive, *format, target, &cap, bar.as_ref()));
                 bar.message(match &r {
                     Ok(()) => "unpacked",
                     Err(_) => "unpack failed",

@@ -4,6 +4,13 @@
 //! A file is written to `<name>.part` beside its destination and renamed onto the destination only
 //! once its size (always) and sha256 (when known) check out, so a finished-looking name is always a
 //! verified file and an interrupted run leaves only a `.part` to resume from.
+//!
+//! A `.part` is resumed only when the version it holds is known: the server's ETag (or
+//! Last-Modified) is recorded beside it ([`validator_path`]) before its first byte is written, and
+//! the resume sends it as `If-Range`, so a server whose file changed answers with the whole new
+//! file (200), which replaces the part from byte 0. A part without a recorded version restarts.
+//! Two versions of a file are never joined. A lock per destination ([`schemas::OutputLock`]) keeps
+//! two runs from writing the same `.part`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -12,10 +19,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use schemas::{Progress, Unit};
+use schemas::{OutputLock, Progress, Unit};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::{FetchError, Result};
+use crate::error::{status_text, FetchError, Result};
 use crate::progress::MultiProgress;
 
 /// How downloads behave. [`DownloadConfig::default`] suits real use; tests shorten the waits.
@@ -35,6 +43,9 @@ pub struct DownloadConfig {
     pub user_agent: String,
     /// Whether to honour HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY.
     pub proxy_from_env: bool,
+    /// Most bytes one archive may unpack to; `None`: [`crate::unpack::default_cap`] of the
+    /// archive's verified size.
+    pub max_unpacked: Option<u64>,
 }
 
 impl Default for DownloadConfig {
@@ -48,6 +59,7 @@ impl Default for DownloadConfig {
             jobs: 4,
             user_agent: format!("prep/{}", env!("CARGO_PKG_VERSION")),
             proxy_from_env: true,
+            max_unpacked: None,
         }
     }
 }
@@ -104,10 +116,93 @@ pub fn part_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-/// Whether a path is a partial download, never to be taken as a finished file.
+/// Whether a path is a partial download (or its recorded version), never to be taken as a
+/// finished file.
 pub fn is_part(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "part")
+        || path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".part.json"))
 }
+
+/// Where the version of a `.part` is recorded: `<name>.part.json` beside it.
+pub fn validator_path(dest: &Path) -> PathBuf {
+    let mut name = part_path(dest)
+        .file_name()
+        .unwrap_or_default()
+        .to_os_string();
+    name.push(".json");
+    dest.with_file_name(name)
+}
+
+/// The version of the file a `.part` holds, as the server named it when the part was started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Validator {
+    url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    etag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_modified: Option<String>,
+}
+
+impl Validator {
+    /// From a response's headers; `None` when it names no usable version. A weak ETag (`W/`)
+    /// may not be sent in `If-Range` (RFC 9110 §13.1.5), so only a strong one counts.
+    fn from_headers(
+        url: &str,
+        etag: Option<String>,
+        last_modified: Option<String>,
+    ) -> Option<Self> {
+        let etag = etag.filter(|e| !e.starts_with("W/") && !e.is_empty());
+        let last_modified = last_modified.filter(|v| !v.is_empty());
+        (etag.is_some() || last_modified.is_some()).then(|| Validator {
+            url: url.to_owned(),
+            etag,
+            last_modified,
+        })
+    }
+
+    fn if_range(&self) -> &str {
+        self.etag
+            .as_deref()
+            .or(self.last_modified.as_deref())
+            .expect("a validator has an ETag or a Last-Modified")
+    }
+
+    /// Whether a response naming `served` can be the same version (a server that ignored
+    /// `If-Range` but honoured `Range` is caught here).
+    fn same_version(&self, served: Option<&Validator>) -> bool {
+        let Some(s) = served else { return true };
+        match (&self.etag, &s.etag, &self.last_modified, &s.last_modified) {
+            (Some(a), Some(b), _, _) => a == b,
+            (_, _, Some(a), Some(b)) => a == b,
+            _ => true,
+        }
+    }
+
+    fn read(dest: &Path, url: &str) -> Option<Self> {
+        let bytes = fs::read(validator_path(dest)).ok()?;
+        serde_json::from_slice::<Validator>(&bytes)
+            .ok()
+            .filter(|v| v.url == url && (v.etag.is_some() || v.last_modified.is_some()))
+    }
+
+    /// Written under a temporary name the destination's lock cleans up, then renamed.
+    fn write(&self, dest: &Path) -> Result<()> {
+        let path = validator_path(dest);
+        let name = dest.file_name().unwrap_or_default().to_string_lossy();
+        let temp = dest.with_file_name(format!(".{name}.tmp-validator-{}", std::process::id()));
+        let bytes = serde_json::to_vec(self).expect("plain strings serialise");
+        let mut f = File::create(&temp).map_err(|e| FetchError::io(&temp, e))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| FetchError::io(&temp, e))?;
+        fs::rename(&temp, &path).map_err(|e| FetchError::io(&path, e))
+    }
+}
+
+/// Redirects followed per request before giving up.
+pub const MAX_REDIRECTS: u32 = 10;
 
 /// Downloads files over one connection pool.
 #[derive(Debug, Clone)]
@@ -148,7 +243,7 @@ impl Downloader {
             b.build().into()
         };
         Downloader {
-            agent: build(10),
+            agent: build(MAX_REDIRECTS),
             no_redirect: build(0),
             cfg,
         }
@@ -171,14 +266,16 @@ impl Downloader {
             .min(self.cfg.max_backoff)
     }
 
-    /// Fetches one file: skips it when already finished, resumes a `.part`, retries transient
-    /// failures, verifies and renames into place.
+    /// Fetches one file: skips it when already finished, resumes a `.part` of the same version,
+    /// retries transient failures, verifies and renames into place. Holds the destination's
+    /// lock throughout: a second run fetching the same file fails at once ([`FetchError::InUse`]).
     pub fn fetch(
         &self,
         spec: &FileSpec,
         bar: &dyn Progress,
         total: &dyn Progress,
     ) -> Result<Downloaded> {
+        let _lock = OutputLock::acquire(&spec.dest).map_err(FetchError::InUse)?;
         if let Ok(meta) = fs::metadata(&spec.dest) {
             let size = meta.len();
             if let Some(expected) = spec.size.filter(|&e| e != size) {
@@ -242,7 +339,7 @@ impl Downloader {
             .map_err(|e| FetchError::io(&part, e))?
             .len();
         if let Some(expected) = spec.size.or(announced).filter(|&e| e != size) {
-            remove(&part);
+            discard(&spec.dest);
             return Err(FetchError::SizeMismatch {
                 url: spec.url.clone(),
                 path: part,
@@ -258,7 +355,7 @@ impl Downloader {
         let digest = hex::encode(state.hasher.finalize());
         if let Some(expected) = &spec.sha256 {
             if !expected.eq_ignore_ascii_case(&digest) {
-                remove(&part);
+                discard(&spec.dest);
                 return Err(FetchError::ChecksumMismatch {
                     url: spec.url.clone(),
                     path: spec.dest.clone(),
@@ -268,6 +365,7 @@ impl Downloader {
             }
         }
         fs::rename(&part, &spec.dest).map_err(|e| FetchError::io(&spec.dest, e))?;
+        remove(&validator_path(&spec.dest));
         bar.message("done");
         Ok(Downloaded {
             path: spec.dest.clone(),
@@ -292,12 +390,23 @@ impl Downloader {
             truncate(part)?;
             have = 0;
         }
+        let recorded = (have > 0)
+            .then(|| Validator::read(&spec.dest, &spec.url))
+            .flatten();
+        if have > 0 && recorded.is_none() {
+            // Of an unknown version: appending could join two versions of the file.
+            bar.message("partial file of unknown version; starting over");
+            truncate(part)?;
+            have = 0;
+        }
         let mut req = self.agent.get(&spec.url);
         for (k, v) in &spec.headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        if have > 0 {
-            req = req.header("Range", format!("bytes={have}-"));
+        if let Some(v) = &recorded {
+            req = req
+                .header("Range", format!("bytes={have}-"))
+                .header("If-Range", v.if_range());
         }
         let resp = match req.call() {
             Ok(r) => r,
@@ -311,8 +420,20 @@ impl Downloader {
                 .map(str::to_owned)
         };
         let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        let served = Validator::from_headers(&spec.url, header("etag"), header("last-modified"));
+        let same = recorded
+            .as_ref()
+            .is_none_or(|r| r.same_version(served.as_ref()));
         let (start, announced) = match status {
             200 => (0, content_length),
+            206 if !same => {
+                truncate(part)?;
+                return Ok(Attempt::Retry {
+                    message: "the file changed on the server (its ETag differs); starting over"
+                        .into(),
+                    progressed: false,
+                });
+            }
             206 => match header("content-range")
                 .as_deref()
                 .and_then(parse_content_range)
@@ -332,7 +453,7 @@ impl Downloader {
                     .as_deref()
                     .and_then(parse_content_range)
                     .and_then(|(_, t)| t);
-                if have > 0 && t == Some(have) {
+                if have > 0 && t == Some(have) && same {
                     return Ok(Attempt::Complete { announced: t });
                 }
                 truncate(part)?;
@@ -342,7 +463,7 @@ impl Downloader {
                 });
             }
             404 | 410 => {
-                remove(part);
+                discard(&spec.dest);
                 return Err(FetchError::NotFound {
                     url: spec.url.clone(),
                 });
@@ -360,8 +481,15 @@ impl Downloader {
             }
             s if s >= 500 || s == 429 || s == 408 => {
                 return Ok(Attempt::Retry {
-                    message: format!("HTTP {s}"),
+                    message: status_text(s),
                     progressed: false,
+                })
+            }
+            // The agent follows redirects; one returned means the limit was reached.
+            300..=399 if header("location").is_some() => {
+                return Err(FetchError::TooManyRedirects {
+                    url: spec.url.clone(),
+                    count: MAX_REDIRECTS,
                 })
             }
             s => {
@@ -373,7 +501,7 @@ impl Downloader {
         };
         if let (Some(expected), Some(server)) = (spec.size, announced) {
             if expected != server {
-                remove(part);
+                discard(&spec.dest);
                 return Err(FetchError::SizeMismatch {
                     url: spec.url.clone(),
                     path: spec.dest.clone(),
@@ -385,9 +513,15 @@ impl Downloader {
         }
         let mut file = if start == 0 {
             if have > 0 {
-                bar.message("server ignored the resume request; starting over");
+                bar.message("the file changed on the server, or it cannot resume; starting over");
             }
-            File::create(part).map_err(|e| FetchError::io(part, e))?
+            // Truncate first, then record the version: a part with bytes always has its own.
+            let f = File::create(part).map_err(|e| FetchError::io(part, e))?;
+            match &served {
+                Some(v) => v.write(&spec.dest)?,
+                None => remove(&validator_path(&spec.dest)),
+            }
+            f
         } else {
             let mut f = OpenOptions::new()
                 .append(true)
@@ -407,6 +541,8 @@ impl Downloader {
         bar.begin(&spec.label(), spec.size.or(announced), Unit::Bytes);
         bar.advance(start);
         let mut pos = start;
+        // Progress is a byte beyond any reached before, so restarts from 0 cannot loop forever.
+        let best = (*counted).max(start);
         if pos > *counted {
             total.advance(pos - *counted);
             *counted = pos;
@@ -431,14 +567,20 @@ impl Downloader {
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => break Some(e.to_string()),
+                Err(e) if is_stall(&e) => {
+                    break Some(format!(
+                        "stalled after {pos} bytes: no data for {:.1}s",
+                        self.cfg.read_timeout.as_secs_f64()
+                    ))
+                }
+                Err(e) => break Some(format!("connection lost after {pos} bytes: {e}")),
             }
         };
         file.sync_all().map_err(|e| FetchError::io(part, e))?;
-        let progressed = pos > start;
+        let progressed = pos > best;
         if let Some(message) = end {
             return Ok(Attempt::Retry {
-                message: format!("connection lost after {pos} bytes: {message}"),
+                message,
                 progressed,
             });
         }
@@ -570,6 +712,20 @@ fn truncate(part: &Path) -> Result<()> {
 
 fn remove(path: &Path) {
     let _ = fs::remove_file(path);
+}
+
+/// Whether a body read failed because no byte came within the read timeout.
+fn is_stall(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut
+        || e.get_ref()
+            .and_then(|x| x.downcast_ref::<ureq::Error>())
+            .is_some_and(|x| matches!(x, ureq::Error::Timeout(_)))
+}
+
+/// Drops a failed download's part and its recorded version.
+fn discard(dest: &Path) {
+    remove(&part_path(dest));
+    remove(&validator_path(dest));
 }
 
 #[cfg(test)]

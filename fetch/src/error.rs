@@ -14,8 +14,13 @@ pub enum FetchError {
         hint: &'static str,
     },
 
-    #[error("{url}: HTTP {status}")]
+    #[error("{url}: {}", status_text(*status))]
     Status { url: String, status: u16 },
+
+    #[error(
+        "too many redirects ({count}) fetching {url}; the server redirects in a loop or too deep"
+    )]
+    TooManyRedirects { url: String, count: u32 },
 
     #[error("{url}: gave up after {attempts} attempts: {message}")]
     Network {
@@ -51,6 +56,21 @@ pub enum FetchError {
     #[error("{path}: {message}")]
     Corrupt { path: PathBuf, message: String },
 
+    /// An archive expands beyond its cap (a decompression bomb, or a cap set too low).
+    #[error(
+        "{path}: unpacking stopped: it expands beyond the cap of {limit} bytes ({origin}); \
+         nothing was unpacked"
+    )]
+    UnpackTooLarge {
+        path: PathBuf,
+        limit: u64,
+        origin: String,
+    },
+
+    /// Another run holds the destination's lock ([`schemas::OutputLock`]).
+    #[error("{0}")]
+    InUse(#[source] schemas::SchemaError),
+
     #[error("{what} is not downloaded into {dir}: run `{command}`")]
     NotCached {
         what: String,
@@ -85,6 +105,17 @@ impl FetchError {
             FetchError::Status { status, .. } => *status >= 500 || *status == 429 || *status == 408,
             _ => false,
         }
+    }
+}
+
+/// `HTTP 503 Service Unavailable`: the code with its standard reason phrase, when it has one.
+pub fn status_text(status: u16) -> String {
+    let reason = ureq::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason());
+    match reason {
+        Some(r) => format!("HTTP {status} {r}"),
+        None => format!("HTTP {status}"),
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - [`Downloader`]: one HTTP engine with Range resume, retries with backoff on connection errors
 //!   and 5xx, clear errors on 404/403, size (always) and sha256 (when known) verification, and
-//!   partial files under a `.part` name that is never taken for a finished file.
+//!   partial files under a `.part` name that is never taken for a finished file, resumed with
+//!   `If-Range` only when their version is recorded, so two versions are never joined; a lock
+//!   per destination.
 //! - [`download_source`] / [`cached_inputs`]: a source's files in `<dest>/<source>/`, archives
 //!   unpacked atomically beside them ([`unpack`]), recorded as complete only when all are verified
 //!   and unpacked; `prep ingest` reads that record.
@@ -22,8 +24,11 @@ pub use cache::{
     cached_inputs, default_dest, default_dest_from, download_source, source_dir, CompletedFile,
     CompletedSource, SourceFile, COMPLETE_FILE,
 };
-pub use download::{is_part, part_path, DownloadConfig, Downloaded, Downloader, FileSpec};
+pub use download::{
+    is_part, part_path, validator_path, DownloadConfig, Downloaded, Downloader, FileSpec,
+    MAX_REDIRECTS,
+};
 pub use error::{FetchError, Result};
 pub use hub::{resolve_model, resolve_model_with, HubConfig, ModelSpec};
 pub use progress::{MultiProgress, NoMultiProgress};
-pub use unpack::{unpack, ArchiveFormat};
+pub use unpack::{default_cap, unpack, ArchiveFormat, Cap};

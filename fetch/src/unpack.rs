@@ -5,12 +5,16 @@
 //! only the temporary folder, which the next run removes. Entries are written by this module
 //! (never by the archive crates' own extractors): only regular files and folders, at paths that
 //! stay inside the folder, and no links, so no entry can write outside it.
+//!
+//! What an archive unpacks to is capped ([`default_cap`], or the caller's cap): a small archive
+//! that expands without bound (a decompression bomb, or a damaged length) stops at the cap, and
+//! what was written is removed. The unpack holds the target's lock ([`schemas::OutputLock`]).
 
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
-use schemas::{Progress, Unit};
+use schemas::{OutputLock, Progress, Unit};
 
 use crate::error::{FetchError, Result};
 
@@ -42,6 +46,76 @@ impl ArchiveFormat {
     }
 }
 
+/// How many times its own size an archive may unpack to by default. Text compresses about 3-10×
+/// with gzip and up to ~15× with 7z's LZMA on XML, so real data stays well inside this.
+pub const DEFAULT_RATIO: u64 = 32;
+
+/// The least the default cap allows, so small archives of very compressible text still unpack.
+pub const DEFAULT_FLOOR: u64 = 1 << 30;
+
+/// The default cap on what an archive of `archive_size` bytes may unpack to:
+/// [`DEFAULT_RATIO`] × its size, at least [`DEFAULT_FLOOR`].
+pub fn default_cap(archive_size: u64) -> u64 {
+    archive_size
+        .saturating_mul(DEFAULT_RATIO)
+        .max(DEFAULT_FLOOR)
+}
+
+/// A cap on the bytes written, and where it came from (for the error message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cap {
+    pub bytes: u64,
+    pub origin: String,
+}
+
+impl Cap {
+    /// [`default_cap`] of the archive at `archive` (its size on disk).
+    pub fn default_for(archive: &Path) -> Result<Cap> {
+        let size = fs::metadata(archive)
+            .map_err(|e| FetchError::io(archive, e))?
+            .len();
+        Ok(Cap {
+            bytes: default_cap(size),
+            origin: format!(
+                "{DEFAULT_RATIO} × the archive's {size} bytes, at least {DEFAULT_FLOOR}; \
+                 raise it with `prep download --max-unpacked-gib`"
+            ),
+        })
+    }
+
+    /// A cap the user chose.
+    pub fn given(bytes: u64) -> Cap {
+        Cap {
+            bytes,
+            origin: "set by --max-unpacked-gib".into(),
+        }
+    }
+}
+
+/// Counts bytes written against a [`Cap`].
+struct Budget<'a> {
+    cap: &'a Cap,
+    used: u64,
+}
+
+impl Budget<'_> {
+    fn take(&mut self, archive: &Path, n: u64) -> Result<()> {
+        self.used = self.used.saturating_add(n);
+        if self.used > self.cap.bytes {
+            return Err(too_large(archive, self.cap));
+        }
+        Ok(())
+    }
+}
+
+fn too_large(archive: &Path, cap: &Cap) -> FetchError {
+    FetchError::UnpackTooLarge {
+        path: archive.to_path_buf(),
+        limit: cap.bytes,
+        origin: cap.origin.clone(),
+    }
+}
+
 /// The hidden folder an unpack into `target` writes before it is complete.
 pub fn unpacking_path(target: &Path) -> PathBuf {
     let name = target.file_name().unwrap_or_default().to_string_lossy();
@@ -50,13 +124,17 @@ pub fn unpacking_path(target: &Path) -> PathBuf {
 
 /// Unpacks `archive` into the folder `target`, atomically: on success `target` holds every entry
 /// (replacing whatever was there); on failure `target` is left as it was and the temporary
-/// folder is removed. `bar` counts bytes written.
+/// folder is removed. Writing more than `cap` bytes fails the same way. `bar` counts bytes
+/// written. A second unpack into the same `target` meanwhile fails at once.
 pub fn unpack(
     archive: &Path,
     format: ArchiveFormat,
     target: &Path,
+    cap: &Cap,
     bar: &dyn Progress,
 ) -> Result<()> {
+    let _lock = OutputLock::acquire(target).map_err(FetchError::InUse)?;
+    // What a killed unpack left (we hold the lock, so no live run is writing it).
     let temp = unpacking_path(target);
     remove_dir(&temp)?;
     fs::create_dir_all(&temp).map_err(|e| FetchError::io(&temp, e))?;
@@ -64,9 +142,10 @@ pub fn unpack(
         "unpack {}",
         archive.file_name().unwrap_or_default().to_string_lossy()
     );
+    let mut budget = Budget { cap, used: 0 };
     let result = match format {
-        ArchiveFormat::TarGz => unpack_tar_gz(archive, &temp, &label, bar),
-        ArchiveFormat::SevenZip => unpack_7z(archive, &temp, &label, bar),
+        ArchiveFormat::TarGz => unpack_tar_gz(archive, &temp, &label, &mut budget, bar),
+        ArchiveFormat::SevenZip => unpack_7z(archive, &temp, &label, &mut budget, bar),
     };
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&temp);
@@ -131,12 +210,13 @@ fn unsafe_entry(archive: &Path, entry: &str) -> FetchError {
     )
 }
 
-/// Writes one file's bytes, creating its parent folders.
+/// Writes one file's bytes, creating its parent folders, within the budget.
 fn write_entry(
     archive: &Path,
     entry: &str,
     path: &Path,
     reader: &mut dyn Read,
+    budget: &mut Budget,
     bar: &dyn Progress,
 ) -> Result<()> {
     if let Some(parent) = path.parent() {
@@ -153,6 +233,7 @@ fn write_entry(
             // A read error here is the archive's fault (truncated, corrupt data, bad CRC).
             Err(e) => return Err(damaged(archive, format!("entry `{entry}`: {e}"))),
         };
+        budget.take(archive, n as u64)?;
         out.write_all(&buf[..n])
             .map_err(|e| FetchError::io(path, e))?;
         bar.advance(n as u64);
@@ -161,7 +242,13 @@ fn write_entry(
     Ok(())
 }
 
-fn unpack_tar_gz(archive: &Path, temp: &Path, label: &str, bar: &dyn Progress) -> Result<()> {
+fn unpack_tar_gz(
+    archive: &Path,
+    temp: &Path,
+    label: &str,
+    budget: &mut Budget,
+    bar: &dyn Progress,
+) -> Result<()> {
     let file = File::open(archive).map_err(|e| FetchError::io(archive, e))?;
     bar.begin(label, None, Unit::Bytes);
     let gz = flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, file));
@@ -182,7 +269,7 @@ fn unpack_tar_gz(archive: &Path, temp: &Path, label: &str, bar: &dyn Progress) -
         let path = safe_join(temp, &name).ok_or_else(|| unsafe_entry(archive, &name))?;
         match kind {
             T::Regular | T::Continuous | T::GNUSparse => {
-                write_entry(archive, &name, &path, &mut entry, bar)?;
+                write_entry(archive, &name, &path, &mut entry, budget, bar)?;
             }
             T::Directory => fs::create_dir_all(&path).map_err(|e| FetchError::io(&path, e))?,
             other => {
@@ -198,10 +285,25 @@ fn unpack_tar_gz(archive: &Path, temp: &Path, label: &str, bar: &dyn Progress) -
     Ok(())
 }
 
-fn unpack_7z(archive: &Path, temp: &Path, label: &str, bar: &dyn Progress) -> Result<()> {
+fn unpack_7z(
+    archive: &Path,
+    temp: &Path,
+    label: &str,
+    budget: &mut Budget,
+    bar: &dyn Progress,
+) -> Result<()> {
     let mut reader = sevenz_rust2::ArchiveReader::open(archive, sevenz_rust2::Password::empty())
         .map_err(|e| damaged(archive, format!("not a readable 7z archive: {e}")))?;
-    let total: u64 = reader.archive().files.iter().map(|f| f.size()).sum();
+    let total = reader
+        .archive()
+        .files
+        .iter()
+        .fold(0u64, |a, f| a.saturating_add(f.size()));
+    // The sizes the archive declares: too large fails before anything is written. The bytes
+    // actually written are counted too, whatever the headers say.
+    if total > budget.cap.bytes {
+        return Err(too_large(archive, budget.cap));
+    }
     bar.begin(label, Some(total), Unit::Bytes);
     // Check every name before writing anything: a hostile archive fails without side effects.
     for f in &reader.archive().files {
@@ -219,7 +321,7 @@ fn unpack_7z(archive: &Path, temp: &Path, label: &str, bar: &dyn Progress) -> Re
         let step = if entry.is_directory() {
             fs::create_dir_all(&path).map_err(|e| FetchError::io(&path, e))
         } else {
-            write_entry(archive, entry.name(), &path, data, bar)
+            write_entry(archive, entry.name(), &path, data, budget, bar)
         };
         match step {
             Ok(()) => Ok(true),

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use common::{payload, sha256_hex, Route, Server};
 use fetch::{
-    cached_inputs, download_source, part_path, DownloadConfig, Downloader, FetchError, FileSpec,
-    NoMultiProgress, SourceFile,
+    cached_inputs, download_source, part_path, validator_path, DownloadConfig, Downloader,
+    FetchError, FileSpec, NoMultiProgress, SourceFile, MAX_REDIRECTS,
 };
-use schemas::NoProgress;
+use schemas::{NoProgress, OutputLock};
 
 fn quick(jobs: usize, retries: u32) -> Downloader {
     Downloader::new(DownloadConfig {
@@ -43,10 +43,12 @@ fn ranges(server: &Server, path: &str) -> Vec<Option<String>> {
         .collect()
 }
 
+/// The names in `dir`, without the destinations' lock files (`.<name>.lock`, kept by design).
 fn names_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !(n.starts_with('.') && n.ends_with(".lock")))
         .collect();
     v.sort();
     v
@@ -159,22 +161,32 @@ fn a_stalled_connection_times_out_and_resumes() {
 fn a_part_left_by_an_earlier_run_is_resumed_not_refetched() {
     let server = Server::start();
     let body = payload(500_000, 3);
-    server.route("/f.gz", Route::ok(body.clone()));
+    server.route(
+        "/f.gz",
+        Route {
+            drop_after: Some(123_456),
+            drops: 1,
+            ..Route::ok(body.clone())
+        },
+    );
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("f.gz");
-    fs::write(part_path(&dest), &body[..123_456]).unwrap();
+    let s = spec(&server, "/f.gz", &dest, &body);
+    // The earlier run: cut off, no retries left.
+    quick(1, 0).fetch(&s, &NoProgress, &NoProgress).unwrap_err();
+    assert_eq!(fs::read(part_path(&dest)).unwrap(), &body[..123_456]);
     assert!(!dest.exists(), "a .part is never the finished name");
-    quick(1, 0)
-        .fetch(
-            &spec(&server, "/f.gz", &dest, &body),
-            &NoProgress,
-            &NoProgress,
-        )
-        .unwrap();
+    assert!(validator_path(&dest).exists(), "its version is recorded");
+    quick(1, 0).fetch(&s, &NoProgress, &NoProgress).unwrap();
     assert_eq!(fs::read(&dest).unwrap(), body);
     assert_eq!(
         ranges(&server, "/f.gz"),
-        vec![Some("bytes=123456-".to_owned())]
+        vec![None, Some("bytes=123456-".to_owned())]
+    );
+    assert_eq!(
+        names_in(dir.path()),
+        vec!["f.gz"],
+        "part and its record gone"
     );
 }
 
@@ -186,14 +198,15 @@ fn a_server_ignoring_range_restarts_cleanly() {
         "/norange",
         Route {
             ignore_range: true,
+            drop_after: Some(100_000),
+            drops: 1,
             ..Route::ok(body.clone())
         },
     );
     let dir = tempfile::tempdir().unwrap();
     let dest = dir.path().join("norange");
-    // A stale prefix that must not end up in front of the full body.
-    fs::write(part_path(&dest), &body[..100_000]).unwrap();
-    let got = quick(1, 0)
+    // The first attempt leaves a prefix that must not end up in front of the full body.
+    let got = quick(1, 1)
         .fetch(
             &spec(&server, "/norange", &dest, &body),
             &NoProgress,
@@ -204,7 +217,7 @@ fn a_server_ignoring_range_restarts_cleanly() {
     assert_eq!(got.size, 400_000);
     assert_eq!(
         ranges(&server, "/norange"),
-        vec![Some("bytes=100000-".to_owned())]
+        vec![None, Some("bytes=100000-".to_owned())]
     );
 }
 
@@ -505,4 +518,200 @@ fn an_interrupted_source_is_not_complete() {
     assert!(dest.path().join("x/ok").exists());
     let err = cached_inputs("x", dest.path()).unwrap_err();
     assert!(matches!(err, FetchError::NotCached { .. }), "{err:?}");
+}
+
+/// The (Range, If-Range) pairs of the GETs for `path`.
+fn resumes(server: &Server, path: &str) -> Vec<(Option<String>, Option<String>)> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path && r.method == "GET")
+        .map(|r| (r.range, r.if_range))
+        .collect()
+}
+
+/// A first run cut off after `cut` bytes of `old`; then the server's file becomes `new` (same
+/// length, so only the version tells them apart) and a second run must store exactly `new`.
+/// No sha256 and no size are given, as for catalogue files without published ones.
+fn changed_between_runs(
+    old: Route,
+    new: Route,
+    cut: usize,
+) -> (Server, Vec<u8>, tempfile::TempDir) {
+    let server = Server::start();
+    server.route(
+        "/v",
+        Route {
+            drop_after: Some(cut),
+            drops: 1,
+            ..old
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("v.json");
+    let s = FileSpec::new(server.url("/v"), &dest);
+    quick(1, 0).fetch(&s, &NoProgress, &NoProgress).unwrap_err();
+    assert_eq!(fs::metadata(part_path(&dest)).unwrap().len(), cut as u64);
+    let body = new.body.clone();
+    server.route("/v", new);
+    let got = quick(1, 0).fetch(&s, &NoProgress, &NoProgress).unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), body, "two versions were joined");
+    assert_eq!(got.sha256.as_deref(), Some(sha256_hex(&body).as_str()));
+    assert_eq!(names_in(dir.path()), vec!["v.json"]);
+    (server, body, dir)
+}
+
+#[test]
+fn a_file_changed_on_the_server_between_runs_restarts_by_etag() {
+    let (old, new) = (payload(300_000, 40), payload(300_000, 41));
+    let (server, _, _dir) = changed_between_runs(Route::ok(old), Route::ok(new), 100_000);
+    let etag_of_old = format!("\"{}\"", &sha256_hex(&payload(300_000, 40))[..16]);
+    assert_eq!(
+        resumes(&server, "/v"),
+        vec![
+            (None, None),
+            (Some("bytes=100000-".into()), Some(etag_of_old))
+        ],
+        "the resume names the version it continues"
+    );
+}
+
+#[test]
+fn a_file_changed_on_the_server_between_runs_restarts_by_last_modified() {
+    let lm = |day: u32| format!("Tue, {day:02} Dec 2026 10:00:00 GMT");
+    let old = Route::ok(payload(200_000, 42)).header("Last-Modified", &lm(1));
+    let new = Route::ok(payload(200_000, 43)).header("Last-Modified", &lm(2));
+    let (server, _, _dir) = changed_between_runs(old, new, 50_000);
+    assert_eq!(
+        resumes(&server, "/v")[1],
+        (Some("bytes=50000-".into()), Some(lm(1)))
+    );
+}
+
+#[test]
+fn a_part_of_unknown_version_restarts_instead_of_appending() {
+    let old = Route {
+        no_validator: true,
+        ..Route::ok(payload(200_000, 44))
+    };
+    let new = Route {
+        no_validator: true,
+        ..Route::ok(payload(200_000, 45))
+    };
+    let (server, _, _dir) = changed_between_runs(old, new, 70_000);
+    assert_eq!(
+        resumes(&server, "/v")[1],
+        (None, None),
+        "no Range without a version"
+    );
+}
+
+#[test]
+fn an_unchanged_file_still_resumes_across_runs() {
+    let body = payload(250_000, 46);
+    let (server, _, _dir) = changed_between_runs(Route::ok(body.clone()), Route::ok(body), 90_000);
+    let got = resumes(&server, "/v");
+    assert_eq!(got[1].0.as_deref(), Some("bytes=90000-"));
+    assert_eq!(got.len(), 2, "one resume, no restart");
+}
+
+#[test]
+fn a_destination_in_use_by_another_run_fails_at_once() {
+    let server = Server::start();
+    let body = payload(10_000, 47);
+    server.route("/busy", Route::ok(body.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("busy.tsv");
+    fs::write(part_path(&dest), &body[..1000]).unwrap();
+    let held = OutputLock::acquire(&dest).unwrap();
+    let err = quick(1, 3)
+        .fetch(
+            &spec(&server, "/busy", &dest, &body),
+            &NoProgress,
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, FetchError::InUse(_)), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("in use by pid {}", std::process::id())) && msg.contains("busy.tsv"),
+        "{msg}"
+    );
+    assert!(server.requests().is_empty(), "nothing was requested");
+    assert_eq!(
+        fs::read(part_path(&dest)).unwrap(),
+        &body[..1000],
+        "part untouched"
+    );
+    drop(held);
+    quick(1, 0)
+        .fetch(
+            &spec(&server, "/busy", &dest, &body),
+            &NoProgress,
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(fs::read(&dest).unwrap(), body);
+}
+
+#[test]
+fn a_redirect_loop_says_too_many_redirects() {
+    let server = Server::start();
+    server.route("/loop", Route::status(302).header("Location", "/loop"));
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.url("/loop");
+    let err = quick(1, 3)
+        .fetch(
+            &FileSpec::new(&url, dir.path().join("l")),
+            &NoProgress,
+            &NoProgress,
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "too many redirects ({MAX_REDIRECTS}) fetching {url}"
+        )),
+        "{msg}"
+    );
+    assert!(names_in(dir.path()).is_empty());
+}
+
+#[test]
+fn statuses_and_stalls_are_named_in_errors() {
+    let server = Server::start();
+    server.route("/bad", Route::status(400));
+    let body = payload(100_000, 48);
+    server.route(
+        "/stall",
+        Route {
+            stall: Some((10_000, Duration::from_secs(2))),
+            ..Route::ok(body.clone())
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let err = quick(1, 0)
+        .fetch(
+            &FileSpec::new(server.url("/bad"), dir.path().join("b")),
+            &NoProgress,
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(err.to_string().ends_with("HTTP 400 Bad Request"), "{err}");
+    let dl = Downloader::new(DownloadConfig {
+        read_timeout: Duration::from_millis(300),
+        ..quick(1, 0).config().clone()
+    });
+    let err = dl
+        .fetch(
+            &spec(&server, "/stall", &dir.path().join("s"), &body),
+            &NoProgress,
+            &NoProgress,
+        )
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("stalled after 10000 bytes: no data for 0.3s"),
+        "{msg}"
+    );
 }

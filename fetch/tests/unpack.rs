@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use common::{payload, sha256_hex, Route, Server};
 use fetch::{
-    cached_inputs, download_source, unpack::unpacking_path, ArchiveFormat, DownloadConfig,
-    Downloader, FetchError, NoMultiProgress, SourceFile,
+    cached_inputs, download_source, unpack, unpack::unpacking_path, ArchiveFormat, Cap,
+    DownloadConfig, Downloader, FetchError, NoMultiProgress, SourceFile,
 };
+use schemas::{NoProgress, OutputLock};
 
 fn quick() -> Downloader {
     Downloader::new(DownloadConfig {
@@ -98,6 +99,11 @@ fn tree(dir: &Path) -> Vec<String> {
         for e in fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let name = p.file_name().unwrap().to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".lock") {
+                // The destinations' lock files stay by design.
+                continue;
+            }
             if p.is_dir() {
                 out.push(format!("{rel}/"));
                 walk(root, &p, out);
@@ -345,4 +351,112 @@ fn a_corrupt_archive_leaves_no_unpacked_folder() {
         let err = cached_inputs("s", dest.path()).unwrap_err().to_string();
         assert!(err.contains("prep download --source s"), "{err}");
     }
+}
+
+#[test]
+fn an_archive_expanding_beyond_its_cap_stops_and_leaves_nothing() {
+    // 3 MiB of zeros packs into a few KiB: a small decompression bomb for a 1 MiB cap.
+    let zeros = vec![0u8; 3 << 20];
+    let small = payload(1000, 32);
+    let server = Server::start();
+    for (name, body, format) in [
+        (
+            "bomb.tar.gz",
+            tar_gz(&[("ok.tsv", &small), ("zeros.tsv", &zeros)]),
+            ArchiveFormat::TarGz,
+        ),
+        (
+            "bomb.7z",
+            seven_z(&[("ok.xml", &small), ("zeros.xml", &zeros)]),
+            ArchiveFormat::SevenZip,
+        ),
+    ] {
+        assert!(body.len() < 64 << 10, "{name}: {} bytes", body.len());
+        let dest = tempfile::tempdir().unwrap();
+        let src = dest.path().join("s");
+        let files = vec![serve(&server, &format!("/{name}"), &body, name, format)];
+        let dl = Downloader::new(DownloadConfig {
+            max_unpacked: Some(1 << 20),
+            ..quick().config().clone()
+        });
+        let err = download_source("s", &files, dest.path(), &dl, &NoMultiProgress).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            matches!(err, FetchError::UnpackTooLarge { limit: 1048576, .. }),
+            "{name}: {err:?}"
+        );
+        assert!(
+            msg.contains(name) && msg.contains("beyond the cap of 1048576 bytes"),
+            "{name}: {msg}"
+        );
+        // The verified archive stays; no folder, no temporary folder, no completion record.
+        assert_eq!(tree(&src), vec![name.to_owned()], "{name}");
+        assert!(!unpacking_path(&src.join(format.unpacked_name(name))).exists());
+        assert!(cached_inputs("s", dest.path()).is_err());
+
+        // The same archive under a cap it fits in unpacks whole.
+        let target = dest.path().join("out");
+        unpack(
+            &src.join(name),
+            format,
+            &target,
+            &Cap::given(4 << 20),
+            &NoProgress,
+        )
+        .unwrap();
+        assert_eq!(tree(&target).len(), 2, "{name}");
+    }
+}
+
+#[test]
+fn the_default_cap_follows_the_archive_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("a.tar.gz");
+    fs::write(&archive, tar_gz(&[("x", b"y")])).unwrap();
+    let cap = Cap::default_for(&archive).unwrap();
+    assert_eq!(
+        cap.bytes,
+        fetch::unpack::DEFAULT_FLOOR,
+        "small archives get the floor"
+    );
+    assert!(cap.origin.contains("--max-unpacked-gib"), "{}", cap.origin);
+    assert_eq!(fetch::default_cap(1 << 30), 32 << 30);
+}
+
+#[test]
+fn an_unpack_target_in_use_fails_at_once_and_stale_temps_are_cleared() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("c.tar.gz");
+    fs::write(&archive, tar_gz(&[("a.tsv", b"1\t2\n")])).unwrap();
+    let target = dir.path().join("c");
+    let held = OutputLock::acquire(&target).unwrap();
+    let err = unpack(
+        &archive,
+        ArchiveFormat::TarGz,
+        &target,
+        &Cap::given(1 << 20),
+        &NoProgress,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("in use by pid {}", std::process::id())),
+        "{err}"
+    );
+    assert!(!target.exists());
+    drop(held);
+    // A killed unpack's temporary folder is removed by the next one.
+    let stale = unpacking_path(&target);
+    fs::create_dir_all(&stale).unwrap();
+    fs::write(stale.join("half.tsv"), b"half").unwrap();
+    unpack(
+        &archive,
+        ArchiveFormat::TarGz,
+        &target,
+        &Cap::given(1 << 20),
+        &NoProgress,
+    )
+    .unwrap();
+    assert!(!stale.exists());
+    assert_eq!(tree(&target), vec!["a.tsv".to_owned()]);
 }

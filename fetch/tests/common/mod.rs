@@ -1,6 +1,9 @@
 //! A small threaded HTTP/1.1 server on 127.0.0.1 for the download tests: serves fixed routes,
 //! honours (or ignores) Range, can drop connections mid-body, fail with 5xx, and counts
 //! concurrent requests. One connection per request (`Connection: close`) keeps it simple.
+//! Like a real static-file server it names each body's version (an ETag derived from the bytes,
+//! unless the route sets its own ETag / Last-Modified or none) and honours `If-Range`
+//! (RFC 9110 §13.1.5: a Range whose If-Range does not match gets 200 and the whole body).
 
 #![allow(dead_code)]
 
@@ -28,6 +31,8 @@ pub struct Route {
     pub stall: Option<(usize, Duration)>,
     /// Pause before sending the body (to hold connections open for the concurrency test).
     pub delay: Duration,
+    /// Send no ETag or Last-Modified at all (a server that names no version).
+    pub no_validator: bool,
 }
 
 impl Route {
@@ -55,6 +60,7 @@ pub struct Request {
     pub method: String,
     pub path: String,
     pub range: Option<String>,
+    pub if_range: Option<String>,
     pub authorization: Option<String>,
 }
 
@@ -172,6 +178,7 @@ fn handle(mut conn: TcpStream, s: &Shared) {
         method: method.clone(),
         path: path.clone(),
         range: headers.get("range").cloned(),
+        if_range: headers.get("if-range").cloned(),
         authorization: headers.get("authorization").cloned(),
     });
     let route = s.routes.lock().unwrap().get(&path).cloned();
@@ -181,7 +188,7 @@ fn handle(mut conn: TcpStream, s: &Shared) {
         *n += 1;
         *n
     };
-    respond(&mut conn, &method, route, nth, headers.get("range"));
+    respond(&mut conn, &method, route, nth, &headers);
     s.active.fetch_sub(1, Ordering::SeqCst);
     let _ = conn.flush();
     let _ = conn.shutdown(Shutdown::Both);
@@ -192,7 +199,7 @@ fn respond(
     method: &str,
     route: Option<Route>,
     nth: usize,
-    range: Option<&String>,
+    req: &HashMap<String, String>,
 ) {
     let Some(route) = route else {
         let _ = write!(
@@ -212,6 +219,23 @@ fn respond(
     let mut status = route.status;
     let mut start = 0usize;
     let mut extra = route.headers.clone();
+    let own = |name: &str| {
+        extra
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let (mut etag, last_modified) = (own("etag"), own("last-modified"));
+    if etag.is_none() && last_modified.is_none() && !route.no_validator {
+        let e = format!("\"{}\"", &sha256_hex(&route.body)[..16]);
+        extra.push(("ETag".into(), e.clone()));
+        etag = Some(e);
+    }
+    // A Range with a stale If-Range is served as if it had no Range (a strong comparison).
+    let range = req.get("range").filter(|_| match req.get("if-range") {
+        None => true,
+        Some(v) => Some(v) == etag.as_ref() || Some(v) == last_modified.as_ref(),
+    });
     if status == 200 && !route.ignore_range {
         if let Some(r) = range.and_then(|r| r.strip_prefix("bytes=")) {
             let from: usize = r.trim_end_matches('-').parse().unwrap_or(0);

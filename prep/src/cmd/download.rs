@@ -17,9 +17,12 @@ use ingest::catalogue;
 #[command(
     long_about = "Download a source's raw files from its publisher into the cache (default ~/.cache/prep), \
 or a model from the Hugging Face Hub into the HF cache.\n\nDownloads resume from `.part` files with HTTP \
-Range requests, retry connection errors and 5xx with backoff, and verify every file's size (and sha256 \
-where the publisher gives one) before it takes its final name. Archives (.tar.gz, .7z) are then \
-unpacked into a folder beside them (`collection.tar.gz` -> `collection/`). `prep ingest --source <name>` \
+Range requests (with If-Range, so a file changed on the server restarts from byte 0 instead of being \
+joined to the old part), retry connection errors and 5xx with backoff, and verify every file's size \
+(and sha256 where the publisher gives one) before it takes its final name. Archives (.tar.gz, .7z) are \
+then unpacked into a folder beside them (`collection.tar.gz` -> `collection/`), up to a size cap \
+(--max-unpacked-gib). Each file and folder is locked while it is written: a second `prep download` of \
+the same file fails at once. `prep ingest --source <name>` \
 without `--input` reads what this command finished.\n\nModels honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, \
 HF_HUB_OFFLINE and HF_TOKEN."
 )]
@@ -42,6 +45,10 @@ pub struct Args {
     /// Consecutive failed attempts tolerated per file before giving up.
     #[arg(long, default_value_t = 6)]
     retries: u32,
+    /// Most GiB one archive may unpack to [default: 32 × the archive's size, at least 1 GiB];
+    /// beyond it the unpack stops and what it wrote is removed.
+    #[arg(long, value_name = "GIB")]
+    max_unpacked_gib: Option<f64>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -53,9 +60,15 @@ pub fn run(args: Args) -> Result<()> {
         bail!("give exactly one of --source <name>, --model <id> or --list");
     }
     let dest = args.dest.clone().unwrap_or_else(fetch::default_dest);
+    let max_unpacked = match args.max_unpacked_gib {
+        Some(g) if !(g.is_finite() && g > 0.0) => bail!("--max-unpacked-gib must be above 0"),
+        Some(g) => Some((g * (1u64 << 30) as f64) as u64),
+        None => None,
+    };
     let cfg = DownloadConfig {
         jobs: args.jobs as usize,
         retries: args.retries,
+        max_unpacked,
         ..DownloadConfig::default()
     };
     if args.list {
