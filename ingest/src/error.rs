@@ -24,6 +24,32 @@ impl Location {
     }
 }
 
+/// What a serde_json error means for the user: broken JSON, or valid JSON in another layout (a
+/// missing or mistyped field). Returns the kind to count it under and the message.
+pub fn json_problem(e: &serde_json::Error) -> (&'static str, String) {
+    match e.classify() {
+        serde_json::error::Category::Data => (
+            "unexpected layout",
+            format!("valid JSON, but not in the expected layout: {e}"),
+        ),
+        serde_json::error::Category::Eof => (
+            "invalid JSON",
+            format!("{e} (the text ends early: truncated?)"),
+        ),
+        _ => ("invalid JSON", e.to_string()),
+    }
+}
+
+/// The error for a whole-document source (one JSON document per file) that does not parse: it
+/// fails the run, naming the file, line, column and the reason, since nothing of it can be read.
+pub fn document_error(path: &std::path::Path, what: &str, e: &serde_json::Error) -> IngestError {
+    let (kind, message) = json_problem(e);
+    IngestError::Malformed {
+        location: Location::of_json_error(path, e),
+        message: format!("{kind} ({what}), column {}: {message}", e.column()),
+    }
+}
+
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{} {}", self.path.display(), self.unit, self.record)

@@ -1,6 +1,7 @@
 //! Opening raw inputs: plain or gzip (by magic bytes, not name), folders expanded, lines split with
 //! BOM and CRLF handled, and the compressed bytes consumed counted for progress.
 
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -11,46 +12,138 @@ use flate2::read::MultiGzDecoder;
 
 use crate::error::{IngestError, Result};
 
-/// Expands folders (recursively, sorted) and keeps the files `accept` takes, so a source given a
-/// dump folder picks its own files. Plain files given by name are always kept.
-pub fn expand_inputs(inputs: &[PathBuf], accept: &dyn Fn(&Path) -> bool) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// The files a run reads, and what the expansion has to say about the rest.
+#[derive(Debug, Default)]
+pub struct Expanded {
+    pub files: Vec<PathBuf>,
+    /// Skipped duplicates and symlink loops, and files in input folders this source does not
+    /// read: for the report, so nothing is left out silently.
+    pub warnings: Vec<String>,
+}
+
+/// Identity of a file or folder: device and inode, so two paths to one file (symlinks, bind
+/// mounts, hard links) are read once.
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn file_id(_meta: &std::fs::Metadata) -> Option<(u64, u64)> {
+    None
+}
+
+/// How many unread file names a warning lists before it only counts.
+const LIST_UNUSED: usize = 10;
+
+/// Expands folders (recursively, sorted, following symlinks but never into a folder already
+/// walked) and keeps the files `accept` takes, so a source given a dump folder picks its own
+/// files. Plain files given by name are always kept. A file reached twice is read once.
+pub fn expand_inputs(inputs: &[PathBuf], accept: &dyn Fn(&Path) -> bool) -> Result<Expanded> {
+    let mut out = Expanded::default();
+    let mut dirs = HashSet::new();
+    let mut files: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| IngestError::io(input, e))?;
+        let mut found = Vec::new();
         if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(input, &mut found)?;
+            walk(input, &mut dirs, &mut found, &mut out.warnings)?;
             found.sort();
-            out.extend(found.into_iter().filter(|p| accept(p)));
+            let (kept, unused): (Vec<_>, Vec<_>) = found.into_iter().partition(|p| accept(p));
+            found = kept;
+            if !unused.is_empty() {
+                out.warnings.push(unused_warning(input, &unused));
+            }
         } else {
-            out.push(input.clone());
+            found.push(input.clone());
+        }
+        for path in found {
+            let id = std::fs::metadata(&path).ok().as_ref().and_then(file_id);
+            match id.map(|id| files.entry(id)) {
+                Some(std::collections::hash_map::Entry::Occupied(first)) => {
+                    out.warnings.push(format!(
+                        "{}: the same file as {}; read once",
+                        path.display(),
+                        first.get().display()
+                    ));
+                }
+                Some(std::collections::hash_map::Entry::Vacant(slot)) => {
+                    slot.insert(path.clone());
+                    out.files.push(path);
+                }
+                None => out.files.push(path),
+            }
         }
     }
-    if out.is_empty() {
+    if out.files.is_empty() {
         return Err(IngestError::Input(format!(
-            "no input files for this source under {}",
+            "no input files for this source under {}{}",
             inputs
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            out.warnings
+                .iter()
+                .map(|w| format!("\n  {w}"))
+                .collect::<String>()
         )));
     }
     Ok(out)
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+fn unused_warning(dir: &Path, unused: &[PathBuf]) -> String {
+    let names: Vec<String> = unused
+        .iter()
+        .take(LIST_UNUSED)
+        .map(|p| p.strip_prefix(dir).unwrap_or(p).display().to_string())
+        .collect();
+    let more = unused.len().saturating_sub(LIST_UNUSED);
+    format!(
+        "{}: {} file(s) this source does not read, not used: {}{}",
+        dir.display(),
+        unused.len(),
+        names.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
+/// Depth-first, entries sorted; a folder already walked (a symlink loop, or two links to one
+/// folder) is skipped with a warning.
+fn walk(
+    dir: &Path,
+    seen: &mut HashSet<(u64, u64)>,
+    out: &mut Vec<PathBuf>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    let meta = std::fs::metadata(dir).map_err(|e| IngestError::io(dir, e))?;
+    if let Some(id) = file_id(&meta) {
+        if !seen.insert(id) {
+            warnings.push(format!(
+                "{}: a folder already walked (symlink loop or second link); skipped",
+                dir.display()
+            ));
+            return Ok(());
+        }
+    }
+    let mut entries = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| IngestError::io(dir, e))? {
         let entry = entry.map_err(|e| IngestError::io(dir, e))?;
-        let path = entry.path();
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if hidden {
-            continue;
+        if !entry.file_name().to_string_lossy().starts_with('.') {
+            entries.push(entry.path());
         }
-        if path.is_dir() {
-            walk(&path, out)?;
-        } else {
-            out.push(path);
+    }
+    entries.sort();
+    for path in entries {
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => walk(&path, seen, out, warnings)?,
+            Ok(_) => out.push(path),
+            Err(e) => warnings.push(format!("{}: {e}; skipped", path.display())),
         }
     }
     Ok(())
@@ -141,36 +234,149 @@ pub fn total_size(paths: &[PathBuf]) -> u64 {
         .sum()
 }
 
-/// Splits a reader into lines: strips a UTF-8 BOM on the first line, `\r\n` and `\n`.
+/// Default cap on one line of a line-oriented input (`--max-line-bytes`).
+pub const DEFAULT_MAX_LINE_BYTES: u64 = 64 << 20;
+
+/// An over-long line is skipped without being buffered, but only up to this many times the cap:
+/// a "line" that long (`/dev/zero`, a binary file) means the input is not line-oriented text, and
+/// reading on would only spin.
+const SKIP_FACTOR: u64 = 16;
+
+/// What [`read_line_capped`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineRead {
+    Eof,
+    /// A line within the cap, appended to the buffer (with its `\n` unless at EOF).
+    Line,
+    /// A line longer than the cap: this many bytes were consumed, none kept.
+    TooLong(u64),
+    /// No newline within [`SKIP_FACTOR`] times the cap: reading stopped after this many bytes.
+    Unending(u64),
+}
+
+/// Appends the next line to `out` unless its text (without the newline) is longer than `cap`
+/// bytes; such a line is consumed up to its newline without being kept, so memory stays within
+/// `cap` plus one read buffer whatever the input.
+pub fn read_line_capped<R: BufRead + ?Sized>(
+    reader: &mut R,
+    out: &mut Vec<u8>,
+    cap: u64,
+) -> io::Result<LineRead> {
+    let start = out.len();
+    let mut len = 0u64;
+    let mut skipping = false;
+    loop {
+        let buf = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(match (len, skipping) {
+                (0, _) => LineRead::Eof,
+                (_, false) => LineRead::Line,
+                (n, true) => LineRead::TooLong(n),
+            });
+        }
+        let (take, ended) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        len += take as u64;
+        if !skipping && len - u64::from(ended) > cap {
+            skipping = true;
+            out.truncate(start);
+        }
+        if !skipping {
+            out.extend_from_slice(&buf[..take]);
+        }
+        reader.consume(take);
+        if ended {
+            return Ok(if skipping {
+                LineRead::TooLong(len)
+            } else {
+                LineRead::Line
+            });
+        }
+        if skipping && len > cap.saturating_mul(SKIP_FACTOR) {
+            return Ok(LineRead::Unending(len));
+        }
+    }
+}
+
+/// The message for a line over the cap, counted as a malformed record.
+pub fn too_long_message(bytes: u64, cap: u64) -> String {
+    format!("{bytes} bytes, over --max-line-bytes {cap}; skipped to the next newline")
+}
+
+/// The error for a line with no newline in sight ([`LineRead::Unending`]).
+pub fn unending_error(path: &Path, line_no: u64, bytes: u64, cap: u64) -> IngestError {
+    IngestError::Malformed {
+        location: crate::Location {
+            path: path.to_path_buf(),
+            record: line_no,
+            unit: "line",
+        },
+        message: format!(
+            "no newline in {bytes} bytes ({SKIP_FACTOR}x --max-line-bytes {cap}): this is not \
+             line-oriented text"
+        ),
+    }
+}
+
+/// Splits a reader into lines: strips a UTF-8 BOM on the first line, `\r\n` and `\n`; lines over
+/// the cap come back as `None` (see [`read_line_capped`]).
 pub struct Lines<R> {
     reader: R,
+    path: PathBuf,
+    cap: u64,
     buf: Vec<u8>,
     line_no: u64,
+    too_long: u64,
 }
 
 impl<R: BufRead> Lines<R> {
-    pub fn new(reader: R) -> Self {
+    pub fn new(reader: R, path: &Path, cap: u64) -> Self {
         Lines {
             reader,
+            path: path.to_path_buf(),
+            cap,
             buf: Vec::with_capacity(4096),
             line_no: 0,
+            too_long: 0,
         }
     }
 
-    /// The next line's number (1-based) and bytes, without its terminator.
-    pub fn next_line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
+    /// The next line's number (1-based) and bytes, without its terminator; `None` for a line
+    /// over the cap ([`Lines::too_long_message`] says why).
+    pub fn next_line(&mut self) -> Result<Option<(u64, Option<&[u8]>)>> {
         self.buf.clear();
-        let n = self.reader.read_until(b'\n', &mut self.buf)?;
-        if n == 0 {
-            return Ok(None);
-        }
+        let read = read_line_capped(&mut self.reader, &mut self.buf, self.cap)
+            .map_err(|e| read_error(&self.path, e))?;
+        let n = match read {
+            LineRead::Eof => return Ok(None),
+            LineRead::Line => 0,
+            LineRead::TooLong(n) => n,
+            LineRead::Unending(n) => {
+                return Err(unending_error(&self.path, self.line_no + 1, n, self.cap))
+            }
+        };
         self.line_no += 1;
+        if n > 0 {
+            self.too_long = n;
+            return Ok(Some((self.line_no, None)));
+        }
         let mut line: &[u8] = &self.buf;
         if self.line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
         line = line.strip_suffix(b"\n").unwrap_or(line);
         line = line.strip_suffix(b"\r").unwrap_or(line);
-        Ok(Some((self.line_no, line)))
+        Ok(Some((self.line_no, Some(line))))
+    }
+
+    /// Why the last `None` line was refused.
+    pub fn too_long_message(&self) -> String {
+        too_long_message(self.too_long, self.cap)
     }
 }

@@ -55,6 +55,9 @@ pub struct IngestOptions {
     pub writer: PairWriterOptions,
     /// Memory budget in MiB for sources that join on disk (`paq`); `None` = their default.
     pub memory_mib: Option<u64>,
+    /// Longest line (bytes, without its newline) line readers accept; longer ones are counted
+    /// malformed and skipped without being buffered (`--max-line-bytes`).
+    pub max_line_bytes: u64,
     /// Output dataset id for sources that take one (`jsonl`).
     pub dataset: Option<String>,
     /// The options as the user gave them, recorded in every manifest.
@@ -69,6 +72,7 @@ impl Default for IngestOptions {
                 .map(|n| n.get())
                 .unwrap_or(1),
             writer: PairWriterOptions::default(),
+            max_line_bytes: input::DEFAULT_MAX_LINE_BYTES,
             dataset: None,
             memory_mib: None,
             record: BTreeMap::new(),
@@ -99,16 +103,39 @@ pub fn run(
     opts: &IngestOptions,
     progress: &dyn Progress,
 ) -> Result<IngestReport> {
-    let source = source(source_name)?;
-    let files = input::expand_inputs(inputs, &|p| source.accept(p))?;
+    run_source(source(source_name)?, inputs, out, opts, progress)
+}
+
+/// [`run`] with the source itself (for sources built with non-default settings).
+///
+/// Each output dataset folder is locked ([`schemas::OutputLock`] on `out/<dataset>`) for the
+/// whole run: a second run writing the same dataset fails at once naming the holder's pid, while
+/// runs of other sources into the same `--out` go ahead. Taking the lock also removes the
+/// `.<dataset>.tmp-<pid>` folders killed runs left ([`schemas::AtomicDir`]'s temp names).
+pub fn run_source(
+    source: &dyn Source,
+    inputs: &[PathBuf],
+    out: &Path,
+    opts: &IngestOptions,
+    progress: &dyn Progress,
+) -> Result<IngestReport> {
+    let expanded = input::expand_inputs(inputs, &|p| source.accept(p))?;
+    let files = expanded.files;
     std::fs::create_dir_all(out).map_err(|e| IngestError::io(out, e))?;
+    let outputs = source.outputs(&files, opts)?;
+    let _locks = outputs
+        .iter()
+        .map(|(id, _)| schemas::OutputLock::acquire(out.join(id)))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     progress.begin(
         &format!("ingest {}", source.name()),
         Some(input::total_size(&files)),
         Unit::Bytes,
     );
-    let outputs = source.outputs(&files, opts)?;
     let mut sink = Sink::new(source.name(), &outputs, out, opts, progress)?;
+    for w in expanded.warnings {
+        sink.warn(w);
+    }
     source.ingest(&files, &mut sink, opts)?;
     sink.report();
     let report = sink.finish(&files)?;

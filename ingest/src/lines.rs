@@ -2,14 +2,14 @@
 //! of whole lines, workers parse chunks in parallel, and the caller's thread applies the outcomes
 //! to the [`Sink`] in input order, so the output is identical whatever the thread count.
 
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 use crossbeam_channel::bounded;
 use schemas::PairRecord;
 
 use crate::error::{IngestError, Location, Result};
-use crate::input::read_error;
+use crate::input::{read_error, read_line_capped, unending_error, LineRead};
 use crate::sink::Sink;
 
 /// What one line (or record) turned into.
@@ -39,7 +39,11 @@ const CHUNK_BYTES: usize = 1 << 20;
 struct Chunk {
     seq: u64,
     first_line: u64,
+    /// Whole lines, each ended by `\n` (but perhaps the last); an over-long line is an empty one.
     bytes: Vec<u8>,
+    /// The over-long lines: (line number, bytes), in order.
+    long: Vec<(u64, u64)>,
+    cap: u64,
 }
 
 type Parsed = Vec<(u64, Outcome)>;
@@ -49,7 +53,13 @@ fn parse_chunk(chunk: &Chunk, parser: &dyn LineParser) -> Parsed {
     let mut scratch = Vec::new();
     // The chunk ends with '\n' except at EOF; there is no line after that last terminator.
     let body = chunk.bytes.strip_suffix(b"\n").unwrap_or(&chunk.bytes);
+    let mut long = chunk.long.iter().peekable();
     for (line_no, raw) in (chunk.first_line..).zip(body.split(|&b| b == b'\n')) {
+        if let Some(&(_, bytes)) = long.next_if(|(l, _)| *l == line_no) {
+            let msg = crate::input::too_long_message(bytes, chunk.cap);
+            out.push((line_no, Outcome::Malformed("line too long", msg)));
+            continue;
+        }
         let mut line = raw.strip_suffix(b"\r").unwrap_or(raw);
         if line_no == 1 {
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
@@ -85,30 +95,39 @@ fn apply(sink: &mut Sink, path: &Path, parsed: Parsed) -> Result<()> {
     Ok(())
 }
 
-/// Reads the next chunk of whole lines; `None` at EOF.
+/// Reads the next chunk of whole lines (about [`CHUNK_BYTES`]); `None` at EOF. Lines over `cap`
+/// are consumed without being kept ([`read_line_capped`]) and recorded in the chunk.
 fn read_chunk(
     reader: &mut dyn BufRead,
     path: &Path,
     seq: u64,
     first_line: u64,
+    cap: u64,
 ) -> Result<Option<Chunk>> {
     let mut bytes = Vec::with_capacity(CHUNK_BYTES + 4096);
-    reader
-        .take(CHUNK_BYTES as u64)
-        .read_to_end(&mut bytes)
-        .map_err(|e| read_error(path, e))?;
+    let mut long = Vec::new();
+    let mut line = first_line;
+    while bytes.len() < CHUNK_BYTES {
+        match read_line_capped(reader, &mut bytes, cap).map_err(|e| read_error(path, e))? {
+            LineRead::Eof => break,
+            LineRead::Line => {}
+            LineRead::TooLong(n) => {
+                long.push((line, n));
+                bytes.push(b'\n');
+            }
+            LineRead::Unending(n) => return Err(unending_error(path, line, n, cap)),
+        }
+        line += 1;
+    }
     if bytes.is_empty() {
         return Ok(None);
-    }
-    if bytes.last() != Some(&b'\n') {
-        reader
-            .read_until(b'\n', &mut bytes)
-            .map_err(|e| read_error(path, e))?;
     }
     Ok(Some(Chunk {
         seq,
         first_line,
         bytes,
+        long,
+        cap,
     }))
 }
 
@@ -125,10 +144,11 @@ pub fn ingest_lines(
     threads: usize,
 ) -> Result<()> {
     let mut input = sink.open(path)?;
+    let cap = sink.max_line_bytes();
     if threads <= 1 {
         let mut line = 1;
         let mut seq = 0;
-        while let Some(chunk) = read_chunk(&mut input.reader, path, seq, line)? {
+        while let Some(chunk) = read_chunk(&mut input.reader, path, seq, line, cap)? {
             line += count_lines(&chunk.bytes);
             seq += 1;
             let parsed = parse_chunk(&chunk, parser);
@@ -146,7 +166,7 @@ pub fn ingest_lines(
         let reader_thread = scope.spawn(move || -> Result<u64> {
             let mut line = 1;
             let mut seq = 0;
-            while let Some(chunk) = read_chunk(&mut reader, path, seq, line)? {
+            while let Some(chunk) = read_chunk(&mut reader, path, seq, line, cap)? {
                 line += count_lines(&chunk.bytes);
                 seq += 1;
                 if chunk_tx.send(chunk).is_err() {

@@ -63,6 +63,8 @@ pub struct Sink<'p> {
     bytes_reported: u64,
     readers: Vec<Arc<AtomicU64>>,
     options: BTreeMap<String, serde_json::Value>,
+    max_line_bytes: u64,
+    warnings: Vec<String>,
 }
 
 /// How many malformed-record messages a run keeps to show the user.
@@ -99,6 +101,8 @@ impl<'p> Sink<'p> {
             bytes_reported: 0,
             readers: Vec::new(),
             options: opts.record.clone(),
+            max_line_bytes: opts.max_line_bytes,
+            warnings: Vec::new(),
         })
     }
 
@@ -130,6 +134,27 @@ impl<'p> Sink<'p> {
         Ok(bytes)
     }
 
+    /// The `--max-line-bytes` cap, for sources that read lines themselves.
+    pub fn max_line_bytes(&self) -> u64 {
+        self.max_line_bytes
+    }
+
+    /// Counts a line over `--max-line-bytes` as malformed, naming it.
+    pub fn line_too_long(&mut self, path: &Path, line_no: u64, message: String) -> Result<()> {
+        let location = Location {
+            path: path.to_path_buf(),
+            record: line_no,
+            unit: "line",
+        };
+        self.malformed(location, "line too long", message)
+    }
+
+    /// Records something the user should know that is not a malformed record (a skipped
+    /// duplicate input, an unreadable site, files a folder holds that this source does not read).
+    pub fn warn(&mut self, message: impl Into<String>) {
+        self.warnings.push(message.into());
+    }
+
     /// Calls `f(sink, line_no, line)` for every non-blank line of `path`, read serially through
     /// [`Sink::open`]; a line that is not UTF-8 is counted as malformed with its number.
     pub fn for_each_line(
@@ -138,11 +163,12 @@ impl<'p> Sink<'p> {
         f: &mut dyn FnMut(&mut Sink<'p>, u64, &str) -> Result<()>,
     ) -> Result<()> {
         let input = self.open(path)?;
-        let mut lines = crate::input::Lines::new(input.reader);
-        while let Some((line_no, bytes)) = lines
-            .next_line()
-            .map_err(|e| crate::input::read_error(path, e))?
-        {
+        let mut lines = crate::input::Lines::new(input.reader, path, self.max_line_bytes);
+        while let Some((line_no, bytes)) = lines.next_line()? {
+            let Some(bytes) = bytes else {
+                self.line_too_long(path, line_no, lines.too_long_message())?;
+                continue;
+            };
             if bytes.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -251,7 +277,12 @@ impl<'p> Sink<'p> {
                 sha256,
             });
         }
+        let total: u64 = self.datasets.iter().map(|d| d.writer.rows()).sum();
+        if total == 0 {
+            return Err(self.nothing_written());
+        }
         let mut manifests = Vec::new();
+        let mut warnings = self.warnings;
         for d in self.datasets {
             let arity = d.writer.arity();
             let files = d.writer.finish()?;
@@ -266,6 +297,17 @@ impl<'p> Sink<'p> {
                 prep_version: PREP_VERSION.to_owned(),
                 options: self.options.clone(),
             };
+            // An empty dataset never replaces an earlier one (the other datasets of the run had
+            // rows, so the run itself succeeds).
+            if manifest.rows == 0 && d.dir.target().exists() {
+                warnings.push(format!(
+                    "{}: 0 rows this run; the earlier dataset at {} is kept",
+                    manifest.dataset,
+                    d.dir.target().display()
+                ));
+                manifests.push(manifest);
+                continue;
+            }
             manifest.write(d.dir.path())?;
             d.dir.commit()?;
             manifests.push(manifest);
@@ -274,7 +316,31 @@ impl<'p> Sink<'p> {
             manifests,
             malformed: self.malformed,
             examples: self.examples,
+            warnings,
         })
+    }
+
+    /// The error of a run that produced no row at all: what its records turned into instead.
+    fn nothing_written(&self) -> IngestError {
+        let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
+        for d in &self.datasets {
+            for (k, v) in &d.skipped {
+                *reasons.entry(k).or_default() += v;
+            }
+        }
+        let mut msg = format!(
+            "no rows: the input gave {} malformed record(s) and nothing to write",
+            self.malformed
+        );
+        if !reasons.is_empty() {
+            let list: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            msg.push_str(&format!(" (skipped: {})", list.join(", ")));
+        }
+        for line in self.examples.iter().chain(&self.warnings) {
+            msg.push_str(&format!("\n  {line}"));
+        }
+        msg.push_str("\n  nothing was written; any earlier output is left as it was");
+        IngestError::Input(msg)
     }
 }
 
@@ -286,4 +352,6 @@ pub struct IngestReport {
     pub malformed: u64,
     /// The first few malformed-record messages, with file and line.
     pub examples: Vec<String>,
+    /// Everything else the user should know (see [`Sink::warn`]).
+    pub warnings: Vec<String>,
 }

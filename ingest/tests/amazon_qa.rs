@@ -189,7 +189,13 @@ fn truncated_gzip_empty_and_missing() {
     );
 
     let empty = write_input(tmp.path(), "empty.json", b"");
-    assert_eq!(ingest("amazon_qa", &[empty]).manifest("amazon_qa").rows, 0);
+    // An empty input is an error, not an empty dataset.
+    let (_out, res) = try_ingest("amazon_qa", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
 
     let (_out, res) = try_ingest(
         "amazon_qa",

@@ -98,15 +98,18 @@ fn jsonl_layout_best_answer_and_bad_lines() {
             3002,
             vec![
                 (s("empty title"), 1),
-                (s("invalid JSON"), 2),
-                (s("no answer"), 1)
+                (s("invalid JSON"), 1),
+                (s("no answer"), 1),
+                (s("unexpected layout"), 1)
             ]
         )
     );
     let ex = one.report.examples.join("\n");
     assert!(ex.contains("eli5.jsonl.gz:line 4: invalid JSON"), "{ex}");
     assert!(
-        ex.contains("eli5.jsonl.gz:line 6: invalid JSON: missing field `answers`"),
+        ex.contains(
+            "eli5.jsonl.gz:line 6: unexpected layout: valid JSON, but missing field `answers`"
+        ),
         "{ex}"
     );
     // Parallel parsing keeps the order.
@@ -139,29 +142,41 @@ fn broken_arrays_and_other_bad_inputs() {
         "utf8.jsonl",
         b"{\"title\": \"\xff\", \"answers\": {\"text\": []}}\n",
     );
-    let run = ingest_with("eli5", &[cut, empty, utf8], 1);
-    assert_eq!(run.manifest("eli5").rows, 2);
+    // A cut array fails naming where it broke; an empty file is an error.
+    let (out, res) = try_ingest("eli5", &[utf8.clone(), cut], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("cut.json:line 3: invalid JSON document at byte")
+            && err.contains("unexpected end of file"),
+        "{err}"
+    );
+    assert!(!out.path().join("eli5").exists());
+    let (_o, res) = try_ingest("eli5", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(err.contains("empty.json: the file is empty"), "{err}");
+
+    // Bad elements of a whole array, and bad lines, are counted with their place.
+    let whole = write_input(
+        d,
+        "whole.json",
+        format!(
+            "[{good},\n{{\"q_id\": \"b\", \"title\": 5, \"answers\": {{\"text\": []}}}},\n{good}]"
+        )
+        .as_bytes(),
+    );
+    let run = ingest_with("eli5", &[whole, utf8], 1);
     let m = run.manifest("eli5");
+    assert_eq!(m.rows, 2);
     assert_eq!(
         skipped(&m),
-        vec![
-            (s("empty file"), 1),
-            (s("invalid JSON"), 1),
-            (s("invalid JSON document"), 1),
-            (s("invalid UTF-8"), 1)
-        ]
+        vec![(s("invalid UTF-8"), 1), (s("unexpected layout"), 1)]
     );
     let ex = run.report.examples.join("\n");
     assert!(
-        ex.contains("cut.json:record 2: invalid JSON: invalid type"),
+        ex.contains("whole.json:record 2: unexpected layout: valid JSON, but not in the expected layout: invalid type"),
         "{ex}"
     );
     assert!(ex.contains("(file line 2)"), "{ex}");
-    assert!(
-        ex.contains("cut.json:line 3: invalid JSON document: unexpected end of file"),
-        "{ex}"
-    );
-    assert!(ex.contains("empty.json:line 1: empty file"), "{ex}");
     assert!(ex.contains("utf8.jsonl:line 1: invalid UTF-8"), "{ex}");
 
     let csv = write_input(d, "other.json", b"q,a\n");

@@ -18,29 +18,22 @@ fn real_dev_queries_and_qrels_alone_give_no_rows() {
     let Some(dir) = fixture_dir("msmarco") else {
         return;
     };
-    // The folder: PROVENANCE.md is not an MS MARCO file and is left out.
-    let run = ingest("msmarco", std::slice::from_ref(&dir));
-    assert_eq!(run.rows("msmarco").len(), 0);
-    let m = run.manifest("msmarco");
-    assert_eq!((m.rows, m.columns.columns()), (0, 3));
-    assert_eq!(skipped(&m), vec![(QRELS_SKIP.to_owned(), 212)]);
-    assert_eq!(run.report.malformed, 0);
-    let names: Vec<_> = m
-        .inputs
-        .iter()
-        .map(|i| i.path.rsplit('/').next().unwrap().to_owned())
-        .collect();
-    assert_eq!(
-        names,
-        vec![
-            "qrels.msmarco-passage.dev-subset.txt",
-            "queries.dev.small.tsv"
-        ]
+    // Queries and qrels give no training triplets: the run fails saying what the lines became,
+    // with no malformed record, and writes nothing.
+    let (out, res) = try_ingest(
+        "msmarco",
+        std::slice::from_ref(&dir),
+        &IngestOptions::default(),
     );
-    assert_eq!(
-        m.inputs[1].sha256,
-        schemas::sha256_file(&dir.join("queries.dev.small.tsv")).unwrap()
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows: the input gave 0 malformed record(s)")
+            && err.contains(&format!("{QRELS_SKIP}: 212")),
+        "{err}"
     );
+    // The folder: PROVENANCE.md is not an MS MARCO file; it is listed as not used.
+    assert!(err.contains("not used: PROVENANCE.md"), "{err}");
+    assert!(!out.path().join("msmarco").exists());
 }
 
 fn id_triple_rows(run: &Run) -> Vec<(String, String, String, String)> {
@@ -285,7 +278,13 @@ fn missing_inputs_and_bad_files() {
     );
 
     let empty = write_input(tmp.path(), "triples.empty.tsv", b"");
-    assert_eq!(ingest("msmarco", &[empty]).manifest("msmarco").rows, 0);
+    // An empty input is an error, not an empty dataset.
+    let (_out, res) = try_ingest("msmarco", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
 
     let (_out, res) = try_ingest(
         "msmarco",

@@ -143,8 +143,13 @@ fn bad_lines_threads_and_limits() {
     assert!(!out.path().join("natural_questions").exists());
 
     let empty = write_input(tmp.path(), "empty.jsonl", b"");
-    let run = ingest("natural_questions", &[empty]);
-    assert_eq!(run.manifest("natural_questions").rows, 0);
+    // An empty input is an error, not an empty dataset.
+    let (_out, res) = try_ingest("natural_questions", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
     let gz = std::fs::read(&input).unwrap();
     let cut = write_input(tmp.path(), "cut.jsonl.gz", &gz[..gz.len() / 2]);
     std::fs::write(&cut, &gz[..gz.len() / 2]).unwrap();

@@ -237,10 +237,15 @@ fn bad_lines_and_files() {
         "{err}"
     );
 
-    // Empty files: no rows, no error.
+    // Empty files: an error, not an empty dataset.
     let e1 = write_input(tmp.path(), "empty.jsonl", b"");
     let e2 = write_input(tmp.path(), "empty.tsv", b"");
-    assert_eq!(ingest("paq", &[e1, e2]).manifest("paq").rows, 0);
+    let (_out, res) = try_ingest("paq", &[e1, e2], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
 
     let (_out, res) = try_ingest(
         "paq",

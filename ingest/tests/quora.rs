@@ -137,14 +137,14 @@ fn no_negative_at_all_is_a_counted_skip() {
     let tmp = tempfile::tempdir().unwrap();
     let text = format!("{HEADER}1\t1\t2\tA?\tB?\t1\n2\t3\t4\tC?\t\t1\n");
     let input = write_input(tmp.path(), "q.tsv", text.as_bytes());
-    let run = ingest("quora", &[input]);
-    assert_eq!(
-        skipped(&run.manifest("quora")),
-        vec![
-            ("empty question".to_owned(), 1),
-            ("no negative available".to_owned(), 1)
-        ]
+    // Every row skipped: the run fails (no rows), saying what the rows became.
+    let (out, res) = try_ingest("quora", &[input], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("(skipped: empty question: 1, no negative available: 1)"),
+        "{err}"
     );
+    assert!(!out.path().join("quora").exists());
 }
 
 fn many_rows(n: u64) -> String {
@@ -236,9 +236,13 @@ fn header_problems_and_bad_files() {
     );
 
     let empty = write_input(tmp.path(), "empty.tsv", b"");
-    let run = ingest("quora", &[empty]);
-    assert_eq!(run.manifest("quora").rows, 0);
-    assert_eq!(run.manifest("quora").inputs.len(), 1);
+    // An empty input is an error, not an empty dataset.
+    let (_out, res) = try_ingest("quora", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
 
     let gz = write_input(tmp.path(), "full.tsv.gz", many_rows(20_000).as_bytes());
     let bytes = std::fs::read(&gz).unwrap();

@@ -354,10 +354,11 @@ fn several_sites_and_bad_xml() {
     let err = res.unwrap_err().to_string();
     assert!(err.contains("Posts.xml:row 2: XML error at byte"), "{err}");
 
-    // Empty file: no rows, no error (an empty document has no rows to read).
+    // Empty file: an error (it holds no XML document), not an empty dataset.
     let path = write_input(&dir, "Posts.xml", b"");
-    let run = ingest("stackexchange", &[path]);
-    assert_eq!(run.manifest(TB).rows, 0);
+    let (_out, res) = try_ingest("stackexchange", &[path], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(err.contains("bad/Posts.xml: no XML document"), "{err}");
 
     // A truncated gzip is a read error naming the file.
     let big: Vec<String> = (0..3000)

@@ -78,9 +78,21 @@ fn broken_documents_are_counted_and_located() {
     doc.extend(b"{\"QuestionId\": \"q3\", \"Question\": \"Lone?\"},\n");
     doc.extend(b"{\"QuestionId\": \"q4\", \"Question\": \"Bad \xff byte\"},\n");
     doc.extend(question("q5", "Capital city of France?").as_bytes());
+    let mut whole = doc.clone();
+    whole.extend(b"]}\n");
     doc.extend(b",\n{\"QuestionId\": \"q6\", \"Question\": \"cut");
+    // Cut off: the run fails naming the line and byte of the break, and writes nothing.
     let input = write_input(tmp.path(), "web-train.json.gz", &doc);
-    let run = ingest_with("triviaqa", &[input], 1);
+    let (out, res) = try_ingest("triviaqa", &[input], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("web-train.json.gz:line 11: invalid JSON document at byte")
+            && err.contains("truncated"),
+        "{err}"
+    );
+    assert!(!out.path().join("triviaqa").exists());
+    let input = write_input(tmp.path(), "web-train.json.gz", &whole);
+    let run = ingest_with("triviaqa", std::slice::from_ref(&input), 1);
     let ids: Vec<String> = run
         .rows("triviaqa")
         .into_iter()
@@ -91,12 +103,12 @@ fn broken_documents_are_counted_and_located() {
     assert_eq!(
         skipped(&m),
         vec![
-            ("invalid JSON".to_owned(), 2),
-            ("invalid JSON document".to_owned(), 1),
+            ("invalid JSON".to_owned(), 1),
             ("no search-result description and no answer".to_owned(), 1),
+            ("unexpected layout".to_owned(), 1),
         ]
     );
-    assert_eq!(run.report.malformed, 3);
+    assert_eq!(run.report.malformed, 2);
     let ex = &run.report.examples;
     assert!(ex[0].contains("web-train.json.gz:question 2"), "{ex:?}");
     assert!(
@@ -104,10 +116,6 @@ fn broken_documents_are_counted_and_located() {
         "{ex:?}"
     );
     assert!(ex[1].contains("web-train.json.gz:question 4"), "{ex:?}");
-    assert!(
-        ex[2].contains("web-train.json.gz:line 11") && ex[2].contains("truncated"),
-        "{ex:?}"
-    );
 
     // --max-errors 0 stops at the first malformed question.
     let opts = IngestOptions {
@@ -131,12 +139,15 @@ fn broken_documents_are_counted_and_located() {
 #[test]
 fn empty_truncated_and_missing_inputs() {
     let tmp = tempfile::tempdir().unwrap();
-    // An empty file is one malformed document, not silence.
+    // An empty file is an error, not silence.
     let empty = write_input(tmp.path(), "empty.json", b"");
-    let run = ingest_with("triviaqa", &[empty], 1);
-    assert_eq!(run.report.malformed, 1);
-    assert!(run.report.examples[0].contains("empty.json:line 1"));
-    assert_eq!(run.manifest("triviaqa").rows, 0);
+    let (out, res) = try_ingest("triviaqa", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("empty.json:line 1") && err.contains("the file is empty"),
+        "{err}"
+    );
+    assert!(!out.path().join("triviaqa").exists());
 
     // A gzip cut short is a read error naming the file.
     let doc = format!(

@@ -150,9 +150,12 @@ fn bad_lines_and_files() {
     assert!(err.contains("cut.gz") && err.contains("truncated"), "{err}");
 
     let empty = write_input(tmp.path(), "empty.gz", b"");
-    assert_eq!(
-        ingest("wikianswers", &[empty]).manifest("wikianswers").rows,
-        0
+    // An empty input is an error, not an empty dataset.
+    let (_out, res) = try_ingest("wikianswers", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
     );
     let (_out, res) = try_ingest(
         "wikianswers",

@@ -221,10 +221,13 @@ fn truncated_gzip_empty_and_missing_files() {
     );
 
     let empty = write_input(tmp.path(), "empty.csv", b"");
-    let run = ingest("yahoo_answers", &[empty]);
-    for d in DATASETS {
-        assert_eq!(run.manifest(d).rows, 0);
-    }
+    // An empty input is an error, not three empty datasets.
+    let (_out, res) = try_ingest("yahoo_answers", &[empty], &IngestOptions::default());
+    let err = res.unwrap_err().to_string();
+    assert!(
+        err.contains("no rows") && err.contains("nothing was written"),
+        "{err}"
+    );
 
     let (_out, res) = try_ingest(
         "yahoo_answers",

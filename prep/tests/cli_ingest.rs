@@ -71,3 +71,64 @@ fn help_lists_every_source() {
         );
     }
 }
+
+#[test]
+fn help_lists_the_text_policy_and_the_line_cap() {
+    let res = prep().args(["ingest", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&res.stdout);
+    assert!(help.contains("--max-line-bytes"), "{help}");
+    assert!(help.contains("Text normalisation"), "{help}");
+    for p in ingest::text::POLICY {
+        assert!(
+            help.contains(p.source),
+            "--help lacks the policy of {}",
+            p.source
+        );
+    }
+}
+
+#[test]
+fn long_lines_warnings_and_empty_runs_are_reported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let row = |q: &str| {
+        format!("{{\"id\": 1, \"question\": \"{q}\", \"answer\": \"a\", \"answer_type\": \"x\"}}\n")
+    };
+    let input = tmp.path().join("gooaq.jsonl");
+    std::fs::write(&input, row("short?") + &row(&"q".repeat(500))).unwrap();
+    let out = tmp.path().join("out");
+    let res = prep()
+        .args([
+            "ingest",
+            "--source",
+            "gooaq",
+            "--max-line-bytes",
+            "200",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{err}");
+    assert!(err.contains("gooaq.jsonl:line 2: line too long"), "{err}");
+    let before = std::fs::read(out.join("gooaq").join(schemas::MANIFEST_FILE)).unwrap();
+
+    // Nothing but bad lines: exit 1, and the earlier dataset stays as it was.
+    std::fs::write(&input, "{\"q\": 1}\n").unwrap();
+    let res = prep()
+        .args(["ingest", "--source", "gooaq", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(res.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("no rows"), "{err}");
+    assert_eq!(
+        std::fs::read(out.join("gooaq").join(schemas::MANIFEST_FILE)).unwrap(),
+        before
+    );
+}

@@ -15,7 +15,7 @@ use schemas::{Arity, PairRecord};
 
 use crate::input::base_name;
 use crate::lines::{ingest_lines, Outcome};
-use crate::text::non_empty;
+use crate::text::{decode_entities, non_empty};
 use crate::{IngestOptions, Result, Sink, Source};
 
 pub struct AmazonQa;
@@ -326,8 +326,10 @@ impl PyParser<'_> {
     }
 }
 
+/// A text field under the text policy: the dump's raw text is HTML-escaped (`&amp;`, `&#39;`).
 fn text_of(v: Option<&Py>) -> Option<String> {
-    v.and_then(Py::as_str).and_then(non_empty)
+    v.and_then(Py::as_str)
+        .and_then(|s| non_empty(&decode_entities(s)))
 }
 
 fn parse(_line_no: u64, line: &str, out: &mut Vec<Outcome>) {
@@ -403,7 +405,7 @@ impl Source for AmazonQa {
          literal per line {'question','answer','asin',...}, and QA_<Category>.json(.gz) \
          multi-answer files {'asin','questions':[{'questionText','answers':[{'answerText'}]}]}; \
          or a folder of them. Pairs (question, answer): one per line in the single-answer layout, \
-         one per answer in the multi-answer layout; empty texts are skipped."
+         one per answer in the multi-answer layout; HTML entities decoded; empty texts are skipped."
     }
     fn accept(&self, path: &Path) -> bool {
         base_name(path).ends_with(".json")

@@ -27,7 +27,10 @@ struct Record<'a> {
 fn parse(_line_no: u64, line: &str, out: &mut Vec<Outcome>) {
     let rec: Record = match serde_json::from_str(line) {
         Ok(r) => r,
-        Err(e) => return out.push(Outcome::Malformed("invalid JSON", e.to_string())),
+        Err(e) => {
+            let (kind, message) = crate::error::json_problem(&e);
+            return out.push(Outcome::Malformed(kind, message));
+        }
     };
     let Some(question) = rec.question.as_deref().and_then(non_empty) else {
         return out.push(Outcome::Skip(0, "no question"));

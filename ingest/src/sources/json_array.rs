@@ -13,6 +13,8 @@ pub(crate) enum ScanError<E> {
     Io(io::Error),
     Syntax {
         line: u64,
+        /// Byte offset in the decompressed document.
+        offset: u64,
         message: String,
     },
     /// The caller's callback failed.
@@ -82,6 +84,7 @@ impl<R: Read> Scanner<R> {
     fn syntax<E>(&self, message: impl Into<String>) -> ScanError<E> {
         ScanError::Syntax {
             line: self.line,
+            offset: self.offset,
             message: message.into(),
         }
     }
@@ -257,6 +260,9 @@ pub(crate) fn for_each_element<R: Read, E>(
 ) -> Result<(), ScanError<E>> {
     let mut s = Scanner::new(reader);
     skip_bom(&mut s)?;
+    if s.skip_ws().map_err(ScanError::Io)?.is_none() {
+        return Err(s.syntax("the file is empty; expected a JSON document"));
+    }
     match key {
         None => s.array(f)?,
         Some(key) => {
@@ -323,8 +329,9 @@ pub(crate) type ElementToSink<'f> =
     dyn FnMut(&mut crate::Sink, u64, u64, &[u8]) -> crate::Result<()> + 'f;
 
 /// Streams the array of `path` (the whole document, or the value of `key`) through `f`,
-/// refreshing progress as it goes. A document whose structure breaks counts as one malformed
-/// record, located at the break; the elements before it are kept.
+/// refreshing progress as it goes. A document whose structure breaks (truncated, damaged bytes)
+/// fails the run, naming the line and byte offset of the break: what follows cannot be found, so
+/// a dataset built from the part before it would be silently short. An empty file is an error.
 pub(crate) fn ingest_array(
     sink: &mut crate::Sink,
     path: &std::path::Path,
@@ -343,14 +350,21 @@ pub(crate) fn ingest_array(
         Ok(()) => Ok(()),
         Err(ScanError::Callback(e)) => Err(e),
         Err(ScanError::Io(e)) => Err(crate::input::read_error(path, e)),
-        Err(ScanError::Syntax { line, message }) => {
-            let location = crate::Location {
+        Err(ScanError::Syntax {
+            line,
+            offset,
+            message,
+        }) => Err(crate::IngestError::Malformed {
+            location: crate::Location {
                 path: path.to_path_buf(),
                 record: line,
                 unit: "line",
-            };
-            sink.malformed(location, "invalid JSON document", message)
-        }
+            },
+            message: format!(
+                "invalid JSON document at byte {offset}: {message}; the rest of the file cannot \
+                 be read"
+            ),
+        }),
     }
 }
 
@@ -366,7 +380,7 @@ mod tests {
         };
         match for_each_element(doc.as_bytes(), key, &mut f) {
             Ok(()) => Ok(out),
-            Err(ScanError::Syntax { line, message }) => Err(format!("{line}: {message}")),
+            Err(ScanError::Syntax { line, message, .. }) => Err(format!("{line}: {message}")),
             Err(e) => Err(format!("{e:?}")),
         }
     }

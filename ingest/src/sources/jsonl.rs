@@ -7,16 +7,16 @@
 //! (s0,s1), (s2,s3), ... so no text repeats; query/pos/neg lines give one row per positive,
 //! negatives taken in turn.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use crate::input::{base_name, read_error};
+use crate::error::json_problem;
+use crate::input::base_name;
 use crate::lines::{ingest_lines, Outcome};
 use crate::text::non_empty;
-use crate::{IngestError, IngestOptions, Result, Sink, Source};
+use crate::{IngestError, IngestOptions, Location, Result, Sink, Source};
 
 pub struct NormalizedJsonl;
 
@@ -34,10 +34,10 @@ struct Object {
 fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
     let line = line.trim_start();
     if line.starts_with('[') {
-        let texts: Vec<String> = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        let texts: Vec<String> = serde_json::from_str(line).map_err(|e| json_problem(&e).1)?;
         return Ok(vec![texts]);
     }
-    let obj: Object = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    let obj: Object = serde_json::from_str(line).map_err(|e| json_problem(&e).1)?;
     if let Some(texts) = obj.texts {
         return Ok(vec![texts]);
     }
@@ -57,7 +57,7 @@ fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
             })
             .collect());
     }
-    Err("a JSON object without `texts`, `set` or `query`+`pos`".to_owned())
+    Err("valid JSON, but an object without `texts`, `set` or `query`+`pos`".to_owned())
 }
 
 struct Parser {
@@ -68,7 +68,14 @@ impl crate::LineParser for Parser {
     fn parse(&self, _line_no: u64, line: &str, out: &mut Vec<Outcome>) {
         let rows = match examples(line) {
             Ok(rows) => rows,
-            Err(e) => return out.push(Outcome::Malformed("invalid JSON", e)),
+            Err(e) => {
+                let kind = if e.starts_with("valid JSON") {
+                    "unexpected layout"
+                } else {
+                    "invalid JSON"
+                };
+                return out.push(Outcome::Malformed(kind, e));
+            }
         };
         if rows.is_empty() {
             out.push(Outcome::Skip(0, "fewer than 2 texts"));
@@ -99,30 +106,53 @@ impl crate::LineParser for Parser {
     }
 }
 
-/// Column count of the first readable line of `path` (looking at most 1000 lines in).
-fn sniff_arity(path: &Path) -> Result<Arity> {
-    let mut input = crate::input::open(path)?;
-    let mut head = Vec::new();
-    (&mut input.reader)
-        .take(4 << 20)
-        .read_to_end(&mut head)
-        .map_err(|e| read_error(path, e))?;
-    for line in head.split(|&b| b == b'\n').take(1000) {
-        let Ok(text) = std::str::from_utf8(line) else {
-            continue;
-        };
-        if let Ok(rows) = examples(text) {
-            match rows.first().map(Vec::len) {
-                Some(2) => return Ok(Arity::Pair),
-                Some(3) => return Ok(Arity::Triplet),
-                _ => {}
-            }
+/// Lines looked at to tell a file's column count.
+const SNIFF_LINES: u64 = 1000;
+
+/// Column count of the first readable line of `path` (looking at most 1000 lines in). When none
+/// is readable, the error says why the first non-blank line was not: over `--max-line-bytes`,
+/// not JSON, JSON in another layout, or fewer texts.
+fn sniff_arity(path: &Path, cap: u64) -> Result<Arity> {
+    let input = crate::input::open(path)?;
+    let mut lines = crate::input::Lines::new(input.reader, path, cap);
+    let mut first_problem: Option<(u64, String)> = None;
+    while let Some((line_no, line)) = lines.next_line()? {
+        if line_no > SNIFF_LINES {
+            break;
         }
+        let problem = match line.map(std::str::from_utf8) {
+            None => format!("the line is too long: {}", lines.too_long_message()),
+            Some(Err(e)) => format!("invalid UTF-8: {e}"),
+            Some(Ok(text)) if text.trim().is_empty() => continue,
+            Some(Ok(text)) => match examples(text) {
+                Ok(rows) => match rows.first().map(Vec::len) {
+                    Some(2) => return Ok(Arity::Pair),
+                    Some(3) => return Ok(Arity::Triplet),
+                    Some(n) => format!("{n} texts, expected 2 or 3"),
+                    None => "fewer than 2 texts".to_owned(),
+                },
+                Err(e) => e,
+            },
+        };
+        first_problem.get_or_insert((line_no, problem));
     }
-    Err(IngestError::Input(format!(
-        "{}: no line with 2 or 3 texts in its first 1000 lines; is this a normalized jsonl file?",
-        path.display()
-    )))
+    Err(match first_problem {
+        Some((line_no, problem)) => IngestError::Malformed {
+            location: Location {
+                path: path.to_path_buf(),
+                record: line_no,
+                unit: "line",
+            },
+            message: format!(
+                "no line with 2 or 3 texts in the first {SNIFF_LINES}; the first non-blank one: \
+                 {problem}"
+            ),
+        },
+        None => IngestError::Input(format!(
+            "{}: the file is empty; expected normalized jsonl lines",
+            path.display()
+        )),
+    })
 }
 
 /// `PAQ_pairs.jsonl.gz` -> `paq_pairs`.
@@ -168,7 +198,7 @@ impl Source for NormalizedJsonl {
             .dataset
             .clone()
             .unwrap_or_else(|| dataset_id_for(first));
-        Ok(vec![(id, sniff_arity(first)?)])
+        Ok(vec![(id, sniff_arity(first, opts.max_line_bytes)?)])
     }
     fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, opts: &IngestOptions) -> Result<()> {
         let arity = self.outputs(inputs, opts)?[0].1;

@@ -15,13 +15,15 @@
 //! scratch file first). Output rows follow the triples files' order.
 
 use std::fs::File;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 
 use super::scratch::{read_exact_at, ScratchDir};
-use crate::input::{base_name, read_error};
+use crate::input::{
+    base_name, read_error, read_line_capped, too_long_message, unending_error, LineRead,
+};
 use crate::lines::{ingest_lines, LineParser, Outcome};
 use crate::text::non_empty;
 use crate::{IngestError, IngestOptions, Location, Result, Sink, Source};
@@ -105,16 +107,32 @@ impl Collection {
         let mut buf = Vec::new();
         let mut offset = 0u64;
         let mut line_no = 0u64;
+        let cap = sink.max_line_bytes();
         loop {
             buf.clear();
-            let n = input
-                .reader
-                .read_until(b'\n', &mut buf)
+            let read = read_line_capped(&mut input.reader, &mut buf, cap)
                 .map_err(|e| read_error(path, e))?;
-            if n == 0 {
-                break;
-            }
             line_no += 1;
+            match read {
+                LineRead::Eof => break,
+                LineRead::Line => {}
+                LineRead::TooLong(n) => {
+                    // Offsets are into the file read back: the original, or the scratch copy,
+                    // which gets an empty line in its place.
+                    match copy.as_mut() {
+                        Some(w) => {
+                            let (_, file) = scratch.as_ref().expect("gz has a scratch file");
+                            w.write_all(b"\n").map_err(|e| IngestError::io(file, e))?;
+                            offset += 1;
+                        }
+                        None => offset += n,
+                    }
+                    sink.line_too_long(path, line_no, too_long_message(n, cap))?;
+                    continue;
+                }
+                LineRead::Unending(n) => return Err(unending_error(path, line_no, n, cap)),
+            }
+            let n = buf.len();
             if let Some(w) = copy.as_mut() {
                 let (_, file) = scratch.as_ref().expect("gz has a scratch file");
                 w.write_all(&buf).map_err(|e| IngestError::io(file, e))?;
@@ -208,8 +226,12 @@ fn load_queries(
     queries: &mut std::collections::HashMap<u64, Box<str>>,
 ) -> Result<()> {
     let input = sink.open(path)?;
-    let mut lines = crate::input::Lines::new(input.reader);
-    while let Some((line_no, line)) = lines.next_line().map_err(|e| read_error(path, e))? {
+    let mut lines = crate::input::Lines::new(input.reader, path, sink.max_line_bytes());
+    while let Some((line_no, line)) = lines.next_line()? {
+        let Some(line) = line else {
+            sink.line_too_long(path, line_no, lines.too_long_message())?;
+            continue;
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -304,16 +326,37 @@ impl LineParser for IdTriples<'_> {
     }
 }
 
+/// Why a qrels line is not `qid 0 pid relevance`: the field that is wrong, and what the file
+/// looks like when its ids are document ids (`D1650436`: the document-ranking task's qrels).
+fn qrel_problem(fields: &[&str]) -> Option<String> {
+    if fields.len() != 4 {
+        return Some(format!(
+            "expected 4 fields `qid 0 pid relevance`, found {}",
+            fields.len()
+        ));
+    }
+    let names = ["qid", "iteration", "pid", "relevance"];
+    let (i, field) = fields
+        .iter()
+        .enumerate()
+        .find(|(_, f)| f.parse::<u64>().is_err())?;
+    let doc_id = field
+        .strip_prefix('D')
+        .is_some_and(|d| d.parse::<u64>().is_ok());
+    Some(if i == 2 && doc_id {
+        format!(
+            "field 3 (pid) `{field}` is not a number: this looks like MS MARCO document-ranking \
+             qrels (document ids); this source reads passage-ranking files (numeric passage ids)"
+        )
+    } else {
+        format!("field {} ({}) `{field}` is not a number", i + 1, names[i])
+    })
+}
+
 fn qrel(_line_no: u64, line: &str, out: &mut Vec<Outcome>) {
     let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.len() != 4 || fields.iter().any(|f| f.parse::<u64>().is_err()) {
-        return out.push(Outcome::Malformed(
-            "malformed line",
-            format!(
-                "expected `qid 0 pid relevance`, found {} fields",
-                fields.len()
-            ),
-        ));
+    if let Some(problem) = qrel_problem(&fields) {
+        return out.push(Outcome::Malformed("malformed line", problem));
     }
     out.push(Outcome::Skip(
         0,

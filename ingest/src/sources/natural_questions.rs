@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use schemas::{Arity, PairRecord};
 use serde::Deserialize;
 
-use crate::input::{base_name, read_error, Lines};
+use crate::input::{base_name, Lines};
 use crate::lines::{ingest_lines, Outcome};
 use crate::text::{non_empty, normalize_space};
 use crate::{IngestOptions, Result, Sink, Source};
@@ -136,7 +136,10 @@ impl crate::LineParser for Parser {
     fn parse(&self, _line_no: u64, text: &str, out: &mut Vec<Outcome>) {
         let line: Line = match serde_json::from_str(text) {
             Ok(l) => l,
-            Err(e) => return out.push(Outcome::Malformed("invalid JSON", e.to_string())),
+            Err(e) => {
+                let (kind, message) = crate::error::json_problem(&e);
+                return out.push(Outcome::Malformed(kind, message));
+            }
         };
         match (&line.question, &line.answer, &line.question_text) {
             (Some(q), Some(a), None) => self.open(q, a, out),
@@ -146,10 +149,13 @@ impl crate::LineParser for Parser {
 }
 
 /// Whether the first non-empty line of `path` is an NQ-open record.
-fn starts_open(path: &Path) -> Result<bool> {
+fn starts_open(path: &Path, cap: u64) -> Result<bool> {
     let input = crate::input::open(path)?;
-    let mut lines = Lines::new(input.reader);
-    while let Some((_, line)) = lines.next_line().map_err(|e| read_error(path, e))? {
+    let mut lines = Lines::new(input.reader, path, cap);
+    while let Some((_, line)) = lines.next_line()? {
+        let Some(line) = line else {
+            continue;
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
@@ -166,10 +172,10 @@ impl Source for NaturalQuestions {
     fn datasets(&self) -> &'static [(&'static str, Arity)] {
         &DATASETS
     }
-    fn outputs(&self, inputs: &[PathBuf], _opts: &IngestOptions) -> Result<Vec<(String, Arity)>> {
+    fn outputs(&self, inputs: &[PathBuf], opts: &IngestOptions) -> Result<Vec<(String, Arity)>> {
         let mut out = vec![(DATASETS[NQ].0.to_owned(), Arity::Pair)];
         for path in inputs {
-            if starts_open(path)? {
+            if starts_open(path, opts.max_line_bytes)? {
                 out.push((DATASETS[OPEN].0.to_owned(), Arity::Pair));
                 break;
             }

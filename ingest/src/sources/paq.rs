@@ -23,13 +23,13 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use schemas::{Arity, PairRecord, Progress, Unit};
+use schemas::{Arity, PairRecord, Progress};
 use serde::Deserialize;
 
 use super::scratch::ScratchDir;
 use crate::input::base_name;
 use crate::text::non_empty;
-use crate::{input, IngestError, IngestOptions, IngestReport, Location, Result, Sink, Source};
+use crate::{IngestError, IngestOptions, IngestReport, Location, Result, Sink, Source};
 
 /// The PAQ source. `buckets` and `memory_mib` of 0 mean the defaults (128 buckets, and
 /// `PREP_PAQ_MEMORY_MIB` or 1024 MiB).
@@ -222,7 +222,8 @@ fn partition_questions(sink: &mut Sink, path: &Path, out: &mut Buckets) -> Resul
         let meta: Meta = match serde_json::from_str(line) {
             Ok(m) => m,
             Err(e) => {
-                sink.malformed(location(path, line_no), "invalid JSON", e.to_string())?;
+                let (kind, message) = crate::error::json_problem(&e);
+                sink.malformed(location(path, line_no), kind, message)?;
                 return Ok(());
             }
         };
@@ -456,16 +457,7 @@ pub fn run_with(
     opts: &IngestOptions,
     progress: &dyn Progress,
 ) -> Result<IngestReport> {
-    let files = input::expand_inputs(inputs, &|p| paq.accept(p))?;
-    std::fs::create_dir_all(out).map_err(|e| IngestError::io(out, e))?;
-    progress.begin("ingest paq", Some(input::total_size(&files)), Unit::Bytes);
-    let outputs = paq.outputs(&files, opts)?;
-    let mut sink = Sink::new(paq.name(), &outputs, out, opts, progress)?;
-    paq.ingest(&files, &mut sink, opts)?;
-    sink.report();
-    let report = sink.finish(&files)?;
-    progress.finish();
-    Ok(report)
+    crate::run_source(paq, inputs, out, opts, progress)
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use schemas::{Arity, PairRecord};
 
 use super::paq::unquote;
-use crate::input::{base_name, read_error, Lines};
+use crate::input::{base_name, Lines};
 use crate::lines::{ingest_lines, LineParser, Outcome};
 use crate::text::non_empty;
 use crate::{IngestError, IngestOptions, Location, Result, Sink, Source};
@@ -177,12 +177,20 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Reads the header of `path`; `None` for an empty file.
-fn read_header(path: &Path) -> Result<Option<Columns>> {
+fn read_header(path: &Path, cap: u64) -> Result<Option<Columns>> {
     let input = crate::input::open(path)?;
-    let mut lines = Lines::new(input.reader);
-    match lines.next_line().map_err(|e| read_error(path, e))? {
+    let mut lines = Lines::new(input.reader, path, cap);
+    match lines.next_line()? {
         None => Ok(None),
-        Some((_, bytes)) => {
+        Some((_, None)) => Err(IngestError::Malformed {
+            location: Location {
+                path: path.to_path_buf(),
+                record: 1,
+                unit: "line",
+            },
+            message: format!("the header is too long: {}", lines.too_long_message()),
+        }),
+        Some((_, Some(bytes))) => {
             let header = std::str::from_utf8(bytes).map_err(|e| IngestError::Malformed {
                 location: Location {
                     path: path.to_path_buf(),
@@ -197,13 +205,18 @@ fn read_header(path: &Path) -> Result<Option<Columns>> {
 }
 
 /// First pass: non-duplicate partners. Unreadable lines are left for the second pass to report.
-fn collect_negatives(path: &Path, columns: Columns, negatives: &mut Negatives) -> Result<()> {
+fn collect_negatives(
+    path: &Path,
+    columns: Columns,
+    negatives: &mut Negatives,
+    cap: u64,
+) -> Result<()> {
     let input = crate::input::open(path)?;
-    let mut lines = Lines::new(input.reader);
-    while let Some((line_no, bytes)) = lines.next_line().map_err(|e| read_error(path, e))? {
-        if line_no == 1 {
+    let mut lines = Lines::new(input.reader, path, cap);
+    while let Some((line_no, bytes)) = lines.next_line()? {
+        let Some(bytes) = bytes.filter(|_| line_no > 1) else {
             continue;
-        }
+        };
         let Ok(line) = std::str::from_utf8(bytes) else {
             continue;
         };
@@ -267,9 +280,9 @@ impl Source for Quora {
         let mut negatives = Negatives::default();
         let mut columns = Vec::new();
         for path in inputs {
-            let cols = read_header(path)?;
+            let cols = read_header(path, opts.max_line_bytes)?;
             if let Some(cols) = cols {
-                collect_negatives(path, cols, &mut negatives)?;
+                collect_negatives(path, cols, &mut negatives, opts.max_line_bytes)?;
             }
             columns.push(cols);
         }

@@ -67,9 +67,12 @@ fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
     let bytes = sink.read_document(path)?;
     let record: Record = match serde_json::from_slice(&bytes) {
         Ok(r) => r,
+        // Each file is one record of a folder of ~140k: a broken one is one malformed record,
+        // located; a run where they all fail still fails (no rows).
         Err(e) => {
             let location = Location::of_json_error(path, &e);
-            return sink.malformed(location, "invalid JSON", e.to_string());
+            let (kind, message) = crate::error::json_problem(&e);
+            return sink.malformed(location, kind, message);
         }
     };
     let question = normalize_space(record.question.as_deref().unwrap_or_default());

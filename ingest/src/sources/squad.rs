@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::input::base_name;
 use crate::text::non_empty;
-use crate::{IngestOptions, Location, Result, Sink, Source};
+use crate::{IngestError, IngestOptions, Location, Result, Sink, Source};
 
 pub struct Squad;
 
@@ -48,14 +48,17 @@ struct Qa<'a> {
 
 fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
     let bytes = sink.read_document(path)?;
-    let file: File = match serde_json::from_slice(&bytes) {
-        Ok(f) => f,
-        Err(e) => {
-            // The file is one record; where it broke is the useful part.
-            let location = Location::of_json_error(path, &e);
-            return sink.malformed(location, "invalid SQuAD JSON", e.to_string());
-        }
-    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Input(format!(
+            "{}: the file is empty ({} bytes); expected a SQuAD JSON document",
+            path.display(),
+            bytes.len()
+        )));
+    }
+    // The file is one document: if it does not parse, nothing in it can be trusted, so the run
+    // fails naming where it broke.
+    let file: File = serde_json::from_slice(&bytes)
+        .map_err(|e| crate::error::document_error(path, "a SQuAD JSON file", &e))?;
     let mut number = 0u64;
     for article in &file.data {
         for paragraph in &article.paragraphs {

@@ -116,16 +116,7 @@ fn sites(inputs: &[PathBuf]) -> Result<Vec<Site>> {
             )));
         }
     }
-    sites
-        .into_iter()
-        .map(|(_, _, site)| match (&site.posts, &site.links) {
-            (None, Some(links)) => Err(IngestError::Input(format!(
-                "{}: PostLinks.xml without the site's Posts.xml beside it",
-                links.display()
-            ))),
-            _ => Ok(site),
-        })
-        .collect()
+    Ok(sites.into_iter().map(|(_, _, site)| site).collect())
 }
 
 type OnRow<'f> = dyn FnMut(&mut Sink, u64, &BytesStart) -> Result<()> + 'f;
@@ -143,6 +134,7 @@ fn for_each_row(sink: &mut Sink, path: &Path, tracked: bool, f: &mut OnRow) -> R
     let mut buf = Vec::with_capacity(64 << 10);
     let mut rows = 0u64;
     let mut depth = 0u32;
+    let mut elements = 0u64;
     loop {
         buf.clear();
         let event = match reader.read_event_into(&mut buf) {
@@ -166,6 +158,9 @@ fn for_each_row(sink: &mut Sink, path: &Path, tracked: bool, f: &mut OnRow) -> R
                 })
             }
         };
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+        }
         match event {
             Event::Empty(e) if e.name().as_ref() == b"row" => {
                 rows += 1;
@@ -183,6 +178,12 @@ fn for_each_row(sink: &mut Sink, path: &Path, tracked: bool, f: &mut OnRow) -> R
             }
             Event::End(_) => depth = depth.saturating_sub(1),
             Event::Eof => {
+                if elements == 0 {
+                    return Err(IngestError::Input(format!(
+                        "{}: no XML document (the file is empty or holds no element)",
+                        path.display()
+                    )));
+                }
                 if depth > 0 {
                     return Err(IngestError::Malformed {
                         location: Location {
@@ -369,16 +370,44 @@ fn emit_answer(
     )
 }
 
-fn ingest_site(sink: &mut Sink, site: &Site) -> Result<()> {
+/// What pass 1 of a site keeps for pass 2.
+struct Pass1 {
+    links: Vec<(u64, u64)>,
+    best: HashMap<u64, Best>,
+}
+
+/// Pass 1 of a site. Its failures are the site's alone (a missing or unreadable file), so the
+/// caller can go on with the other sites: nothing of the site has been written yet.
+fn read_site(sink: &mut Sink, site: &Site) -> Result<Pass1> {
     let Some(posts) = &site.posts else {
-        return Ok(());
+        return Err(IngestError::Input(match &site.links {
+            Some(links) => format!(
+                "{}: PostLinks.xml without the site's Posts.xml beside it",
+                links.display()
+            ),
+            None => "no Posts.xml".to_owned(),
+        }));
     };
     let links = match &site.links {
         Some(path) => read_links(sink, path)?,
         None => Vec::new(),
     };
+    let best = read_best(sink, posts)?;
+    Ok(Pass1 { links, best })
+}
+
+/// Whether an error from [`read_site`] concerns that site only (its files), not the whole run.
+fn site_error(e: &IngestError) -> bool {
+    matches!(
+        e,
+        IngestError::Io { .. } | IngestError::Malformed { .. } | IngestError::Input(_)
+    )
+}
+
+fn ingest_site(sink: &mut Sink, site: &Site, pass1: Pass1) -> Result<()> {
+    let posts = site.posts.as_ref().expect("read_site checked");
+    let Pass1 { links, mut best } = pass1;
     let linked: HashSet<u64> = links.iter().flat_map(|&(a, b)| [a, b]).collect();
-    let mut best = read_best(sink, posts)?;
 
     // Pass 2.
     let mut titles: HashMap<u64, String> = HashMap::new();
@@ -485,6 +514,8 @@ impl Source for StackExchange {
          body 20-4096 chars, Score >= 0), stackexchange_title_answer (the same questions with their \
          highest-Score answer, not the accepted one) and stackexchange_duplicates (titles of \
          PostLinks LinkTypeId=3 pairs). HTML tags stripped as upstream's <.*?>, entities decoded. \
+         A site that cannot be read (no Posts.xml, empty or broken XML) is skipped, named and \
+         counted, and the other sites are ingested. \
          Streams the XML twice per site; holds per answered question its best answer's id and \
          score (memory grows with the site's question count, ~40 bytes each), plus the titles of \
          duplicate-linked posts."
@@ -493,8 +524,28 @@ impl Source for StackExchange {
         role(path).is_some()
     }
     fn ingest(&self, inputs: &[PathBuf], sink: &mut Sink, _opts: &IngestOptions) -> Result<()> {
-        for site in sites(inputs)? {
-            ingest_site(sink, &site)?;
+        let sites = sites(inputs)?;
+        let mut bad = Vec::new();
+        for site in &sites {
+            match read_site(sink, site) {
+                Ok(pass1) => ingest_site(sink, site, pass1)?,
+                Err(e) if site_error(&e) => bad.push(format!("{} ({e})", site.name)),
+                Err(e) => return Err(e),
+            }
+        }
+        if bad.len() == sites.len() {
+            return Err(IngestError::Input(format!(
+                "no readable Stack Exchange site: {}",
+                bad.join("; ")
+            )));
+        }
+        if !bad.is_empty() {
+            sink.warn(format!(
+                "{} of {} Stack Exchange sites skipped, unreadable: {}",
+                bad.len(),
+                sites.len(),
+                bad.join("; ")
+            ));
         }
         Ok(())
     }

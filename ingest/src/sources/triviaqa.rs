@@ -107,7 +107,8 @@ fn question(sink: &mut Sink, path: &Path, index: u64, line: u64, bytes: &[u8]) -
             };
             // serde's line is relative to the element; report the file's.
             let at = line + e.line() as u64 - 1;
-            return sink.malformed(location, "invalid JSON", format!("{e} (file line {at})"));
+            let (kind, message) = crate::error::json_problem(&e);
+            return sink.malformed(location, kind, format!("{message} (file line {at})"));
         }
     };
     let Some(anchor) = non_empty(&normalize_space(&q.question)) else {
@@ -145,7 +146,8 @@ impl Source for TriviaQa {
          Description (in Rank order) that contains an answer alias as a whole word, else the first \
          Description, else the answer's Value (Wikipedia-domain files carry no search results, and \
          the evidence .txt files are not read). source_id is QuestionId:searchN or QuestionId:answer. \
-         A broken document counts one malformed record and keeps the questions before the break."
+         A broken document (truncated, damaged) fails the run naming the line and byte of the \
+         break; an empty file is an error."
     }
     fn accept(&self, path: &Path) -> bool {
         base_name(path).ends_with(".json")

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use schemas::{Arity, PairRecord};
 
-use crate::input::{base_name, read_error};
+use crate::input::{base_name, read_error, read_line_capped, LineRead};
 use crate::text::{decode_entities, non_empty};
 use crate::{IngestOptions, Location, Result, Sink, Source};
 
@@ -49,13 +49,16 @@ pub(crate) struct CsvRecords<R> {
     delimiter: u8,
     line_no: u64,
     buf: Vec<u8>,
+    /// `--max-line-bytes`: one physical line is never buffered beyond it.
+    cap: u64,
 }
 
 impl<R: BufRead> CsvRecords<R> {
-    pub fn new(reader: R, delimiter: u8) -> Self {
+    pub fn new(reader: R, delimiter: u8, cap: u64) -> Self {
         CsvRecords {
             reader,
             delimiter,
+            cap,
             line_no: 0,
             buf: Vec::with_capacity(4096),
         }
@@ -69,7 +72,25 @@ impl<R: BufRead> CsvRecords<R> {
         let mut size = 0usize;
         loop {
             self.buf.clear();
-            let n = self.reader.read_until(b'\n', &mut self.buf)?;
+            let read = read_line_capped(&mut self.reader, &mut self.buf, self.cap)?;
+            let n = match read {
+                LineRead::Eof => 0,
+                LineRead::Line => self.buf.len(),
+                LineRead::TooLong(_) => {
+                    self.line_no += 1;
+                    return Ok(Some(RawRecord {
+                        line: if start == 0 { self.line_no } else { start },
+                        fields,
+                        error: Some("a line over --max-line-bytes (skipped to the next newline)"),
+                    }));
+                }
+                LineRead::Unending(bytes) => {
+                    return Err(io::Error::other(format!(
+                        "line {}: no newline in {bytes} bytes (16x --max-line-bytes): not CSV text",
+                        self.line_no + 1
+                    )))
+                }
+            };
             if n == 0 {
                 if start == 0 {
                     return Ok(None);
@@ -161,7 +182,7 @@ fn clean(raw: &str) -> Option<String> {
 fn ingest_file(sink: &mut Sink, path: &Path) -> Result<()> {
     let input = sink.open(path)?;
     let file = base_name(path);
-    let mut records = CsvRecords::new(input.reader, b',');
+    let mut records = CsvRecords::new(input.reader, b',', sink.max_line_bytes());
     let mut row = 0u64;
     while let Some(rec) = records.next_record().map_err(|e| read_error(path, e))? {
         if rec.fields.len() == 1 && rec.fields[0].is_empty() && rec.error.is_none() {
@@ -269,7 +290,7 @@ mod tests {
     use super::*;
 
     fn split(text: &str) -> Vec<(u64, Vec<String>, Option<&'static str>)> {
-        let mut r = CsvRecords::new(text.as_bytes(), b',');
+        let mut r = CsvRecords::new(text.as_bytes(), b',', 1 << 20);
         let mut out = Vec::new();
         while let Some(rec) = r.next_record().unwrap() {
             let fields = rec

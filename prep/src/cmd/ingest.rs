@@ -31,12 +31,16 @@ pub struct Args {
     /// Memory budget (MiB) for sources that join on disk (paq; default 1024).
     #[arg(long)]
     pub memory_mib: Option<u64>,
+    /// Longest line (bytes) a line-oriented input may have: a longer one is counted as a
+    /// malformed record naming its line and skipped without being held in memory.
+    #[arg(long, default_value_t = ingest::input::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: u64,
     /// Download cache folder searched when --input is not given.
     #[arg(long, env = "PREP_CACHE")]
     pub dest: Option<PathBuf>,
 }
 
-/// The `--help` epilogue: every source and what it expects.
+/// The `--help` epilogue: every source and what it expects, then the text-normalisation policy.
 pub fn sources_help() -> String {
     let mut s = String::from("Sources:\n");
     for src in ingest::sources() {
@@ -57,6 +61,14 @@ pub fn sources_help() -> String {
             src.about()
         ));
     }
+    s.push('\n');
+    s.push_str(&ingest::text::policy_help());
+    s.push_str(
+        "\nReliability: each dataset folder is locked for the run (a second run into it fails \
+         at once, naming the pid); a run that yields no rows fails and leaves earlier output as \
+         it was; a whole-document file that does not parse fails naming its line; symlink loops \
+         and duplicate files are read once and reported.\n",
+    );
     s
 }
 
@@ -72,6 +84,12 @@ pub fn run(args: Args) -> Result<()> {
     let mut record = BTreeMap::new();
     record.insert("source".to_owned(), serde_json::json!(args.source));
     record.insert("max_errors".to_owned(), serde_json::json!(args.max_errors));
+    if args.max_line_bytes != ingest::input::DEFAULT_MAX_LINE_BYTES {
+        record.insert(
+            "max_line_bytes".to_owned(),
+            serde_json::json!(args.max_line_bytes),
+        );
+    }
     if let Some(m) = args.memory_mib {
         record.insert("memory_mib".to_owned(), serde_json::json!(m));
     }
@@ -81,6 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     let defaults = IngestOptions::default();
     let opts = IngestOptions {
         max_errors: args.max_errors,
+        max_line_bytes: args.max_line_bytes,
         threads: args.threads.unwrap_or(defaults.threads).max(1),
         dataset: args.dataset.clone(),
         memory_mib: args.memory_mib,
@@ -115,6 +134,9 @@ pub fn run(args: Args) -> Result<()> {
         for e in &report.examples {
             eprintln!("  {e}");
         }
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
     }
     println!("wrote {} in {secs:.1}s", args.out.display());
     Ok(())
