@@ -324,6 +324,9 @@ pub fn unending_error(path: &Path, line_no: u64, bytes: u64, cap: u64) -> Ingest
     }
 }
 
+/// A line's number (1-based) and bytes; `None` bytes for a line over the cap.
+pub type NumberedLine<'a> = (u64, Option<&'a [u8]>);
+
 /// Splits a reader into lines: strips a UTF-8 BOM on the first line, `\r\n` and `\n`; lines over
 /// the cap come back as `None` (see [`read_line_capped`]).
 pub struct Lines<R> {
@@ -349,7 +352,7 @@ impl<R: BufRead> Lines<R> {
 
     /// The next line's number (1-based) and bytes, without its terminator; `None` for a line
     /// over the cap ([`Lines::too_long_message`] says why).
-    pub fn next_line(&mut self) -> Result<Option<(u64, Option<&[u8]>)>> {
+    pub fn next_line(&mut self) -> Result<Option<NumberedLine<'_>>> {
         self.buf.clear();
         let read = read_line_capped(&mut self.reader, &mut self.buf, self.cap)
             .map_err(|e| read_error(&self.path, e))?;
