@@ -279,7 +279,7 @@ impl<'p> Sink<'p> {
         }
         let total: u64 = self.datasets.iter().map(|d| d.writer.rows()).sum();
         if total == 0 {
-            return Err(self.nothing_written());
+            return Err(self.nothing_written(inputs));
         }
         let mut manifests = Vec::new();
         let mut warnings = self.warnings;
@@ -321,16 +321,18 @@ impl<'p> Sink<'p> {
     }
 
     /// The error of a run that produced no row at all: what its records turned into instead.
-    fn nothing_written(&self) -> IngestError {
+    fn nothing_written(&self, inputs: &[PathBuf]) -> IngestError {
         let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
         for d in &self.datasets {
             for (k, v) in &d.skipped {
                 *reasons.entry(k).or_default() += v;
             }
         }
+        let names: Vec<String> = inputs.iter().map(|p| p.display().to_string()).collect();
         let mut msg = format!(
-            "no rows: the input gave {} malformed record(s) and nothing to write",
-            self.malformed
+            "no rows: the input gave {} malformed record(s) and nothing to write ({})",
+            self.malformed,
+            names.join(", ")
         );
         if !reasons.is_empty() {
             let list: Vec<String> = reasons.iter().map(|(k, v)| format!("{k}: {v}")).collect();

@@ -27,7 +27,8 @@ fn real_dev_queries_and_qrels_alone_give_no_rows() {
     );
     let err = res.unwrap_err().to_string();
     assert!(
-        err.contains("no rows: the input gave 0 malformed record(s)")
+        err.contains("no rows: the input gave 0 malformed record(s) and nothing to write (")
+            && err.contains("queries.dev.small.tsv")
             && err.contains(&format!("{QRELS_SKIP}: 212")),
         "{err}"
     );

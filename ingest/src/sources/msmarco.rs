@@ -378,9 +378,10 @@ impl Source for MsMarco {
          (qid<TAB>pid+<TAB>pid-), which needs collection.tsv (pid<TAB>passage) and \
          queries.train.tsv (qid<TAB>query) given with it. The collection is indexed by offset, \
          not loaded. Queries and qrels alone (e.g. queries.dev.small.tsv + qrels.dev.small.tsv) \
-         give no rows: qrels have no negative and are evaluation data, so they are only checked \
-         and counted as skipped; add a triples file (and collection.tsv for id triples) to get \
-         training triplets."
+         give no rows, so such a run fails saying so: qrels have no negative and are evaluation \
+         data, so they are only checked and counted as skipped; add a triples file (and \
+         collection.tsv for id triples) to get training triplets. Document-ranking files (ids \
+         like D1650436) are told apart and refused by name."
     }
     fn accept(&self, path: &Path) -> bool {
         kind_of(path).is_some()
