@@ -56,15 +56,44 @@ impl MixConfig {
                 message: format!("`{}` has weight 0: remove the entry instead", e.name),
             });
         }
-        Ok(MixConfig {
+        let config = MixConfig {
             path: path.to_path_buf(),
             entries,
-        })
+        };
+        check_total_weight(&config.path, config.wide_total_weight())?;
+        Ok(config)
     }
 
+    /// Σweight. [`MixConfig::read`] and [`MixConfig::from_slice`] refuse configs whose sum
+    /// exceeds [`MAX_TOTAL_WEIGHT`], so this cannot overflow for them; a config built by hand
+    /// saturates here and is refused by [`resolve`].
     pub fn total_weight(&self) -> u64 {
-        self.entries.iter().map(|e| e.weight).sum()
+        u64::try_from(self.wide_total_weight()).unwrap_or(u64::MAX)
     }
+
+    /// Σweight in a type no config can overflow (fewer than 2^64 entries of less than 2^64).
+    pub fn wide_total_weight(&self) -> u128 {
+        self.entries.iter().map(|e| e.weight as u128).sum()
+    }
+}
+
+/// The largest Σweight a mix accepts: 2^63 − 1. The exact-mixing schedule compares
+/// `weight × batches` products in i128, which this bound (with `--steps` below 2^62) keeps exact.
+/// Only the ratios of the weights matter, so a bigger config can always be scaled down.
+pub const MAX_TOTAL_WEIGHT: u64 = i64::MAX as u64;
+
+/// Fails when `total` exceeds [`MAX_TOTAL_WEIGHT`], naming the sum and the limit.
+pub fn check_total_weight(path: &Path, total: u128) -> Result<()> {
+    if total > MAX_TOTAL_WEIGHT as u128 {
+        return Err(MixError::Config {
+            path: path.to_path_buf(),
+            message: format!(
+                "the weights sum to {total}, above the limit of {MAX_TOTAL_WEIGHT} (2^63 - 1): \
+                 only their ratios matter, so divide them all by a common factor"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Upstream's file name (without `.jsonl.gz`; for per-site files, the folder) to our dataset id.
@@ -179,7 +208,18 @@ pub fn resolve(config: &MixConfig, pairs: &Path) -> Result<Vec<ResolvedSource>> 
                 message: format!("`{id}` resolves both to {:?} and {:?}", source.kind, kind),
             });
         }
-        source.weight += entry.weight;
+        // Checked: a hand-built config may not have been through `check_total_weight`.
+        source.weight = source
+            .weight
+            .checked_add(entry.weight)
+            .filter(|w| *w <= MAX_TOTAL_WEIGHT)
+            .ok_or_else(|| MixError::Config {
+                path: config.path.clone(),
+                message: format!(
+                    "the weights merged into `{id}` sum past the limit of {MAX_TOTAL_WEIGHT} \
+                     (2^63 - 1): divide them all by a common factor"
+                ),
+            })?;
         source.names.push(entry.name.clone());
     }
     if !missing.is_empty() {
@@ -189,6 +229,8 @@ pub fn resolve(config: &MixConfig, pairs: &Path) -> Result<Vec<ResolvedSource>> 
             missing,
         });
     }
+    let total = by_id.values().map(|s| s.weight as u128).sum();
+    check_total_weight(&config.path, total)?;
     Ok(by_id.into_values().collect())
 }
 

@@ -14,6 +14,7 @@ pub mod wordpiece;
 
 pub use config::{
     resolve, upstream_dataset_id, ConfigEntry, MixConfig, ResolvedSource, SourceKind,
+    MAX_TOTAL_WEIGHT,
 };
 pub use error::{MixError, Result};
 pub use mix::{mix, prepare_sources, MixOptions, MixReport, PreparedSource};

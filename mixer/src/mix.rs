@@ -3,8 +3,10 @@
 //!
 //! Shards are written atomically and listed in the index only once complete; the index is
 //! rewritten atomically after each shard. The stream is a pure function of the inputs and
-//! options, so a rerun resumes by replaying the sampling (no tokenization, no writing) up to the
-//! first missing shard, after checking the options match and the last listed shard's sha256.
+//! options, so a rerun checks the options match and every listed shard's sha256, then replays
+//! the sampling (no tokenization, no writing) over the shards it keeps and makes only the
+//! missing or damaged ones. A rerun with nothing to do writes nothing. The run holds the output
+//! folder's lock throughout.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,8 +18,8 @@ use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
 use schemas::shards::{shard_file_name, shard_record_batch, shard_schema, ShardRow};
 use schemas::{
-    part_files, AtomicFile, Manifest, Progress, SchemaError, Sha256Writer, ShardEntry, ShardIndex,
-    Unit, PREP_VERSION,
+    part_files, AtomicFile, Manifest, OutputLock, Progress, SchemaError, Sha256Writer, ShardEntry,
+    ShardIndex, Unit, PREP_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -29,6 +31,9 @@ use crate::tokenize::MixTokenizer;
 
 /// Where normalized jsonl files are converted to Parquet, inside the output folder.
 pub const SOURCES_DIR: &str = ".sources";
+
+/// The most batches a mix makes (keeps the exact schedule's integer arithmetic exact).
+pub const MAX_STEPS: u64 = 1 << 62;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MixOptions {
@@ -73,6 +78,9 @@ impl MixOptions {
         let bad = |m: &str| Err(MixError::Options(m.to_owned()));
         if self.steps == 0 {
             return bad("--steps must be at least 1");
+        }
+        if self.steps > MAX_STEPS {
+            return bad("--steps must be below 2^62");
         }
         if self.batch_size == 0 || self.batches_per_shard == 0 {
             return bad("batch size and batches per shard must be at least 1");
@@ -147,23 +155,6 @@ pub fn prepare_sources(
     Ok(prepared)
 }
 
-/// What a run did, for the command line and benchmarks.
-#[derive(Debug, Clone)]
-pub struct MixReport {
-    pub index: ShardIndex,
-    /// First batch this run produced (0 unless it resumed).
-    pub resumed_at_batch: u64,
-    /// An existing index was found but did not match, so its shards were removed.
-    pub restarted: bool,
-    pub batches_written: u64,
-    pub rows_written: u64,
-    /// Token ids written, all columns.
-    pub tokens_written: u64,
-    /// Texts cut at their max length.
-    pub texts_truncated: u64,
-    pub texts_written: u64,
-}
-
 fn fingerprint(
     config: &MixConfig,
     sources: &[PreparedSource],
@@ -193,56 +184,147 @@ fn is_ours(name: &str) -> bool {
         || name.starts_with(".index.json.")
 }
 
-/// Removes shard files (and their temporaries) not among the first `keep` shards.
-fn remove_shards(out: &Path, keep: usize) -> Result<()> {
+/// Removes shard files (and their temporaries) other than those named in `keep`.
+fn remove_shards(out: &Path, keep: &[&str]) -> Result<()> {
     let Ok(entries) = std::fs::read_dir(out) else {
         return Ok(());
     };
-    let kept: Vec<String> = (0..keep).map(shard_file_name).collect();
     for entry in entries {
         let entry = entry.map_err(|e| MixError::io(out, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if is_ours(&name) && !kept.contains(&name) {
+        if is_ours(&name) && !keep.contains(&name.as_str()) {
             std::fs::remove_file(entry.path()).map_err(|e| MixError::io(entry.path(), e))?;
         }
     }
     Ok(())
 }
 
-/// The shards of an existing index that this run can keep, and whether it had to restart.
-fn resumable(out: &Path, fp: &Value, opts: &MixOptions) -> Result<(Vec<ShardEntry>, bool)> {
-    let Ok(index) = ShardIndex::read(out) else {
-        return Ok((Vec::new(), out.join(schemas::SHARD_INDEX_FILE).exists()));
+/// Removes what killed conversions left in `<out>/.sources/` (hidden `.<id>.tmp-<pid>` folders
+/// of any pid). The output lock only sweeps the output folder's own top level.
+fn remove_stale_source_temps(out: &Path) -> Result<()> {
+    let dir = out.join(SOURCES_DIR);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(());
     };
-    if index.extra.get("fingerprint") != Some(fp) {
-        return Ok((Vec::new(), true));
-    }
-    let mut keep = Vec::new();
-    for (i, s) in index.shards.iter().enumerate() {
-        let Some((first, batches)) = opts.shard_range(i) else {
-            break;
-        };
-        let ok = s.file == shard_file_name(i)
-            && s.first_batch == first
-            && s.batches == batches
-            && s.rows == batches * opts.batch_size as u64
-            && out.join(&s.file).is_file();
-        if !ok {
-            break;
+    for entry in entries {
+        let entry = entry.map_err(|e| MixError::io(&dir, e))?;
+        if schemas::lock::is_temp_name(&entry.file_name().to_string_lossy()) {
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            removed.map_err(|e| MixError::io(&path, e))?;
         }
-        keep.push(s.clone());
     }
-    while let Some(last) = keep.last() {
-        if schemas::sha256_file(&out.join(&last.file))? == last.sha256 {
-            break;
-        }
-        keep.pop();
-    }
-    Ok((keep, false))
+    Ok(())
 }
 
+/// What a rerun can keep of the mix already in the output folder.
+struct Resume {
+    /// Per shard of this run: the listed entry when its file is there, laid out as this run
+    /// would write it, and matches its sha256; `None` when the shard must be (re)written.
+    reuse: Vec<Option<ShardEntry>>,
+    /// The existing index, when it was made from the same inputs and options.
+    old: Option<ShardIndex>,
+    /// An index was there but made from other inputs or options (or unreadable).
+    restarted: bool,
+    /// Listed shards that are missing or whose bytes no longer match their sha256.
+    damaged: Vec<String>,
+}
+
+impl Resume {
+    /// The existing mix is exactly what this run would make: nothing to write, nothing to
+    /// rewrite (a no-op rerun leaves `index.json` byte-identical).
+    fn is_noop(&self, opts: &MixOptions) -> bool {
+        self.old.as_ref().is_some_and(|old| {
+            old.steps == opts.steps
+                && old.extra.get("complete") == Some(&json!(true))
+                && old.shards.len() == self.reuse.len()
+                && self.reuse.iter().all(Option::is_some)
+        })
+    }
+
+    fn first_to_write(&self, opts: &MixOptions) -> u64 {
+        self.reuse
+            .iter()
+            .position(Option::is_none)
+            .and_then(|i| opts.shard_range(i))
+            .map_or(opts.steps, |(first, _)| first)
+    }
+}
+
+/// Checks an existing mix against this run: same fingerprint, then every listed shard's layout
+/// and sha256 (all of them, hashed in parallel: a shard damaged anywhere, or overwritten by
+/// another run, is found and remade, not only the last one).
+fn resumable(out: &Path, fp: &Value, opts: &MixOptions) -> Result<Resume> {
+    let n = opts.shard_count();
+    let fresh = |restarted| Resume {
+        reuse: vec![None; n],
+        old: None,
+        restarted,
+        damaged: Vec::new(),
+    };
+    let Ok(index) = ShardIndex::read(out) else {
+        return Ok(fresh(out.join(schemas::SHARD_INDEX_FILE).exists()));
+    };
+    if index.extra.get("fingerprint") != Some(fp) {
+        return Ok(fresh(true));
+    }
+    let checked: Vec<(usize, bool)> = index
+        .shards
+        .par_iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            // Not laid out as this run's shard i (the short last shard of a shorter run, or
+            // past this run's end): remade or removed, no need to hash it.
+            opts.shard_range(*i).is_some_and(|(first, batches)| {
+                s.file == shard_file_name(*i)
+                    && s.first_batch == first
+                    && s.batches == batches
+                    && s.rows == batches * opts.batch_size as u64
+            })
+        })
+        .map(|(i, s)| {
+            let path = out.join(&s.file);
+            let ok = path.is_file() && schemas::sha256_file(&path)? == s.sha256;
+            Ok((i, ok))
+        })
+        .collect::<Result<_>>()?;
+    let mut resume = fresh(false);
+    for (i, ok) in checked {
+        let entry = &index.shards[i];
+        if ok {
+            resume.reuse[i] = Some(entry.clone());
+        } else {
+            resume.damaged.push(entry.file.clone());
+        }
+    }
+    resume.old = Some(index);
+    Ok(resume)
+}
+
+/// Writes `index` unless `index.json` already holds exactly these bytes.
+fn write_index_if_changed(out: &Path, index: &ShardIndex) -> Result<()> {
+    let path = out.join(schemas::SHARD_INDEX_FILE);
+    let mut bytes = serde_json::to_vec_pretty(index).map_err(|e| SchemaError::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    bytes.push(b'\n');
+    if std::fs::read(&path).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    AtomicFile::write_all(path, &bytes)?;
+    Ok(())
+}
+
+/// One shard's worth of the stream. `reuse`: the shard is already on disk and verified, so its
+/// batches were replayed (for the counters) and nothing is tokenized or written.
 struct Chunk {
     shard: usize,
+    reuse: Option<ShardEntry>,
     batches: Vec<PlannedBatch>,
     stats: Vec<DatasetStats>,
     deviation: Deviation,
@@ -250,6 +332,7 @@ struct Chunk {
 
 struct Tokenized {
     shard: usize,
+    reuse: Option<ShardEntry>,
     batches: Vec<Vec<ShardRow>>,
     stats: Vec<DatasetStats>,
     deviation: Deviation,
@@ -307,6 +390,7 @@ fn tokenize_chunk(
     Ok((
         Tokenized {
             shard: chunk.shard,
+            reuse: chunk.reuse,
             batches,
             stats: chunk.stats,
             deviation: chunk.deviation,
@@ -400,28 +484,30 @@ fn dataset_entries(
         .collect()
 }
 
-/// Runs the mix: writes `steps` batches as shards into `out`, resuming what a previous run with
-/// the same inputs and options left there.
-pub fn mix(
-    config: &MixConfig,
-    pairs: &Path,
-    tokenizer: &MixTokenizer,
-    out: &Path,
-    opts: &MixOptions,
-    progress: &dyn Progress,
-) -> Result<MixReport> {
-    opts.check()?;
-    std::fs::create_dir_all(out).map_err(|e| MixError::io(out, e))?;
-    let sources = prepare_sources(config, pairs, out)?;
-    let fp = fingerprint(config, &sources, tokenizer, opts);
-    let (kept, restarted) = resumable(out, &fp, opts)?;
-    remove_shards(out, kept.len())?;
+/// What a run did, for the command line and benchmarks.
+#[derive(Debug, Clone)]
+pub struct MixReport {
+    pub index: ShardIndex,
+    /// First batch this run produced (0 unless it resumed; `steps` when nothing was written).
+    pub resumed_at_batch: u64,
+    /// An existing index was found but did not match, so its shards were removed.
+    pub restarted: bool,
+    /// Shards the existing index listed that were missing or no longer matched their sha256,
+    /// and were made again.
+    pub shards_remade: Vec<String>,
+    pub batches_written: u64,
+    pub rows_written: u64,
+    /// Token ids written, all columns.
+    pub tokens_written: u64,
+    /// Texts cut at their max length.
+    pub texts_truncated: u64,
+    pub texts_written: u64,
+}
 
-    let ids: Vec<String> = sources.iter().map(|s| s.source.id.clone()).collect();
+fn open_sampler(sources: &[PreparedSource], opts: &MixOptions) -> Result<Sampler> {
     let weights: Vec<u64> = sources.iter().map(|s| s.source.weight).collect();
-    let total_weight: u64 = weights.iter().sum();
     let mut streams = Vec::with_capacity(sources.len());
-    for s in &sources {
+    for s in sources {
         let files = part_files(&s.dir)?;
         let stream = DatasetStream::open(
             &s.source.id,
@@ -450,9 +536,17 @@ pub fn mix(
         opts.datasets_per_batch,
         opts.batches_per_draw,
         opts.seed,
-    );
-    let mut sampler = Sampler::new(streams, schedule, &weights, opts.batch_size);
+    )?;
+    Ok(Sampler::new(streams, schedule, &weights, opts.batch_size))
+}
 
+/// Everything the index records besides shards and dataset counters.
+fn index_extra(
+    config: &MixConfig,
+    tokenizer: &MixTokenizer,
+    opts: &MixOptions,
+    fp: Value,
+) -> BTreeMap<String, Value> {
     let mut extra = BTreeMap::new();
     extra.insert(
         "config".into(),
@@ -477,133 +571,233 @@ pub fn mix(
     extra.insert("mixing".into(), json!(opts.mixing));
     extra.insert("keep_text".into(), json!(opts.keep_text));
     extra.insert("fingerprint".into(), fp);
-    let start_shard = kept.len();
-    let start_batch: u64 = kept.iter().map(|s| s.batches).sum();
+    extra.insert("complete".into(), json!(false));
+    extra
+}
+
+/// Runs the mix: writes `steps` batches as shards into `out`, resuming what a previous run with
+/// the same inputs and options left there.
+///
+/// Holds `out`'s [`OutputLock`] for the whole run: a second mix into the same folder fails at
+/// once, and temporary files killed runs left there are removed, whatever their pid.
+pub fn mix(
+    config: &MixConfig,
+    pairs: &Path,
+    tokenizer: &MixTokenizer,
+    out: &Path,
+    opts: &MixOptions,
+    progress: &dyn Progress,
+) -> Result<MixReport> {
+    opts.check()?;
+    let _lock = OutputLock::acquire(out)?;
+    std::fs::create_dir_all(out).map_err(|e| MixError::io(out, e))?;
+    remove_stale_source_temps(out)?;
+    let sources = prepare_sources(config, pairs, out)?;
+    let fp = fingerprint(config, &sources, tokenizer, opts);
+    let resume = resumable(out, &fp, opts)?;
+    let keep: Vec<&str> = resume
+        .reuse
+        .iter()
+        .flatten()
+        .map(|e| e.file.as_str())
+        .collect();
+    remove_shards(out, &keep)?;
+    let mut report = MixReport {
+        index: resume.old.clone().unwrap_or_else(|| ShardIndex {
+            prep_version: PREP_VERSION.into(),
+            batch_size: opts.batch_size as u64,
+            steps: opts.steps,
+            seed: opts.seed,
+            shards: Vec::new(),
+            datasets: BTreeMap::new(),
+            extra: BTreeMap::new(),
+        }),
+        resumed_at_batch: resume.first_to_write(opts),
+        restarted: resume.restarted,
+        shards_remade: resume.damaged.clone(),
+        batches_written: 0,
+        rows_written: 0,
+        tokens_written: 0,
+        texts_truncated: 0,
+        texts_written: 0,
+    };
+    if resume.is_noop(opts) {
+        return Ok(report);
+    }
+
+    let total_weight: u64 = sources.iter().map(|s| s.source.weight).sum();
+    let sampler = open_sampler(&sources, opts)?;
     let mut index = ShardIndex {
         prep_version: PREP_VERSION.into(),
         batch_size: opts.batch_size as u64,
         steps: opts.steps,
         seed: opts.seed,
-        shards: kept,
+        shards: Vec::new(),
         datasets: dataset_entries(&sources, sampler.stats(), total_weight, 0),
-        extra,
+        extra: index_extra(config, tokenizer, opts, fp),
     };
-    index.extra.insert("complete".into(), json!(false));
-    index.write(out)?;
-
-    progress.begin(
-        "mix",
-        Some(opts.steps - start_batch.min(opts.steps)),
-        Unit::Items,
-    );
-    let shard_count = opts.shard_count();
-    let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk>>(1);
-    let (tok_tx, tok_rx) = sync_channel::<Tokenized>(1);
-
-    let (written, counts) = std::thread::scope(|scope| -> Result<(u64, Counts)> {
-        let sampler_thread = scope.spawn(move || {
-            let mut run = || -> Result<()> {
-                // Replays the stream up to the first missing batch: same batches, nothing written.
-                for _ in 0..start_batch {
-                    sampler.next_batch()?;
-                }
-                for shard in start_shard..shard_count {
-                    let (_, n) = opts.shard_range(shard).expect("shard in range");
-                    let batches = (0..n)
-                        .map(|_| sampler.next_batch())
-                        .collect::<Result<Vec<_>>>()?;
-                    let chunk = Chunk {
-                        shard,
-                        batches,
-                        stats: sampler.stats().to_vec(),
-                        deviation: sampler.deviation().clone(),
-                    };
-                    if chunk_tx.send(Ok(chunk)).is_err() {
-                        break;
-                    }
-                }
-                Ok(())
-            };
-            if let Err(e) = run() {
-                let _ = chunk_tx.send(Err(e));
-            }
-        });
-        let index = &mut index;
-        let sources = &sources;
-        let ids = &ids;
-        let writer_thread = scope.spawn(move || -> Result<u64> {
-            let mut written = 0;
-            for t in tok_rx {
-                let file = shard_file_name(t.shard);
-                let (sha256, _bytes) = write_shard(&out.join(&file), &t.batches, opts)?;
-                let (first_batch, batches) = opts.shard_range(t.shard).expect("in range");
-                index.shards.push(ShardEntry {
-                    file,
-                    rows: t.batches.iter().map(|b| b.len() as u64).sum(),
-                    first_batch,
-                    batches,
-                    sha256,
-                });
-                let done = first_batch + batches;
-                index.datasets = dataset_entries(sources, &t.stats, total_weight, done);
-                index.extra.insert(
-                    "mixing_deviation".into(),
-                    deviation_report(ids, &t.deviation),
-                );
-                index
-                    .extra
-                    .insert("complete".into(), json!(done == opts.steps));
-                index.write(out)?;
-                written += batches;
-                progress.advance(batches);
-            }
-            Ok(written)
-        });
-        let mut counts = Counts::default();
-        let mut failure = None;
-        for chunk in chunk_rx {
-            let step = chunk.and_then(|c| tokenize_chunk(c, ids, tokenizer, opts));
-            match step {
-                Ok((t, c)) => {
-                    counts.tokens += c.tokens;
-                    counts.texts += c.texts;
-                    counts.truncated += c.truncated;
-                    if tok_tx.send(t).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            }
-        }
-        drop(tok_tx);
-        let written = writer_thread.join().expect("writer thread panicked");
-        sampler_thread.join().expect("sampler thread panicked");
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        Ok((written?, counts))
-    })?;
-    progress.finish();
-
-    // Nothing new to write (already complete): refresh the index for the new steps anyway.
-    if written == 0 {
-        index.extra.insert(
-            "complete".into(),
-            json!(index.total_batches() == opts.steps),
-        );
+    if resume.restarted {
+        // The old index lists shards just removed: replace it at once.
         index.write(out)?;
     }
-    Ok(MixReport {
-        rows_written: written * opts.batch_size as u64,
-        index,
-        resumed_at_batch: start_batch,
-        restarted,
-        batches_written: written,
-        tokens_written: counts.tokens,
-        texts_truncated: counts.truncated,
-        texts_written: counts.texts,
-    })
+    let ctx = Pipeline {
+        out,
+        opts,
+        tokenizer,
+        sources: &sources,
+        total_weight,
+        progress,
+    };
+    let (written, counts) = ctx.run(sampler, &resume.reuse, &mut index)?;
+    index.extra.insert(
+        "complete".into(),
+        json!(index.total_batches() == opts.steps),
+    );
+    write_index_if_changed(out, &index)?;
+    report.index = index;
+    report.batches_written = written;
+    report.rows_written = written * opts.batch_size as u64;
+    report.tokens_written = counts.tokens;
+    report.texts_truncated = counts.truncated;
+    report.texts_written = counts.texts;
+    Ok(report)
+}
+
+/// The three overlapping stages of a mix run.
+struct Pipeline<'a> {
+    out: &'a Path,
+    opts: &'a MixOptions,
+    tokenizer: &'a MixTokenizer,
+    sources: &'a [PreparedSource],
+    total_weight: u64,
+    progress: &'a dyn Progress,
+}
+
+impl Pipeline<'_> {
+    /// Samples every shard of the run (replaying the ones in `reuse`), tokenizes and writes
+    /// the others, and lists all of them in `index`. Returns the batches written.
+    fn run(
+        &self,
+        mut sampler: Sampler,
+        reuse: &[Option<ShardEntry>],
+        index: &mut ShardIndex,
+    ) -> Result<(u64, Counts)> {
+        let opts = self.opts;
+        let ids: Vec<String> = self.sources.iter().map(|s| s.source.id.clone()).collect();
+        self.progress.begin("mix", Some(opts.steps), Unit::Items);
+        let (chunk_tx, chunk_rx) = sync_channel::<Result<Chunk>>(1);
+        let (tok_tx, tok_rx) = sync_channel::<Tokenized>(1);
+        let result = std::thread::scope(|scope| -> Result<(u64, Counts)> {
+            scope.spawn(move || {
+                let mut run = || -> Result<()> {
+                    for (shard, reuse) in reuse.iter().enumerate() {
+                        let (_, n) = opts.shard_range(shard).expect("shard in range");
+                        let mut batches = Vec::new();
+                        for _ in 0..n {
+                            let b = sampler.next_batch()?;
+                            // A verified shard on disk: replay its batches, keep nothing.
+                            if reuse.is_none() {
+                                batches.push(b);
+                            }
+                        }
+                        let chunk = Chunk {
+                            shard,
+                            reuse: reuse.clone(),
+                            batches,
+                            stats: sampler.stats().to_vec(),
+                            deviation: sampler.deviation().clone(),
+                        };
+                        if chunk_tx.send(Ok(chunk)).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    let _ = chunk_tx.send(Err(e));
+                }
+            });
+            let ids = &ids;
+            let writer = scope.spawn(move || self.write_all(tok_rx, ids, index));
+            let mut counts = Counts::default();
+            let mut failure = None;
+            for chunk in chunk_rx {
+                match chunk.and_then(|c| tokenize_chunk(c, ids, self.tokenizer, opts)) {
+                    Ok((t, c)) => {
+                        counts.tokens += c.tokens;
+                        counts.texts += c.texts;
+                        counts.truncated += c.truncated;
+                        if tok_tx.send(t).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(e);
+                        break;
+                    }
+                }
+            }
+            drop(tok_tx);
+            let written = writer.join().expect("writer thread panicked");
+            if let Some(e) = failure {
+                return Err(e);
+            }
+            Ok((written?, counts))
+        });
+        self.progress.finish();
+        result
+    }
+
+    /// The writing stage: shards in order, the index rewritten atomically after each one
+    /// written. Reused shards are only listed (the index is written with the next shard written,
+    /// or at the end).
+    fn write_all(
+        &self,
+        rx: std::sync::mpsc::Receiver<Tokenized>,
+        ids: &[String],
+        index: &mut ShardIndex,
+    ) -> Result<u64> {
+        let (out, opts) = (self.out, self.opts);
+        let mut written = 0;
+        let mut first_write = true;
+        for t in rx {
+            let (first_batch, batches) = opts.shard_range(t.shard).expect("in range");
+            let reused = t.reuse.is_some();
+            let entry = match t.reuse {
+                Some(entry) => entry,
+                None => {
+                    if first_write {
+                        // Before replacing any file, the index lists only what is verified.
+                        index.write(out)?;
+                        first_write = false;
+                    }
+                    let file = shard_file_name(t.shard);
+                    let (sha256, _bytes) = write_shard(&out.join(&file), &t.batches, opts)?;
+                    ShardEntry {
+                        file,
+                        rows: t.batches.iter().map(|b| b.len() as u64).sum(),
+                        first_batch,
+                        batches,
+                        sha256,
+                    }
+                }
+            };
+            index.shards.push(entry);
+            let done = first_batch + batches;
+            index.datasets = dataset_entries(self.sources, &t.stats, self.total_weight, done);
+            index.extra.insert(
+                "mixing_deviation".into(),
+                deviation_report(ids, &t.deviation),
+            );
+            index
+                .extra
+                .insert("complete".into(), json!(done == opts.steps));
+            if !reused {
+                index.write(out)?;
+                written += batches;
+            }
+            self.progress.advance(batches);
+        }
+        Ok(written)
+    }
 }

@@ -61,6 +61,8 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// Fails when there are no weights, one is 0, or they sum past
+    /// [`crate::config::MAX_TOTAL_WEIGHT`] (checked, never wrapped).
     pub fn new(
         weights: Vec<u64>,
         arities: Vec<Arity>,
@@ -68,10 +70,25 @@ impl Schedule {
         datasets_per_batch: usize,
         batches_per_draw: usize,
         seed: u64,
-    ) -> Self {
-        let total = weights.iter().sum();
+    ) -> Result<Self> {
+        let total = weights
+            .iter()
+            .try_fold(0u64, |a, w| a.checked_add(*w))
+            .filter(|t| *t <= crate::config::MAX_TOTAL_WEIGHT)
+            .ok_or_else(|| {
+                MixError::Options(format!(
+                    "the weights sum past the limit of {} (2^63 - 1): divide them all by a \
+                     common factor",
+                    crate::config::MAX_TOTAL_WEIGHT
+                ))
+            })?;
+        if weights.is_empty() || weights.contains(&0) {
+            return Err(MixError::Options(
+                "every dataset needs a weight of at least 1".into(),
+            ));
+        }
         let n = weights.len();
-        Schedule {
+        Ok(Schedule {
             weights,
             arities,
             total,
@@ -81,7 +98,7 @@ impl Schedule {
             rng: named_rng(seed, &["schedule"]),
             counts: vec![0; n],
             assigned: 0,
-        }
+        })
     }
 
     fn weighted(&mut self) -> usize {
@@ -98,7 +115,8 @@ impl Schedule {
     fn most_behind(&self) -> usize {
         let n = self.assigned as i128 + 1;
         let t = self.total as i128;
-        // share·(n+1) − count, scaled by the total weight to stay in integers.
+        // share·(n+1) − count, scaled by the total weight to stay in integers. Exact in i128:
+        // weight, count and n stay below 2^63 (Σweight and --steps are bounded), products < 2^126.
         (0..self.weights.len())
             .max_by_key(|&i| {
                 let deficit = self.weights[i] as i128 * n - self.counts[i] as i128 * t;
@@ -196,7 +214,8 @@ impl Sampler {
         weights: &[u64],
         batch_size: usize,
     ) -> Self {
-        let total: u64 = weights.iter().sum();
+        // In f64: the same shares as u64 division for any sum below 2^53, and no overflow.
+        let total: f64 = weights.iter().map(|w| *w as f64).sum();
         let n = streams.len();
         Sampler {
             streams,
@@ -205,7 +224,7 @@ impl Sampler {
             next_index: 0,
             queue: VecDeque::new(),
             stats: vec![DatasetStats::default(); n],
-            shares: weights.iter().map(|w| *w as f64 / total as f64).collect(),
+            shares: weights.iter().map(|w| *w as f64 / total).collect(),
             batch_counts: vec![0; n],
             deviation: Deviation {
                 max_abs_batches: 0.0,
@@ -308,7 +327,7 @@ mod tests {
             150, 150, 1719, 1512, 1000, 451, 451, 226, 149, 263, 147, 69, 47, 46, 40, 34,
         ];
         let arities = vec![Arity::Pair; weights.len()];
-        let mut s = Schedule::new(weights.clone(), arities, Mixing::Exact, 2, 4, 1);
+        let mut s = Schedule::new(weights.clone(), arities, Mixing::Exact, 2, 4, 1).unwrap();
         let total: u64 = weights.iter().sum();
         let mut counts = vec![0u64; weights.len()];
         let mut n = 0u64;
@@ -328,7 +347,7 @@ mod tests {
     fn random_rounds_never_mix_arities() {
         let weights = vec![5, 3, 2];
         let arities = vec![Arity::Pair, Arity::Triplet, Arity::Pair];
-        let mut s = Schedule::new(weights, arities.clone(), Mixing::Random, 3, 2, 9);
+        let mut s = Schedule::new(weights, arities.clone(), Mixing::Random, 3, 2, 9).unwrap();
         for _ in 0..2_000 {
             let round = s.next_round();
             assert_eq!(round.len(), 6);

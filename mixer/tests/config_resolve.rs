@@ -102,3 +102,45 @@ fn missing_sources_are_listed_never_dropped() {
         .iter()
         .any(|s| matches!(s.kind, SourceKind::Jsonl { .. }) && s.id == "AllNLI"));
 }
+
+#[test]
+fn weights_summing_past_the_limit_are_a_clear_error_not_a_panic() {
+    let half = u64::MAX / 2 + 1; // two of these overflow u64
+    let p = Path::new("big.json");
+    let json = format!(r#"[{{"name":"squad","weight":{half}}},{{"name":"eli5","weight":{half}}}]"#);
+    let err = MixConfig::from_slice(p, json.as_bytes()).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("big.json") && msg.contains(&(2 * half as u128).to_string()),
+        "{msg}"
+    );
+    assert!(msg.contains("above the limit"), "{msg}");
+    // Just under the limit is fine and sums exactly.
+    let max = mixer::MAX_TOTAL_WEIGHT;
+    let json = format!(
+        r#"[{{"name":"squad","weight":{}}},{{"name":"eli5","weight":{}}}]"#,
+        max - 1,
+        1
+    );
+    assert_eq!(
+        MixConfig::from_slice(p, json.as_bytes())
+            .unwrap()
+            .total_weight(),
+        max
+    );
+
+    // A config built in code skips that check: merging entries onto one dataset is checked too.
+    let pairs = tempfile::tempdir().unwrap();
+    make_dataset(pairs.path(), "squad", schemas::Arity::Pair, 5, 5);
+    let entry = |w| mixer::ConfigEntry {
+        name: "squad".into(),
+        lines: None,
+        weight: w,
+    };
+    let cfg = MixConfig {
+        path: p.to_path_buf(),
+        entries: vec![entry(half), entry(half)],
+    };
+    let err = resolve(&cfg, pairs.path()).unwrap_err().to_string();
+    assert!(err.contains("`squad`") && err.contains("limit"), "{err}");
+}

@@ -329,3 +329,136 @@ fn normalized_jsonl_sources_mix_like_datasets() {
     assert_eq!(report.index.datasets["AllNLI"]["rows"], 100);
     assert!(out.join(".sources/AllNLI/manifest.json").is_file());
 }
+
+#[test]
+fn a_second_mix_into_the_same_folder_fails_at_once_and_stale_temps_go() {
+    let Some(f) = fixture() else { return };
+    let out = f._tmp.path().join("shards");
+    // Another run holds the folder (here: this process, as a second `prep mix` would see it).
+    let held = schemas::OutputLock::acquire(&out).unwrap();
+    let err = mix(&f.config, &f.pairs, &f.tok, &out, &opts(), &NoProgress).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("in use by pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(
+        !out.join("index.json").exists(),
+        "the refused run wrote nothing"
+    );
+    drop(held);
+
+    // What killed runs of other pids left: shard and index temps, a half-converted source.
+    std::fs::create_dir_all(out.join(".sources/.AllNLI.tmp-424242")).unwrap();
+    std::fs::write(out.join(".index.json.tmp-31337"), b"{").unwrap();
+    std::fs::write(out.join(".shard-00002.parquet.tmp-31337"), b"half").unwrap();
+    run(&f, &out, &opts());
+    assert!(!out.join(".sources/.AllNLI.tmp-424242").exists());
+    assert_eq!(files(&out).len(), 9, "8 shards + index.json, no temps");
+}
+
+#[test]
+fn resume_verifies_every_listed_shard_and_remakes_the_damaged_ones() {
+    let Some(f) = fixture() else { return };
+    let full = f._tmp.path().join("full");
+    let out = f._tmp.path().join("out");
+    run(&f, &full, &opts());
+    run(&f, &out, &opts());
+    // Damage in the middle of the list (not the last shard), and a listed shard gone.
+    let path = out.join(shard_file_name(2));
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 3] ^= 0x55;
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::remove_file(out.join(shard_file_name(4))).unwrap();
+
+    let report = run(&f, &out, &opts());
+    assert_eq!(
+        report.shards_remade,
+        [shard_file_name(2), shard_file_name(4)]
+    );
+    assert_eq!(report.resumed_at_batch, 10);
+    assert_eq!(
+        report.batches_written, 10,
+        "only shards 2 and 4 are made again"
+    );
+    assert_eq!(
+        files(&out),
+        files(&full),
+        "byte-identical to an untouched mix"
+    );
+}
+
+#[test]
+fn a_no_op_rerun_leaves_the_index_byte_identical() {
+    let Some(f) = fixture() else { return };
+    let out = f._tmp.path().join("out");
+    run(&f, &out, &opts());
+    let before = files(&out);
+    let index = out.join("index.json");
+    let mtime = std::fs::metadata(&index).unwrap().modified().unwrap();
+    let report = run(&f, &out, &opts());
+    assert_eq!(report.batches_written, 0);
+    assert!(report.shards_remade.is_empty());
+    assert_eq!(files(&out), before, "shards and index.json unchanged");
+    assert_eq!(
+        std::fs::metadata(&index).unwrap().modified().unwrap(),
+        mtime,
+        "index.json not even rewritten"
+    );
+    let idx = ShardIndex::read(&out).unwrap();
+    assert!(idx.extra.contains_key("mixing_deviation"));
+    assert!(idx
+        .datasets
+        .values()
+        .any(|d| d["batches"].as_u64() > Some(0)));
+
+    // Fewer steps: nothing to write, and the index is the one a fresh shorter run writes.
+    let mut shorter = opts();
+    shorter.steps = 35;
+    let fresh = f._tmp.path().join("fresh");
+    run(&f, &fresh, &shorter);
+    let report = run(&f, &out, &shorter);
+    assert_eq!(report.batches_written, 0);
+    assert_eq!(files(&out), files(&fresh));
+}
+
+#[test]
+fn weights_past_the_limit_fail_the_mix_and_huge_valid_ones_mix() {
+    let Some(f) = fixture() else { return };
+    let entry = |name: &str, weight| mixer::ConfigEntry {
+        name: name.into(),
+        lines: None,
+        weight,
+    };
+    let half = u64::MAX / 2 + 1;
+    let config = MixConfig {
+        path: f._tmp.path().join("c.json"),
+        entries: vec![entry("squad", half), entry("eli5", half)],
+    };
+    let out = f._tmp.path().join("over");
+    let err = mix(&config, &f.pairs, &f.tok, &out, &opts(), &NoProgress).unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+
+    // Weights near the limit: exact arithmetic, every dataset gets its share of batches.
+    let big = mixer::MAX_TOTAL_WEIGHT / 2;
+    let config = MixConfig {
+        path: f._tmp.path().join("c.json"),
+        entries: vec![entry("squad", big), entry("eli5", big)],
+    };
+    let mut o = opts();
+    o.mixing = Mixing::Exact;
+    o.steps = 12;
+    let report = mix(
+        &config,
+        &f.pairs,
+        &f.tok,
+        &f._tmp.path().join("big"),
+        &o,
+        &NoProgress,
+    )
+    .unwrap();
+    for id in ["squad", "eli5"] {
+        assert_eq!(report.index.datasets[id]["batches"], 6, "{id}");
+    }
+}

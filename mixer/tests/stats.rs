@@ -23,7 +23,7 @@ fn sampler(
     }
     let weights: Vec<u64> = datasets.iter().map(|d| d.2).collect();
     let arities = datasets.iter().map(|d| d.1).collect();
-    let schedule = Schedule::new(weights.clone(), arities, mixing, 2, 4, seed);
+    let schedule = Schedule::new(weights.clone(), arities, mixing, 2, 4, seed).unwrap();
     (Sampler::new(streams, schedule, &weights, 2), weights)
 }
 
