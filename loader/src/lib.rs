@@ -5,6 +5,9 @@
 //!   through a bounded channel, so memory stays at `prefetch` batches however big the shards are.
 //! - The position is a [`LoaderState`] (shard, batch): a trainer saves it in its checkpoint and
 //!   [`Loader::open`] resumes exactly there.
+//! - Shards are checked against `index.json` before the first batch ([`Verify`]): by default
+//!   every shard the stream will read is hashed in [`Loader::open`], so a damaged shard fails the
+//!   run before any work rather than when it is reached.
 //! - `rank`/`world_size` give each data-parallel process the same contiguous slice of every global
 //!   batch (rows `rank*B/W .. (rank+1)*B/W`): slices are disjoint, cover the batch, and every process
 //!   stays on the same step and dataset.
@@ -18,7 +21,7 @@ use std::thread::JoinHandle;
 use arrow_array::{Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use candle_core::{Device, Tensor};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use schemas::{SchemaError, ShardIndex};
+use schemas::{NoProgress, Progress, SchemaError, ShardEntry, ShardIndex, Unit};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +45,17 @@ pub enum LoaderError {
         path: PathBuf,
         expected: String,
         actual: String,
+    },
+    #[error(
+        "{index}: {} shard(s) do not match it (changed or damaged after mixing; rerun the same \
+         `prep mix` to remake them):\n  {}",
+        details.len(),
+        details.join("\n  ")
+    )]
+    Damaged {
+        index: PathBuf,
+        /// One line per shard: its file and what is wrong.
+        details: Vec<String>,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -68,14 +82,44 @@ pub struct LoaderState {
     pub batch: u64,
 }
 
+/// How shards are checked against `index.json` before they are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verify {
+    /// Every shard the stream will read is hashed in [`Loader::open`], before the first batch.
+    #[default]
+    Full,
+    /// In [`Loader::open`]: every shard's Parquet footer (it opens, its row count is the
+    /// index's) and the first and last shards' sha256; every other shard is hashed just before
+    /// it is read, so damaged data is still never yielded, only found later.
+    Fast,
+    /// No checks (benchmarks of the reader itself).
+    Off,
+}
+
+impl std::str::FromStr for Verify {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "full" => Ok(Verify::Full),
+            "fast" => Ok(Verify::Fast),
+            "off" => Ok(Verify::Off),
+            _ => Err(format!("verify is `full`, `fast` or `off`, not `{s}`")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LoaderOptions {
     pub rank: usize,
     pub world_size: usize,
     /// Batches read ahead of the consumer (the channel bound).
     pub prefetch: usize,
-    /// Check each shard's sha256 against the index before reading it.
-    pub verify: bool,
+    /// How shards are checked against the index.
+    pub verify: Verify,
+    /// Stop before this global batch (`None`: the end of the index). Verification covers only
+    /// the shards holding batches `start..end_batch`.
+    pub end_batch: Option<u64>,
     pub device: Device,
 }
 
@@ -85,7 +129,8 @@ impl Default for LoaderOptions {
             rank: 0,
             world_size: 1,
             prefetch: 4,
-            verify: true,
+            verify: Verify::Full,
+            end_batch: None,
             device: Device::Cpu,
         }
     }
@@ -354,6 +399,96 @@ impl Iterator for ShardReader {
     }
 }
 
+/// The shards (indices into `index.shards`) holding batches `start..end`.
+fn shards_between(index: &ShardIndex, start: LoaderState, end: u64) -> std::ops::Range<usize> {
+    let last = index
+        .shards
+        .iter()
+        .rposition(|s| s.first_batch < end)
+        .map_or(0, |i| i + 1);
+    start.shard.min(last)..last
+}
+
+/// Hashes shard `i` and says what is wrong with it, if anything.
+fn hash_problem(dir: &Path, entry: &ShardEntry) -> Option<String> {
+    let path = dir.join(&entry.file);
+    match schemas::sha256_file(&path) {
+        Ok(actual) if actual == entry.sha256 => None,
+        Ok(actual) => Some(format!(
+            "{}: sha256 is {actual}, index.json says {}",
+            entry.file, entry.sha256
+        )),
+        Err(e) => Some(format!("{}: {e}", entry.file)),
+    }
+}
+
+/// Opens the shard's Parquet footer (cheap: a few KB at the end) and checks its row count.
+fn footer_problem(dir: &Path, entry: &ShardEntry) -> Option<String> {
+    let path = dir.join(&entry.file);
+    let rows = File::open(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|f| {
+            parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string())
+        })
+        .map(|r| {
+            use parquet::file::reader::FileReader;
+            r.metadata().file_metadata().num_rows()
+        });
+    match rows {
+        Ok(n) if n == entry.rows as i64 => None,
+        Ok(n) => Some(format!(
+            "{}: holds {n} rows, index.json says {}",
+            entry.file, entry.rows
+        )),
+        Err(e) => Some(format!("{}: not a readable Parquet file: {e}", entry.file)),
+    }
+}
+
+/// Checks the shards holding batches `start..end` against `index` (see [`Verify`]), reporting
+/// bytes hashed to `progress`; every damaged shard is named in one error.
+pub fn verify_shards(
+    dir: &Path,
+    index: &ShardIndex,
+    start: LoaderState,
+    end: u64,
+    mode: Verify,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let range = shards_between(index, start, end);
+    let shards = &index.shards[range];
+    let (Some(first), Some(last)) = (shards.first(), shards.last()) else {
+        return Ok(());
+    };
+    let hashed: Vec<&ShardEntry> = match mode {
+        Verify::Off => return Ok(()),
+        Verify::Full => shards.iter().collect(),
+        Verify::Fast if shards.len() == 1 => vec![first],
+        Verify::Fast => vec![first, last],
+    };
+    let bytes = |e: &ShardEntry| std::fs::metadata(dir.join(&e.file)).map_or(0, |m| m.len());
+    progress.begin(
+        "verify shards",
+        Some(hashed.iter().map(|e| bytes(e)).sum()),
+        Unit::Bytes,
+    );
+    let mut details = Vec::new();
+    if mode == Verify::Fast {
+        details.extend(shards.iter().filter_map(|e| footer_problem(dir, e)));
+    }
+    for entry in hashed {
+        details.extend(hash_problem(dir, entry));
+        progress.advance(bytes(entry));
+    }
+    progress.finish();
+    if details.is_empty() {
+        return Ok(());
+    }
+    Err(LoaderError::Damaged {
+        index: dir.join(schemas::SHARD_INDEX_FILE),
+        details,
+    })
+}
+
 /// Yields [`RawBatch`]es for one rank from `start` to the end of the index, on the calling thread.
 pub fn raw_batches(
     dir: &Path,
@@ -429,12 +564,25 @@ pub struct Loader {
     rx: Receiver<Result<Batch>>,
     handle: Option<JoinHandle<()>>,
     state: LoaderState,
+    /// The global batch the stream stops before.
+    end: u64,
 }
 
 impl Loader {
     /// Opens `dir/index.json` and starts reading at `start` (use `LoaderState::default()` for the
-    /// beginning, or the `next` of the last consumed batch to resume).
+    /// beginning, or the `next` of the last consumed batch to resume). Shards are verified
+    /// first, as `opts.verify` says.
     pub fn open(dir: &Path, start: LoaderState, opts: &LoaderOptions) -> Result<Self> {
+        Loader::open_with_progress(dir, start, opts, &NoProgress)
+    }
+
+    /// [`Loader::open`], reporting the up-front verification (bytes hashed) to `progress`.
+    pub fn open_with_progress(
+        dir: &Path,
+        start: LoaderState,
+        opts: &LoaderOptions,
+        progress: &dyn Progress,
+    ) -> Result<Self> {
         let index = ShardIndex::read(dir)?;
         let index_path = dir.join(schemas::SHARD_INDEX_FILE);
         if opts.world_size == 0 || opts.rank >= opts.world_size {
@@ -463,9 +611,19 @@ impl Loader {
                 format!("resume position {start:?} does not match the shard list"),
             ));
         }
+        let end = opts.end_batch.unwrap_or(total).min(total);
+        verify_shards(dir, &index, start, end, opts.verify, progress)?;
         let pad_id = pad_token_id(&index);
         let (tx, rx) = sync_channel(opts.prefetch.max(1));
-        let raw = raw_batches(dir, &index, start, opts.rank, opts.world_size, opts.verify);
+        // Fast mode hashes the shards it did not hash up front just before reading them.
+        let lazy = opts.verify == Verify::Fast;
+        // Only the shards up to `end` are opened (and, in fast mode, hashed).
+        let mut limited = index.clone();
+        limited
+            .shards
+            .truncate(shards_between(&index, start, end).end);
+        let raw = raw_batches(dir, &limited, start, opts.rank, opts.world_size, lazy)
+            .take_while(move |b| b.as_ref().map_or(true, |b| b.index < end));
         let device = opts.device.clone();
         let shards = index.clone();
         let handle = std::thread::Builder::new()
@@ -495,6 +653,7 @@ impl Loader {
             rx,
             handle: Some(handle),
             state: start,
+            end,
         })
     }
 
@@ -507,9 +666,9 @@ impl Loader {
         self.state
     }
 
-    /// Batches left from the current position to the end of the shards.
+    /// Batches left from the current position to the end of the stream.
     pub fn remaining(&self) -> u64 {
-        self.index.total_batches().saturating_sub(self.state.batch)
+        self.end.saturating_sub(self.state.batch)
     }
 }
 

@@ -242,19 +242,75 @@ fn ranks_get_disjoint_deterministic_slices() {
     );
 }
 
+/// Flips a byte of the first page (not the footer, which fast verification reads).
+fn flip_byte(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[6] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[test]
-fn changed_shard_fails_with_its_name() {
+fn damaged_shards_fail_at_open_before_any_batch_naming_every_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut index = write_shards(dir.path(), &expected(4), 2);
-    index.shards[1].sha256 = "0".repeat(64);
+    let mut index = write_shards(dir.path(), &expected(8), 2);
+    // One shard's recorded hash no longer matches, another's bytes changed: both far from the
+    // start, so a lazy check would have yielded the batches before them first.
+    index.shards[2].sha256 = "0".repeat(64);
     index.write(dir.path()).unwrap();
-    let results: Vec<_> = Loader::open(
+    flip_byte(&dir.path().join("shard-00003.parquet"));
+    let err = Loader::open(
         dir.path(),
         LoaderState::default(),
         &LoaderOptions::default(),
     )
-    .unwrap()
-    .collect();
+    .err()
+    .expect("open refuses damaged shards");
+    let msg = err.to_string();
+    assert!(msg.contains("2 shard(s) do not match"), "{msg}");
+    for f in ["shard-00002.parquet", "shard-00003.parquet"] {
+        assert!(msg.contains(f), "{msg}");
+    }
+    assert!(msg.contains("sha256"), "{msg}");
+
+    // Stopping before the damaged shards: only the shards read are verified.
+    let opts = LoaderOptions {
+        end_batch: Some(4),
+        ..Default::default()
+    };
+    let got: Vec<u64> = Loader::open(dir.path(), LoaderState::default(), &opts)
+        .unwrap()
+        .map(|b| b.unwrap().index)
+        .collect();
+    assert_eq!(got, [0, 1, 2, 3]);
+}
+
+#[test]
+fn fast_verify_checks_footers_up_front_and_hashes_the_rest_when_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(dir.path(), &expected(8), 2);
+    let fast = LoaderOptions {
+        verify: loader::Verify::Fast,
+        ..Default::default()
+    };
+    // A truncated middle shard: its footer is gone, caught at open.
+    let path = dir.path().join("shard-00002.parquet");
+    let good = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &good[..good.len() - 10]).unwrap();
+    let err = Loader::open(dir.path(), LoaderState::default(), &fast)
+        .err()
+        .expect("truncated shard refused at open")
+        .to_string();
+    assert!(
+        err.contains("shard-00002.parquet") && err.contains("Parquet"),
+        "{err}"
+    );
+    // A byte flipped inside a middle shard keeps its footer: found by its hash when reached,
+    // and never yielded.
+    std::fs::write(&path, &good).unwrap();
+    flip_byte(&dir.path().join("shard-00001.parquet"));
+    let results: Vec<_> = Loader::open(dir.path(), LoaderState::default(), &fast)
+        .unwrap()
+        .collect();
     assert_eq!(
         results.len(),
         3,
@@ -266,6 +322,13 @@ fn changed_shard_fails_with_its_name() {
         err.contains("shard-00001.parquet") && err.contains("sha256"),
         "{err}"
     );
+    // The default (full) refuses the same folder before the first batch.
+    assert!(Loader::open(
+        dir.path(),
+        LoaderState::default(),
+        &LoaderOptions::default()
+    )
+    .is_err());
 }
 
 #[test]
@@ -293,4 +356,64 @@ fn dropping_midstream_stops_the_reader() {
     let mut l = Loader::open(dir.path(), LoaderState::default(), &opts).unwrap();
     l.next().unwrap().unwrap();
     drop(l); // must return (joins the reader thread) rather than hang on a full channel
+}
+
+/// What full verification costs: `PREP_VERIFY_BENCH_MB=1024 cargo test -p loader --test stream
+/// -- --ignored --nocapture verify_cost` (files just written, so read from the page cache).
+#[test]
+#[ignore]
+fn verify_cost() {
+    let mb: u64 = std::env::var("PREP_VERIFY_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::tempdir().unwrap();
+    let mut shards = Vec::new();
+    let per_file = 64u64 << 20;
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    for i in 0..(mb << 20).div_ceil(per_file) {
+        let bytes: Vec<u8> = (0..per_file)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let file = format!("shard-{i:05}.parquet");
+        std::fs::write(dir.path().join(&file), &bytes).unwrap();
+        shards.push(ShardEntry {
+            sha256: schemas::sha256_file(&dir.path().join(&file)).unwrap(),
+            file,
+            rows: 1,
+            first_batch: i,
+            batches: 1,
+        });
+    }
+    let index = ShardIndex {
+        prep_version: "test".into(),
+        batch_size: 1,
+        steps: shards.len() as u64,
+        seed: 0,
+        shards,
+        datasets: Default::default(),
+        extra: Default::default(),
+    };
+    let t = std::time::Instant::now();
+    loader::verify_shards(
+        dir.path(),
+        &index,
+        LoaderState::default(),
+        index.steps,
+        loader::Verify::Full,
+        &schemas::NoProgress,
+    )
+    .unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let gb = (index.steps * per_file) as f64 / 1e9;
+    println!(
+        "verify full: {gb:.2} GB in {secs:.2} s = {:.2} s per GB ({:.0} MB/s)",
+        secs / gb,
+        gb * 1e3 / secs
+    );
 }
