@@ -3,8 +3,10 @@
 
 mod bench;
 mod cmd;
+mod holdout;
 mod model;
 mod progress;
+mod samples;
 
 use clap::{Parser, Subcommand};
 

@@ -1,8 +1,13 @@
-//! `prep demo`: the whole pipeline on bundled samples, offline: ingest every sample source, mix
-//! them into tokenized shards, train a small encoder, and evaluate retrieval before and after.
+//! `prep demo`: the whole pipeline on bundled samples, offline: ingest every sample source, hold
+//! out a seeded share of the queries, mix the rest into tokenized shards, train a small encoder,
+//! and evaluate retrieval on the held-out queries before and after training.
+//!
+//! The samples are the ones embedded in the binary (see `crate::samples`: an invented world, each
+//! fact stated by one record), written to `<out>/samples/`; `--fixtures DIR` runs on another
+//! folder of the same layout instead (e.g. the real samples in ../shared/fixtures).
 //!
 //! Without `--model`, the encoder is a tiny BERT (2 layers, hidden 128) with a WordPiece vocab
-//! trained on the sample texts, initialised from `--seed`; with `--model M` it fine-tunes M.
+//! trained on the training texts only, initialised from `--seed`; with `--model M` it fine-tunes M.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,20 +15,21 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use encoder::candle_core::Device;
-use encoder::{RetrievalMetrics, SentenceEncoder};
+use encoder::{EvalSet, RetrievalMetrics, SentenceEncoder};
 use ingest::IngestOptions;
 use mixer::{MixConfig, MixOptions, MixTokenizer};
-use schemas::{part_files, NoProgress, PairReader};
+use schemas::{part_files, AtomicFile, Manifest, NoProgress, PairReader, PairRecord, PairWriter};
 
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Folder of sample sources (`<source>/...` as in shared/fixtures). Default: $PREP_SHARED or
-    /// ../shared fixtures when present, else the repository's `samples/`.
+    /// Folder of sample sources (`<source>/...`, the layout of shared/fixtures). Default: the
+    /// samples embedded in this binary, written to `<out>/samples/`.
     #[arg(long)]
     pub fixtures: Option<PathBuf>,
-    /// Work folder (pairs/, shards/, model-init/, run/). Replaced on each run.
+    /// Work folder (samples/, pairs/, train-pairs/, shards/, model-init/, run/,
+    /// demo-summary.json). Replaced on each run.
     #[arg(long, default_value = "demo-run")]
     pub out: PathBuf,
     /// Fine-tune this model instead of training a tiny one from scratch.
@@ -36,61 +42,174 @@ pub struct Args {
     /// Learning rate (default: 1e-3 from scratch, 2e-5 when fine-tuning).
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Seeds the held-out split, the mix, the initial weights and training.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Records of the evaluation dataset used by the before/after evaluation.
-    #[arg(long, default_value_t = 500)]
-    pub eval_limit: usize,
+    /// Share of the distinct queries held out of training for the before/after evaluation.
+    #[arg(long, default_value_t = 0.2)]
+    pub held_out: f64,
 }
 
-/// (source, input under the fixtures folder). Sources that fail on their sample are reported and
-/// skipped, so the demo runs on whatever samples exist.
-const SOURCES: &[(&str, &str)] = &[
-    ("squad", "squad2"),
-    ("stackexchange", "stackexchange"),
-    ("gooaq", "gooaq"),
-    ("yahoo_answers", "yahoo_answers"),
-    ("quora", "quora/QQP.train.tsv"),
-    ("amazon_qa", "amazon_qa/qa_Appliances.json.gz"),
-    ("searchqa", "searchqa"),
-    ("triviaqa", "triviaqa"),
-    ("wikianswers", "wikianswers"),
+/// (source, inputs under the samples folder): the embedded samples and shared/fixtures use the
+/// same paths; each source takes the first of its inputs that exists. A source that fails on its
+/// sample is reported and skipped, so `--fixtures` runs on whatever samples a folder has.
+const SOURCES: &[(&str, &[&str])] = &[
+    ("squad", &["squad2"]),
+    ("stackexchange", &["stackexchange"]),
+    ("gooaq", &["gooaq"]),
+    ("yahoo_answers", &["yahoo_answers"]),
+    ("quora", &["quora/QQP.train.tsv"]),
+    ("amazon_qa", &["amazon_qa/qa_Appliances.json.gz"]),
+    ("searchqa", &["searchqa"]),
+    ("triviaqa", &["triviaqa"]),
+    ("wikianswers", &["wikianswers"]),
+    ("msmarco", &["msmarco"]),
+    ("natural_questions", &["natural_questions"]),
+    (
+        "eli5",
+        &[
+            "eli5/eli5-category-train.json",
+            "eli5/eli5-category-test.json",
+        ],
+    ),
+    ("paq", &["paq"]),
+    ("jsonl", &["jsonl"]),
 ];
 
-fn fixtures_dir(arg: &Option<PathBuf>) -> Result<PathBuf> {
-    if let Some(d) = arg {
-        return Ok(d.clone());
-    }
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(s) = std::env::var_os("PREP_SHARED") {
-        candidates.push(PathBuf::from(s).join("fixtures"));
-    }
-    candidates.push(PathBuf::from("../shared/fixtures"));
-    candidates.push(PathBuf::from("samples"));
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    candidates.push(repo.join("../shared/fixtures"));
-    candidates.push(repo.join("samples"));
-    candidates
-        .into_iter()
-        .find(|c| c.is_dir())
-        .ok_or_else(|| anyhow::anyhow!("no sample folder found: pass --fixtures DIR"))
-}
+/// An ingested dataset: id, rows, columns.
+type Ingested = (String, u64, usize);
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
-    let fixtures = fixtures_dir(&args.fixtures)?;
-    let out = &args.out;
-    if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))?;
+    if !(0.0..1.0).contains(&args.held_out) || args.held_out == 0.0 {
+        bail!(
+            "--held-out must be above 0 and below 1, got {}",
+            args.held_out
+        );
     }
-    let pairs = out.join("pairs");
-    println!("== 1/5 ingest samples from {}", fixtures.display());
-    let mut datasets: Vec<(String, u64, usize)> = Vec::new();
-    for (source, input) in SOURCES {
-        let path = fixtures.join(input);
-        if !path.exists() {
-            continue;
+    let out = &args.out;
+    clear_out(out)?;
+    let fixtures = match &args.fixtures {
+        Some(d) => d.clone(),
+        None => {
+            let dir = out.join("samples");
+            crate::samples::write_to(&dir)?;
+            dir
         }
+    };
+    let pairs = out.join("pairs");
+    println!("== 1/6 ingest samples from {}", fixtures.display());
+    let datasets = ingest_all(&fixtures, &pairs)?;
+
+    let train_pairs = out.join("train-pairs");
+    let (held_out, in_training) = split(&pairs, &datasets, &train_pairs, &args)?;
+    let train_sets: Vec<Ingested> = in_training.iter().map(|(d, _)| d.clone()).collect();
+
+    println!("== 3/6 model");
+    let model_dir = prepare_model(&args, &train_pairs, &train_sets)?;
+
+    println!("== 4/6 mix {} batches of {}", args.steps, args.batch_size);
+    let shards = out.join("shards");
+    let mixed = mix(&args, &model_dir, &train_pairs, &train_sets, &shards)?;
+
+    println!("== 5/6 eval before training");
+    let train_sample: Vec<PairRecord> = in_training
+        .iter()
+        .flat_map(|(_, rs)| rs.iter().cloned())
+        .take(held_out.len())
+        .collect();
+    let held_set = eval_set(&held_out);
+    let train_set = eval_set(&train_sample);
+    let before = (
+        evaluate(&model_dir, &held_set)?,
+        evaluate(&model_dir, &train_set)?,
+    );
+    print_metrics("held-out", &before.0);
+
+    println!("== 6/6 train {} steps", args.steps);
+    let summary = super::train::run_with(&train_args(&args, &shards, &model_dir), &Bar::new())?;
+    let ck = summary
+        .last_checkpoint
+        .clone()
+        .context("training wrote no checkpoint")?;
+    let after = (evaluate(&ck, &held_set)?, evaluate(&ck, &train_set)?);
+    let (first, last) = loss_ends(&summary);
+
+    println!(
+        "== held-out queries: {} queries never seen in training, {} candidates",
+        held_set.queries.len(),
+        held_set.candidates.len()
+    );
+    print_metrics("before", &before.0);
+    print_metrics("after", &after.0);
+    println!(
+        "== in-training queries (memorisation, not generalisation): {} queries",
+        train_set.queries.len()
+    );
+    print_metrics("before", &before.1);
+    print_metrics("after", &after.1);
+    println!("   training loss {first:.3} (first 10 steps) -> {last:.3} (last 10)");
+    let summary_path = out.join("demo-summary.json");
+    let report = serde_json::json!({
+        "samples": args.fixtures.as_ref().map_or("embedded".to_owned(), |d| d.display().to_string()),
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "held_out_fraction": args.held_out,
+        "datasets": datasets.iter().map(|d| serde_json::json!({"id": d.0, "rows": d.1})).collect::<Vec<_>>(),
+        "mixed": mixed,
+        "held_out": {"before": before.0, "after": after.0},
+        "in_training": {"before": before.1, "after": after.1},
+        "loss": {"first_10": first, "last_10": last},
+        "model": ck.display().to_string(),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    AtomicFile::write_json(&summary_path, &report)?;
+    println!(
+        "model: {} (a sentence-transformers folder); log: {}; summary: {}; total {:.0}s",
+        ck.display(),
+        out.join("train-log.jsonl").display(),
+        summary_path.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Empties the work folder, refusing one that holds anything but an earlier demo's outputs.
+fn clear_out(out: &Path) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    let ours = [
+        "samples",
+        "pairs",
+        "train-pairs",
+        "shards",
+        "model-init",
+        "run",
+        "data_config.json",
+        "train-log.jsonl",
+        "demo-summary.json",
+    ];
+    for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if !ours.contains(&name.as_ref()) && !name.starts_with('.') {
+            bail!(
+                "{} holds {name}, which the demo did not write: pass another --out",
+                out.display()
+            );
+        }
+    }
+    std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))
+}
+
+fn ingest_all(fixtures: &Path, pairs: &Path) -> Result<Vec<Ingested>> {
+    let mut datasets: Vec<Ingested> = Vec::new();
+    for (source, inputs) in SOURCES {
+        let Some(path) = inputs.iter().map(|i| fixtures.join(i)).find(|p| p.exists()) else {
+            continue;
+        };
         let opts = IngestOptions {
             threads: 1,
             max_errors: 1000,
@@ -99,54 +218,126 @@ pub fn run(args: Args) -> Result<()> {
         match ingest::run(
             source,
             std::slice::from_ref(&path),
-            &pairs,
+            pairs,
             &opts,
             &NoProgress,
         ) {
             Ok(report) => {
                 for m in report.manifests.iter().filter(|m| m.rows > 0) {
-                    println!("   {source:<14} -> {:<28} {:>6} rows", m.dataset, m.rows);
+                    println!("   {source:<17} -> {:<28} {:>6} rows", m.dataset, m.rows);
                     datasets.push((m.dataset.clone(), m.rows, m.columns.columns()));
                 }
             }
-            Err(e) => eprintln!("   {source:<14} skipped: {e}"),
+            Err(e) => eprintln!("   {source:<17} skipped: {e}"),
         }
     }
     if datasets.is_empty() {
         bail!("no sample ingested from {}", fixtures.display());
     }
+    Ok(datasets)
+}
 
-    println!("== 2/5 model");
-    let model_dir = match &args.model {
-        Some(m) => {
-            let dir = crate::model::resolve(m)?;
-            println!("   fine-tuning {}", dir.display());
-            dir
+fn read_records(dir: &Path) -> Result<Vec<PairRecord>> {
+    let mut records = Vec::new();
+    for f in part_files(dir)? {
+        for r in PairReader::open(&f)?.records()? {
+            records.push(r?);
         }
-        None => {
-            let dir = out.join("model-init");
-            let texts = sample_texts(&pairs, &datasets)?;
-            let bar_texts = texts.len();
-            train::vocab::build_model_folder(&texts, 8000, &dir, |v| {
-                train::vocab::tiny_config(v, 128)
-            })
-            .context("building the demo vocab")?;
-            // Write the seeded initial weights so "before" is evaluated on exactly what training starts from.
-            let cfg = encoder::BertConfig::from_file(&dir.join("config.json"))?;
-            let mut model = train::Trainable::fresh(&cfg, args.seed, None, &Device::Cpu)?;
-            model.source = Some(dir.clone());
-            train::checkpoint::write_model_files(&dir, &model, 128)?;
-            println!(
-                "   tiny BERT (2 layers, hidden 128, {} params), WordPiece vocab of {} from {bar_texts} sample texts",
-                model.vars.iter().map(|v| v.elem_count()).sum::<usize>(),
-                cfg.vocab_size
-            );
-            dir
-        }
-    };
+    }
+    Ok(records)
+}
 
-    println!("== 3/5 mix {} batches of {}", args.steps, args.batch_size);
-    let shards = out.join("shards");
+/// Holds out a seeded share of the queries ([`crate::holdout`]) and writes the rest as training
+/// datasets under `train_pairs` (same ids, manifests counting the records held out). Returns the
+/// held-out records and, per training dataset, its records.
+#[allow(clippy::type_complexity)]
+fn split(
+    pairs: &Path,
+    datasets: &[Ingested],
+    train_pairs: &Path,
+    args: &Args,
+) -> Result<(Vec<PairRecord>, Vec<(Ingested, Vec<PairRecord>)>)> {
+    let mut all = Vec::new();
+    for (id, _, _) in datasets {
+        all.push((id.clone(), read_records(&pairs.join(id))?));
+    }
+    let split = crate::holdout::split(all, args.held_out, args.seed);
+    let queries: std::collections::HashSet<&str> =
+        split.held_out.iter().map(|r| r.anchor.as_str()).collect();
+    println!(
+        "== 2/6 hold out {} of the queries (seed {}): {} queries, {} records; {} more records \
+         left out of training for sharing a held-out text",
+        args.held_out,
+        args.seed,
+        queries.len(),
+        split.held_out.len(),
+        split.dropped
+    );
+    let mut in_training = Vec::new();
+    for ((id, rows, columns), (_, records)) in datasets.iter().zip(split.train) {
+        if records.is_empty() {
+            continue;
+        }
+        let dir = train_pairs.join(id);
+        let mut manifest = Manifest::read(&pairs.join(id))?;
+        let arity = manifest.columns;
+        let mut w = PairWriter::new(&dir, arity, Default::default());
+        for r in &records {
+            w.push(r)?;
+        }
+        manifest.files = w.finish()?;
+        manifest.rows = records.len() as u64;
+        manifest
+            .skipped
+            .insert("held out (demo)".into(), rows - manifest.rows);
+        manifest.write(&dir)?;
+        in_training.push(((id.clone(), manifest.rows, *columns), records));
+    }
+    if in_training.is_empty() {
+        bail!(
+            "nothing left to train on after holding out {}",
+            args.held_out
+        );
+    }
+    Ok((split.held_out, in_training))
+}
+
+fn prepare_model(args: &Args, train_pairs: &Path, train_sets: &[Ingested]) -> Result<PathBuf> {
+    if let Some(m) = &args.model {
+        let dir = crate::model::resolve(m)?;
+        println!("   fine-tuning {}", dir.display());
+        return Ok(dir);
+    }
+    let dir = args.out.join("model-init");
+    // The vocab sees the training texts only: no held-out text shapes anything the model
+    // starts from, and names it never saw are split into pieces of names it did.
+    let texts = sample_texts(train_pairs, train_sets)?;
+    train::vocab::build_model_folder(&texts, 8000, &dir, |v| train::vocab::tiny_config(v, 128))
+        .context("building the demo vocab")?;
+    // Write the seeded initial weights so "before" is evaluated on exactly what training starts from.
+    let cfg = encoder::BertConfig::from_file(&dir.join("config.json"))?;
+    let mut model = train::Trainable::fresh(&cfg, args.seed, None, &Device::Cpu)?;
+    model.source = Some(dir.clone());
+    train::checkpoint::write_model_files(&dir, &model, 128)?;
+    println!(
+        "   tiny BERT (2 layers, hidden 128, {} params), WordPiece vocab of {} from {} training texts",
+        model.vars.iter().map(|v| v.elem_count()).sum::<usize>(),
+        cfg.vocab_size,
+        texts.len()
+    );
+    Ok(dir)
+}
+
+/// Mixes the training datasets, weights proportional to rows. A dataset too small to fill a
+/// batch with distinct texts is left out (the mixer says which) and the mix retried without it.
+/// Returns the ids mixed.
+fn mix(
+    args: &Args,
+    model_dir: &Path,
+    train_pairs: &Path,
+    train_sets: &[Ingested],
+    shards: &Path,
+) -> Result<Vec<String>> {
     let tokenizer = MixTokenizer::open(&model_dir.join("tokenizer.json"), 32, 64)
         .with_context(|| format!("loading {}", model_dir.join("tokenizer.json").display()))?;
     let mix_opts = MixOptions {
@@ -159,16 +350,14 @@ pub fn run(args: Args) -> Result<()> {
         batches_per_shard: 100,
         ..MixOptions::default()
     };
-    // Weights proportional to rows. A sample too small to fill a batch with distinct texts is
-    // left out of the mix (the mixer says which), and the mix retried without it.
-    let mut in_mix: Vec<&(String, u64, usize)> = datasets
+    let mut in_mix: Vec<&Ingested> = train_sets
         .iter()
         .filter(|d| d.1 >= args.batch_size as u64)
         .collect();
     let report = loop {
         if in_mix.is_empty() {
             bail!(
-                "no sample dataset has enough rows for batches of {}; lower --batch-size",
+                "no training dataset has enough rows for batches of {}; lower --batch-size",
                 args.batch_size
             );
         }
@@ -176,11 +365,18 @@ pub fn run(args: Args) -> Result<()> {
             .iter()
             .map(|(id, rows, _)| serde_json::json!({"name": id, "lines": rows, "weight": rows}))
             .collect();
-        let config_path = out.join("data_config.json");
+        let config_path = args.out.join("data_config.json");
         let config_bytes = serde_json::to_vec_pretty(&entries)?;
         std::fs::write(&config_path, &config_bytes)?;
         let config = MixConfig::from_slice(&config_path, &config_bytes)?;
-        match mixer::mix(&config, &pairs, &tokenizer, &shards, &mix_opts, &Bar::new()) {
+        match mixer::mix(
+            &config,
+            train_pairs,
+            &tokenizer,
+            shards,
+            &mix_opts,
+            &Bar::new(),
+        ) {
             Ok(r) => break r,
             Err(mixer::MixError::Dataset { dataset, message }) if in_mix.len() > 1 => {
                 println!("   leaving {dataset} out of the mix: {message}");
@@ -189,7 +385,7 @@ pub fn run(args: Args) -> Result<()> {
             Err(e) => return Err(e).context("mixing"),
         }
     };
-    let mixed: Vec<&str> = in_mix.iter().map(|d| d.0.as_str()).collect();
+    let mixed: Vec<String> = in_mix.iter().map(|d| d.0.clone()).collect();
     println!("   mixed {}", mixed.join(", "));
     println!(
         "   {} batches, {} rows, {} shards",
@@ -197,28 +393,18 @@ pub fn run(args: Args) -> Result<()> {
         report.rows_written,
         report.index.shards.len()
     );
+    Ok(mixed)
+}
 
-    // Evaluate on the largest pair dataset. The samples are tiny, so this dataset is also in the
-    // training mix: the numbers show the pipeline learns, not how the model generalises.
-    let (eval_id, eval_rows, _) = datasets
-        .iter()
-        .filter(|d| d.2 == 2)
-        .max_by_key(|d| d.1)
-        .or(datasets.iter().max_by_key(|d| d.1))
-        .cloned()
-        .expect("non-empty");
-    let eval_set = super::eval::load_eval_set(&pairs.join(&eval_id), Some(args.eval_limit))?;
-    println!("== 4/5 eval before training on {eval_id} ({} of {eval_rows} records; also in the training mix)", eval_set.queries.len());
-    let before = evaluate(&model_dir, &eval_set)?;
-    print_metrics("before", &before);
-
-    println!("== 5/5 train {} steps", args.steps);
+fn train_args(args: &Args, shards: &Path, model_dir: &Path) -> super::train::Args {
     let from_scratch = args.model.is_none();
-    let train_args = super::train::Args {
-        shards: Some(shards.clone()),
+    super::train::Args {
+        shards: Some(shards.to_path_buf()),
         model: Some(model_dir.to_string_lossy().into_owned()),
-        output: out.join("run"),
+        output: Some(args.out.join("run")),
         resume: None,
+        allow_incomplete: false,
+        verify: super::train::VerifyMode::Full,
         steps: args.steps,
         lr: args.lr.unwrap_or(if from_scratch { 1e-3 } else { 2e-5 }),
         warmup: (args.steps / 10).max(1),
@@ -234,50 +420,40 @@ pub fn run(args: Args) -> Result<()> {
         scale: 20.0,
         mini_batch_size: None,
         save_steps: None,
-        log: Some(out.join("train-log.jsonl")),
+        log: Some(args.out.join("train-log.jsonl")),
         rank: 0,
         world_size: 1,
         max_seq_length: 128,
         prefetch: 4,
         threads: None,
-    };
-    let summary = super::train::run_with(&train_args, &Bar::new())?;
-    let ck = summary
-        .last_checkpoint
-        .context("training wrote no checkpoint")?;
-    let after = evaluate(&ck, &eval_set)?;
-    println!(
-        "== results on {eval_id} ({} queries)",
-        eval_set.queries.len()
-    );
-    print_metrics("before", &before);
-    print_metrics("after", &after);
-    let first: f64 = summary.records.iter().take(10).map(|r| r.loss).sum::<f64>()
-        / summary.records.len().clamp(1, 10) as f64;
-    let n = summary.records.len();
-    let last: f64 = summary.records[n.saturating_sub(10)..]
-        .iter()
-        .map(|r| r.loss)
-        .sum::<f64>()
-        / n.clamp(1, 10) as f64;
-    println!("   training loss {first:.3} (first 10 steps) -> {last:.3} (last 10)");
-    println!(
-        "model: {} (a sentence-transformers folder); log: {}; total {:.0}s",
-        ck.display(),
-        out.join("train-log.jsonl").display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    }
+}
+
+/// Mean loss of the first and of the last ten steps.
+fn loss_ends(summary: &train::TrainSummary) -> (f64, f64) {
+    let r = &summary.records;
+    let n = r.len();
+    let mean =
+        |s: &[train::StepRecord]| s.iter().map(|r| r.loss).sum::<f64>() / s.len().max(1) as f64;
+    (mean(&r[..n.min(10)]), mean(&r[n.saturating_sub(10)..]))
+}
+
+fn eval_set(records: &[PairRecord]) -> EvalSet {
+    EvalSet::from_records(
+        records
+            .iter()
+            .map(|r| (r.anchor.clone(), r.positive.clone(), r.negative.clone())),
+    )
 }
 
 fn print_metrics(label: &str, m: &RetrievalMetrics) {
     println!(
-        "   {label:<7} MRR@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}  nDCG@10 {:.4}",
+        "   {label:<8} MRR@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}  nDCG@10 {:.4}",
         m.mrr_at_10, m.recall_at_1, m.recall_at_10, m.ndcg_at_10
     );
 }
 
-fn evaluate(model: &Path, set: &encoder::EvalSet) -> Result<RetrievalMetrics> {
+fn evaluate(model: &Path, set: &EvalSet) -> Result<RetrievalMetrics> {
     let enc = SentenceEncoder::load(model, &Device::Cpu)
         .with_context(|| format!("loading {}", model.display()))?;
     set.evaluate(|texts| enc.encode(texts, 64))
@@ -285,7 +461,7 @@ fn evaluate(model: &Path, set: &encoder::EvalSet) -> Result<RetrievalMetrics> {
 }
 
 /// Every text of the ingested samples (for the WordPiece vocab), in a fixed order.
-fn sample_texts(pairs: &Path, datasets: &[(String, u64, usize)]) -> Result<Vec<String>> {
+fn sample_texts(pairs: &Path, datasets: &[Ingested]) -> Result<Vec<String>> {
     let mut texts = Vec::new();
     let mut seen = BTreeMap::new();
     for (id, _, _) in datasets {
