@@ -23,8 +23,8 @@ use std::time::Instant;
 
 use candle_core::Device;
 use encoder::DropoutRng;
-use loader::{Loader, LoaderOptions, LoaderState};
-use schemas::{Progress, ShardIndex, Unit};
+use loader::{Loader, LoaderOptions, LoaderState, Verify};
+use schemas::{OutputLock, Progress, ShardIndex, Unit};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::TrainerState;
@@ -98,6 +98,11 @@ pub struct RunOptions {
     pub stop_after: Option<u64>,
     /// Test hook: make the save at this step fail midway.
     pub fail_save_at: Option<u64>,
+    /// Train on a shard set whose index says it is incomplete (`complete: false`: a mix that
+    /// was killed or is still running): the run covers the batches listed so far.
+    pub allow_incomplete: bool,
+    /// How shards are checked before the first step ([`Verify::Full`]: every shard hashed).
+    pub verify: Verify,
 }
 
 impl RunOptions {
@@ -109,6 +114,8 @@ impl RunOptions {
             prefetch: 4,
             stop_after: None,
             fail_save_at: None,
+            allow_incomplete: false,
+            verify: Verify::Full,
         }
     }
 }
@@ -135,6 +142,66 @@ pub struct TrainSummary {
     pub seconds: f64,
 }
 
+/// What a shard folder holds, as far as training is concerned.
+#[derive(Debug, Clone)]
+pub struct ShardSet {
+    pub index: ShardIndex,
+    /// Batches listed in the index.
+    pub batches: u64,
+    /// The index says the mix is finished (an index without the flag: all `steps` listed).
+    pub complete: bool,
+}
+
+impl ShardSet {
+    /// One line for the user when training on an incomplete set.
+    pub fn incomplete_notice(&self) -> Option<String> {
+        (!self.complete).then(|| {
+            format!(
+                "the mix is incomplete: training on the {} batches listed so far (of {} asked \
+                 of `prep mix`); with --steps 0 the learning-rate schedule is sized to those {}",
+                self.batches, self.index.steps, self.batches
+            )
+        })
+    }
+}
+
+/// Reads `dir/index.json` and refuses a set with no batches, or (unless `allow_incomplete`)
+/// one whose mix is not finished.
+pub fn check_shards(dir: &Path, allow_incomplete: bool) -> Result<ShardSet> {
+    let index = ShardIndex::read(dir)?;
+    let path = dir.join(schemas::SHARD_INDEX_FILE);
+    let batches = index.total_batches();
+    if batches == 0 {
+        return Err(TrainError::invalid(
+            path,
+            format!(
+                "lists no batches ({} shards): the mix wrote nothing yet; run `prep mix` to the end first",
+                index.shards.len()
+            ),
+        ));
+    }
+    let complete = match index.extra.get("complete") {
+        Some(v) => v.as_bool() == Some(true),
+        None => batches >= index.steps,
+    };
+    if !complete && !allow_incomplete {
+        return Err(TrainError::invalid(
+            path,
+            format!(
+                "the mix is incomplete ({batches} of {} batches; `complete: false`: it was \
+                 interrupted or is still running). Rerun the same `prep mix` to finish it, or \
+                 pass --allow-incomplete to train on the {batches} batches there",
+                index.steps
+            ),
+        ));
+    }
+    Ok(ShardSet {
+        index,
+        batches,
+        complete,
+    })
+}
+
 /// Opens a model folder: pretrained when it has `model.safetensors`, else a fresh model from its
 /// `config.json` (seeded init), keeping its tokenizer files for the saved checkpoints.
 pub fn open_model(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<Trainable> {
@@ -156,6 +223,14 @@ pub fn train(
     run: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<TrainSummary> {
+    let lock = OutputLock::acquire(&run.output)?;
+    let set = check_shards(shards, run.allow_incomplete)?;
+    let mut cfg = cfg.clone();
+    if cfg.steps == 0 {
+        // Fixed now, so a resume keeps this schedule even if the shard set grows meanwhile.
+        cfg.steps = set.batches;
+    }
+    let cfg = &cfg;
     let model = open_model(model_dir, cfg, &run.device)?;
     let opt = AdamW::new(&model.vars, cfg.adamw).map_err(|e| candle_err("optimizer", e))?;
     let rng = (model.dropout > 0.0).then(|| DropoutRng::new(dropout_seed(cfg)));
@@ -171,12 +246,26 @@ pub fn train(
         // A fresh run starts a fresh log.
         schemas::AtomicFile::write_all(log, b"")?;
     }
-    run_loop(model, opt, rng, state, run, progress)
+    run_loop(model, opt, rng, state, run, progress, lock)
+}
+
+/// The run folder a resume from `from` continues in when no output is given: the folder
+/// holding the checkpoint, or `from` itself when it is a run folder.
+pub fn run_folder_of(from: &Path) -> PathBuf {
+    if from.join(checkpoint::TRAINER_STATE_FILE).is_file() {
+        match from.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    } else {
+        from.to_owned()
+    }
 }
 
 /// Continues from a checkpoint folder (or the newest complete one in a run folder) with the
 /// settings saved in it, giving the same losses as a run that never stopped.
 pub fn resume(from: &Path, run: &RunOptions, progress: &dyn Progress) -> Result<TrainSummary> {
+    let lock = OutputLock::acquire(&run.output)?;
     let dir = checkpoint::find_latest(from)?;
     let state = checkpoint::read_state(&dir)?;
     let mut model = Trainable::from_pretrained(&dir, state.config.dropout, &run.device)?;
@@ -189,7 +278,7 @@ pub fn resume(from: &Path, run: &RunOptions, progress: &dyn Progress) -> Result<
     if let Some(log) = &run.log {
         truncate_log(log, state.step)?;
     }
-    run_loop(model, opt, rng, state, run, progress)
+    run_loop(model, opt, rng, state, run, progress, lock)
 }
 
 fn dropout_seed(cfg: &TrainConfig) -> u64 {
@@ -232,10 +321,12 @@ fn run_loop(
     mut state: TrainerState,
     run: &RunOptions,
     progress: &dyn Progress,
+    // Held (not read) for the whole loop: no other run writes this run folder meanwhile.
+    _lock: OutputLock,
 ) -> Result<TrainSummary> {
     let cfg = state.config.clone();
     let shards = state.shards.clone();
-    let index = ShardIndex::read(&shards)?;
+    let index = check_shards(&shards, run.allow_incomplete)?.index;
     let total = if cfg.steps == 0 {
         index.total_batches()
     } else {
@@ -254,10 +345,12 @@ fn run_loop(
         rank: cfg.rank,
         world_size: cfg.world_size,
         prefetch: run.prefetch,
-        verify: true,
+        verify: run.verify,
+        end_batch: Some(total),
         device: run.device.clone(),
     };
-    let mut loader = Loader::open(&shards, state.loader, &loader_opts)?;
+    // Verifies the shards this run reads (all of them, by default) before the first step.
+    let mut loader = Loader::open_with_progress(&shards, state.loader, &loader_opts, progress)?;
     let mut log = match &run.log {
         Some(p) => Some(
             std::fs::OpenOptions::new()

@@ -314,3 +314,132 @@ fn demo_model_folder_is_reproducible() {
     assert!(!enc.get_ids().contains(&1), "{:?}", enc.get_tokens());
     assert_eq!(enc.get_ids()[0], 2, "[CLS] first");
 }
+
+fn set_index(dir: &Path, edit: impl FnOnce(&mut schemas::ShardIndex)) {
+    let mut index = schemas::ShardIndex::read(dir).unwrap();
+    edit(&mut index);
+    index.write(dir).unwrap();
+}
+
+#[test]
+fn incomplete_or_empty_shard_sets_are_refused_unless_allowed() {
+    let s = Setup::new();
+    let shards = s.path("part");
+    common::write_shards(&shards, common::vocab_size(&s.path("model")), 4, 8, 2);
+    // What a killed mix leaves: 4 batches listed of the 10 asked for.
+    set_index(&shards, |i| {
+        i.steps = 10;
+        i.extra
+            .insert("complete".into(), serde_json::Value::Bool(false));
+    });
+    let cfg = TrainConfig {
+        steps: 0,
+        save_steps: None,
+        ..config()
+    };
+    let go = |opts: &RunOptions| train::train(&shards, &s.path("model"), &cfg, opts, &NoProgress);
+    let err = go(&run_opts(&s.path("run"), None)).unwrap_err().to_string();
+    assert!(
+        err.contains("incomplete") && err.contains("4 of 10") && err.contains("--allow-incomplete"),
+        "{err}"
+    );
+    assert!(!s.path("run").exists(), "nothing written");
+
+    let mut allowed = run_opts(&s.path("run"), None);
+    allowed.allow_incomplete = true;
+    let set = train::check_shards(&shards, true).unwrap();
+    assert!(set.incomplete_notice().unwrap().contains("4 batches"));
+    let done = go(&allowed).unwrap();
+    assert_eq!(done.steps_done, 4, "the listed prefix");
+    let state = train::checkpoint::read_state(&s.path("run/checkpoint-4")).unwrap();
+    assert_eq!(state.config.steps, 4, "schedule length fixed for resumes");
+
+    // No batches at all: refused even when incomplete sets are allowed.
+    set_index(&shards, |i| i.shards.clear());
+    let err = go(&allowed).unwrap_err().to_string();
+    assert!(err.contains("lists no batches"), "{err}");
+}
+
+#[test]
+fn a_damaged_shard_fails_the_run_before_the_first_step() {
+    let s = Setup::new();
+    // Shard 1 holds batches 5..10: a lazy check would train steps 1-5 (and save checkpoint-3)
+    // before finding it.
+    let path = s.path("shards/shard-00001.parquet");
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[6] ^= 0x20;
+    std::fs::write(&path, bytes).unwrap();
+    let err = train::train(
+        &s.path("shards"),
+        &s.path("model"),
+        &config(),
+        &run_opts(&s.path("run"), Some(&s.path("run.jsonl"))),
+        &NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("shard-00001.parquet") && err.contains("sha256"),
+        "{err}"
+    );
+    assert_eq!(read_log(&s.path("run.jsonl")).len(), 0, "no step was run");
+    assert!(!s.path("run/checkpoint-3").exists());
+}
+
+#[test]
+fn a_second_run_into_the_same_folder_fails_at_once() {
+    let s = Setup::new();
+    let cfg = TrainConfig {
+        steps: 2,
+        save_steps: None,
+        ..config()
+    };
+    let held = schemas::OutputLock::acquire(s.path("run")).unwrap();
+    let go = || {
+        train::train(
+            &s.path("shards"),
+            &s.path("model"),
+            &cfg,
+            &run_opts(&s.path("run"), None),
+            &NoProgress,
+        )
+    };
+    let err = go().unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("in use by pid {}", std::process::id())),
+        "{err}"
+    );
+    let err = train::resume(&s.path("run"), &run_opts(&s.path("run"), None), &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("in use by pid"), "{err}");
+    drop(held);
+    // A killed save of another pid left its temporary folder: the next run removes it.
+    std::fs::create_dir_all(s.path("run/.checkpoint-7.tmp-424242")).unwrap();
+    go().unwrap();
+    let visible: Vec<String> = std::fs::read_dir(s.path("run"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(visible, ["checkpoint-2"]);
+}
+
+#[test]
+fn run_folder_of_a_checkpoint_is_its_parent() {
+    let s = Setup::new();
+    let cfg = TrainConfig {
+        steps: 1,
+        save_steps: None,
+        ..config()
+    };
+    train::train(
+        &s.path("shards"),
+        &s.path("model"),
+        &cfg,
+        &run_opts(&s.path("r"), None),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(train::run_folder_of(&s.path("r/checkpoint-1")), s.path("r"));
+    assert_eq!(train::run_folder_of(&s.path("r")), s.path("r"));
+}

@@ -19,7 +19,9 @@ pub struct Args {
     /// A tokenizer.json, a model folder holding one, or a Hugging Face Hub id.
     #[arg(long)]
     pub tokenizer: String,
-    /// Output folder: shard-NNNNN.parquet + index.json. Rerunning resumes.
+    /// Output folder: shard-NNNNN.parquet + index.json. Rerunning resumes (every listed shard's
+    /// sha256 is checked; missing or damaged ones are made again). Locked for the run: a second
+    /// mix into the same folder fails at once.
     #[arg(long, default_value = "data/shards")]
     pub out: PathBuf,
     /// Batches (training steps) to produce.
@@ -111,6 +113,13 @@ pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
 
 pub fn run(args: Args) -> Result<()> {
     let (report, secs) = run_mix(&args)?;
+    if !report.shards_remade.is_empty() {
+        println!(
+            "{} listed shard(s) were missing or did not match their sha256 and were made again: {}",
+            report.shards_remade.len(),
+            report.shards_remade.join(", ")
+        );
+    }
     if report.restarted {
         println!("options or inputs changed since the last run: restarted from batch 0");
     } else if report.resumed_at_batch > 0 {

@@ -22,6 +22,16 @@ pub enum Schedule {
     Constant,
 }
 
+/// How shards are checked before the first step.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum VerifyMode {
+    /// Hash every shard the run reads (about 1 s per GB here; see the README)
+    Full,
+    /// Check every shard's Parquet footer and row count and hash the first and last; the others
+    /// are hashed just before they are read, so a damaged one fails when reached
+    Fast,
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Shard folder written by `prep mix` (index.json + shard-*.parquet). Not needed with --resume.
@@ -30,13 +40,22 @@ pub struct Args {
     /// config.json + tokenizer files (weights initialised from --seed).
     #[arg(long)]
     pub model: Option<String>,
-    /// Run folder: checkpoint-N/ folders are written here.
-    #[arg(long, short, default_value = "run")]
-    pub output: PathBuf,
+    /// Run folder: checkpoint-N/ folders are written here [default: run, or with --resume the
+    /// run folder being resumed]. Locked for the run: a second run into it fails at once.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
     /// Continue from a checkpoint-N folder, or the newest complete one in a run folder, with the
-    /// settings saved there (the other numeric flags are ignored).
+    /// settings saved there (the other numeric flags are ignored). Continues in that run folder
+    /// unless --output says otherwise.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Train even though index.json says the mix is incomplete (`complete: false`: killed or
+    /// still running): on the batches listed so far. A shard set with no batches is always refused.
+    #[arg(long)]
+    pub allow_incomplete: bool,
+    /// How shards are checked against index.json before the first step.
+    #[arg(long, value_enum, default_value = "full")]
+    pub verify: VerifyMode,
     /// Optimizer steps (0: every batch in the shards). The linear schedule decays to 0 here.
     #[arg(long, default_value_t = 0)]
     pub steps: u64,
@@ -139,13 +158,43 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Runs training and prints a one-line summary; `prep demo` calls this too.
+/// The run folder: `--output`, else the run being resumed, else `run`.
+fn output_folder(args: &Args) -> PathBuf {
+    match (&args.output, &args.resume) {
+        (Some(o), _) => o.clone(),
+        (None, Some(from)) => train::run_folder_of(from),
+        (None, None) => PathBuf::from("run"),
+    }
+}
+
+/// Says so before training when the shard set is incomplete (and allowed).
+fn notice_incomplete(shards: &std::path::Path, allow: bool) -> Result<()> {
+    let set = train::check_shards(shards, allow)
+        .with_context(|| format!("checking {}", shards.display()))?;
+    if let Some(notice) = set.incomplete_notice() {
+        eprintln!("warning: {}: {notice}", shards.display());
+    }
+    Ok(())
+}
+
 pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
-    let mut opts = RunOptions::new(&args.output);
+    let mut opts = RunOptions::new(output_folder(args));
     opts.log = args.log.clone();
     opts.prefetch = args.prefetch;
+    opts.allow_incomplete = args.allow_incomplete;
+    opts.verify = match args.verify {
+        VerifyMode::Full => loader::Verify::Full,
+        VerifyMode::Fast => loader::Verify::Fast,
+    };
     let summary = match &args.resume {
-        Some(from) => train::resume(from, &opts, bar)
-            .with_context(|| format!("resuming from {}", from.display()))?,
+        Some(from) => {
+            let state = train::checkpoint::find_latest(from)
+                .and_then(|dir| train::checkpoint::read_state(&dir))
+                .with_context(|| format!("resuming from {}", from.display()))?;
+            notice_incomplete(&state.shards, args.allow_incomplete)?;
+            train::resume(from, &opts, bar)
+                .with_context(|| format!("resuming from {}", from.display()))?
+        }
         None => {
             let Some(shards) = &args.shards else {
                 bail!("give the shard folder (prep train SHARDS --model M) or --resume DIR")
@@ -153,6 +202,7 @@ pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
             let Some(model) = &args.model else {
                 bail!("--model is required (a model folder to fine-tune or a config-only folder)")
             };
+            notice_incomplete(shards, args.allow_incomplete)?;
             let model = crate::model::resolve(model)?;
             train::train(shards, &model, &args.config(), &opts, bar)
                 .with_context(|| format!("training on {}", shards.display()))?
