@@ -5,16 +5,22 @@
 //! files cannot drift from the generator (`PREP_WRITE_SAMPLES=1 cargo test -p prep samples`
 //! rewrites them after a change).
 
+#[cfg(test)]
 mod render;
+#[cfg(test)]
 mod world;
 
+#[cfg(test)]
 use std::io::{Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+#[cfg(test)]
 use rand::SeedableRng;
+#[cfg(test)]
 use rand_chacha::ChaCha8Rng;
 
+#[cfg(test)]
 /// Seed of the world; fixed, so the samples are the same on every machine.
 const WORLD_SEED: u64 = 20_261_202;
 
@@ -35,18 +41,18 @@ pub static EMBEDDED: &[(&str, &[u8])] = embedded![
     "paq/PAQ.metadata.jsonl",
     "paq/psgs_w100.tsv",
     "quora/QQP.train.tsv",
-    "searchqa/data_json/train/000001-4680_jeopardy_towns_800.json",
-    "searchqa/data_json/train/000002-4680_jeopardy_dishs_800.json",
-    "searchqa/data_json/train/000003-4680_jeopardy_animals_800.json",
+    "searchqa/data_json/train/000001-4680_jeopardy_dishs_800.json",
+    "searchqa/data_json/train/000002-4680_jeopardy_animals_800.json",
+    "searchqa/data_json/train/000003-4680_jeopardy_persons_800.json",
     "searchqa/data_json/train/000004-4680_jeopardy_persons_800.json",
-    "searchqa/data_json/train/000005-4680_jeopardy_dishs_800.json",
-    "searchqa/data_json/train/000006-4680_jeopardy_persons_800.json",
+    "searchqa/data_json/train/000005-4680_jeopardy_towns_800.json",
+    "searchqa/data_json/train/000006-4680_jeopardy_towns_800.json",
     "searchqa/data_json/train/000007-4680_jeopardy_persons_800.json",
     "searchqa/data_json/train/000008-4680_jeopardy_persons_800.json",
-    "searchqa/data_json/train/000009-4680_jeopardy_towns_800.json",
+    "searchqa/data_json/train/000009-4680_jeopardy_persons_800.json",
     "searchqa/data_json/train/000010-4680_jeopardy_animals_800.json",
     "searchqa/data_json/train/000011-4680_jeopardy_dishs_800.json",
-    "searchqa/data_json/train/000012-4680_jeopardy_appliances_800.json",
+    "searchqa/data_json/train/000012-4680_jeopardy_persons_800.json",
     "squad2/train-v2.0.json",
     "stackexchange/PostLinks.xml",
     "stackexchange/Posts.xml",
@@ -55,6 +61,7 @@ pub static EMBEDDED: &[(&str, &[u8])] = embedded![
     "yahoo_answers/train.csv",
 ];
 
+#[cfg(test)]
 /// How many facts each source renders (besides Amazon's appliance facts).
 const COUNTS: &[(&str, usize)] = &[
     ("gooaq", 60),
@@ -71,9 +78,12 @@ const COUNTS: &[(&str, usize)] = &[
     ("eli5", 25),
     ("jsonl", 25),
 ];
+#[cfg(test)]
 const AMAZON: usize = 35;
+#[cfg(test)]
 const SE_DUPLICATES: usize = 12;
 
+#[cfg(test)]
 /// Every sample file as the generator writes it (`.gz` files compressed), sorted by path.
 pub fn generate() -> Vec<(String, Vec<u8>)> {
     let mut rng = ChaCha8Rng::seed_from_u64(WORLD_SEED);
@@ -113,6 +123,7 @@ pub fn generate() -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+#[cfg(test)]
 fn render_source(
     source: &str,
     facts: &[world::Fact],
@@ -158,6 +169,7 @@ fn render_source(
     }
 }
 
+#[cfg(test)]
 /// Gzip with a zero timestamp and no file name, so the bytes depend on the content only.
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut enc = flate2::GzBuilder::new()
@@ -167,6 +179,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().expect("in memory")
 }
 
+#[cfg(test)]
 /// The content of a sample file: `.gz` files decompressed (their bytes may differ between
 /// compressor versions; their content may not).
 pub fn content(path: &str, bytes: &[u8]) -> Vec<u8> {
