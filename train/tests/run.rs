@@ -337,8 +337,10 @@ fn incomplete_or_empty_shard_sets_are_refused_unless_allowed() {
         save_steps: None,
         ..config()
     };
-    let go = |opts: &RunOptions| train::train(&shards, &s.path("model"), &cfg, opts, &NoProgress);
-    let err = go(&run_opts(&s.path("run"), None)).unwrap_err().to_string();
+    let go = |opts: &RunOptions| {
+        train::train(&shards, &s.path("model"), &cfg, opts, &NoProgress).map_err(|e| e.to_string())
+    };
+    let err = go(&run_opts(&s.path("run"), None)).unwrap_err();
     assert!(
         err.contains("incomplete") && err.contains("4 of 10") && err.contains("--allow-incomplete"),
         "{err}"
@@ -356,7 +358,7 @@ fn incomplete_or_empty_shard_sets_are_refused_unless_allowed() {
 
     // No batches at all: refused even when incomplete sets are allowed.
     set_index(&shards, |i| i.shards.clear());
-    let err = go(&allowed).unwrap_err().to_string();
+    let err = go(&allowed).unwrap_err();
     assert!(err.contains("lists no batches"), "{err}");
 }
 
@@ -403,8 +405,9 @@ fn a_second_run_into_the_same_folder_fails_at_once() {
             &run_opts(&s.path("run"), None),
             &NoProgress,
         )
+        .map_err(|e| e.to_string())
     };
-    let err = go().unwrap_err().to_string();
+    let err = go().unwrap_err();
     assert!(
         err.contains(&format!("in use by pid {}", std::process::id())),
         "{err}"
