@@ -33,8 +33,6 @@ fn demo_then_train_and_resume() {
             "30",
             "--batch-size",
             "8",
-            "--eval-limit",
-            "100",
             "--fixtures",
         ])
         .arg(shared.join("fixtures"))
