@@ -27,14 +27,7 @@ fn demo_then_train_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = tmp.path().join("demo");
     let out = prep()
-        .args([
-            "demo",
-            "--steps",
-            "30",
-            "--batch-size",
-            "8",
-            "--fixtures",
-        ])
+        .args(["demo", "--steps", "30", "--batch-size", "8", "--fixtures"])
         .arg(shared.join("fixtures"))
         .arg("--out")
         .arg(&demo)

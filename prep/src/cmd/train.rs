@@ -188,9 +188,9 @@ pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
     };
     let summary = match &args.resume {
         Some(from) => {
-            let state = train::checkpoint::find_latest(from)
-                .and_then(|dir| train::checkpoint::read_state(&dir))
-                .with_context(|| format!("resuming from {}", from.display()))?;
+            let context = || format!("resuming from {}", from.display());
+            let dir = train::checkpoint::find_latest(from).with_context(context)?;
+            let state = train::checkpoint::read_state(&dir).with_context(context)?;
             notice_incomplete(&state.shards, args.allow_incomplete)?;
             train::resume(from, &opts, bar)
                 .with_context(|| format!("resuming from {}", from.display()))?
