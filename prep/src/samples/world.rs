@@ -18,9 +18,12 @@ pub struct Relation {
     pub details: &'static [&'static str],
 }
 
+/// Draws a value (or a name) from the world's seeded stream.
+type Gen = fn(&mut ChaCha8Rng) -> String;
+
 pub struct Kind {
     pub name: &'static str,
-    pub relations: [(Relation, fn(&mut ChaCha8Rng) -> String); 3],
+    pub relations: [(Relation, Gen); 3],
 }
 
 #[derive(Clone)]
@@ -577,7 +580,7 @@ static ANIMAL: Kind = Kind {
 };
 
 /// (kind, how many entities, how an entity is named).
-fn kinds() -> [(&'static Kind, usize, fn(&mut ChaCha8Rng) -> String); 5] {
+fn kinds() -> [(&'static Kind, usize, Gen); 5] {
     [
         (&PERSON, 45, |r| format!("{} {}", word(r, 2), word(r, 3))),
         (&TOWN, 25, |r| word(r, 3)),
