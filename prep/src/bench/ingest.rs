@@ -205,7 +205,8 @@ fn generate_jsonl(path: &Path, texts: &[String], target: u64) -> Result<u64> {
     Ok(written)
 }
 
-fn xml_escape(s: &str) -> String {
+/// An XML attribute value as the Stack Exchange dumps escape it (also used by `samples`).
+pub(crate) fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

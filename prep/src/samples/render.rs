@@ -38,15 +38,6 @@ fn py(s: &str) -> String {
     out
 }
 
-/// An XML attribute value as the Stack Exchange dumps escape it.
-fn xml_attr(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\n', "&#xA;")
-}
-
 fn date(rng: &mut ChaCha8Rng) -> (u32, u32, u32) {
     (
         rng.random_range(2009..2016),
@@ -208,7 +199,7 @@ pub fn squad(facts: &[Fact], rng: &mut ChaCha8Rng) -> String {
 fn se_row(attrs: &[(&str, String)]) -> String {
     let a: Vec<String> = attrs
         .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", xml_attr(v)))
+        .map(|(k, v)| format!("{k}=\"{}\"", crate::bench::ingest::xml_escape(v)))
         .collect();
     format!("  <row {} />\n", a.join(" "))
 }
