@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PREP_FAULT_TRIALS="${1:-50}" PREP_FAULT_SEED="${2:-1}"
-cargo test -p prep --test fault_injection -- --nocapture --test-threads 1 2>&1 |
+cargo test -p prep --test it fault_injection:: -- --nocapture --test-threads 1 2>&1 |
     grep -E "trials|test result|panicked|FAILED"

@@ -13,7 +13,6 @@ pub mod manifest;
 pub mod pairs;
 pub mod progress;
 pub mod shards;
-pub mod testdata;
 
 pub use atomic::{AtomicDir, AtomicFile};
 pub use error::SchemaError;

@@ -78,15 +78,9 @@ fn reset_peak_rss() {
 pub fn run(args: Args) -> Result<()> {
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
-        None => schemas::testdata::test_model_dir()
-            .context("no --model and no test model (run scripts/fetch-test-model.sh)")?,
+        None => super::default_test_model(),
     };
-    let corpus = match &args.corpus {
-        Some(c) => c.clone(),
-        None => schemas::testdata::shared_dir()
-            .context("no --corpus and no shared folder (set PREP_SHARED)")?
-            .join("bench/corpus.txt"),
-    };
+    let corpus = args.corpus.clone().unwrap_or_else(super::default_corpus);
     let text = std::fs::read_to_string(&corpus)
         .with_context(|| format!("reading {}", corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();

@@ -5,6 +5,23 @@ pub mod ingest;
 pub mod mix;
 pub mod train;
 
+/// The bench corpus when `--corpus` is not given: `$PREP_SHARED/bench/corpus.txt`, else
+/// `../shared/bench/corpus.txt` (the layout of this project's checkouts).
+pub fn default_corpus() -> std::path::PathBuf {
+    let shared = std::env::var_os("PREP_SHARED").unwrap_or_else(|| "../shared".into());
+    std::path::PathBuf::from(shared).join("bench/corpus.txt")
+}
+
+/// The model when `--model` is not given: the all-MiniLM-L6-v2 folder that
+/// `scripts/fetch-test-model.sh` fills (`$PREP_TEST_MODEL`, else under `~/.cache/prep`).
+pub fn default_test_model() -> std::path::PathBuf {
+    if let Some(dir) = std::env::var_os("PREP_TEST_MODEL") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+    std::path::PathBuf::from(home).join(".cache/prep/test-models/all-MiniLM-L6-v2")
+}
+
 /// Peak resident set size of this process so far, in bytes (Linux `VmHWM`), if known.
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -556,7 +556,7 @@ mod tests {
 
     #[test]
     fn parquet_jsonl_npy_outputs_hold_the_same_vectors() {
-        let Some(model) = schemas::testdata::test_model_dir() else {
+        let Some(model) = testdata::test_model_dir() else {
             return;
         };
         let dir = tempfile::tempdir().unwrap();

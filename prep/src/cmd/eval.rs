@@ -138,7 +138,7 @@ mod tests {
         let set = load_eval_set(dir.path(), None).unwrap();
         assert_eq!(set.candidates.len(), 6);
 
-        let Some(model) = schemas::testdata::test_model_dir() else {
+        let Some(model) = testdata::test_model_dir() else {
             return;
         };
         let enc = load_encoder(model.to_str().unwrap(), None).unwrap();

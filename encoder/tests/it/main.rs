@@ -1,0 +1,4 @@
+//! encoder's integration tests: one binary, so the crate's tests link once.
+
+mod parity;
+mod train_graph;

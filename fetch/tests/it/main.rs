@@ -1,0 +1,6 @@
+//! fetch's integration tests: one binary, so the crate's tests link once.
+
+mod common;
+mod download;
+mod hub;
+mod unpack;

@@ -1,0 +1,18 @@
+//! ingest's integration tests: one binary, so the crate's tests link once.
+
+mod common;
+mod amazon_qa;
+mod eli5;
+mod gooaq;
+mod jsonl;
+mod msmarco;
+mod natural_questions;
+mod paq;
+mod quora;
+mod reliability;
+mod searchqa;
+mod squad;
+mod stackexchange;
+mod triviaqa;
+mod wikianswers;
+mod yahoo_answers;

@@ -1,0 +1,8 @@
+//! mixer's integration tests: one binary, so the crate's tests link once.
+
+mod common;
+mod config_resolve;
+mod mix_end_to_end;
+mod stats;
+mod tokenize_parity;
+mod wordpiece_parity;

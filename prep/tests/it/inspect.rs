@@ -1,0 +1,201 @@
+//! `prep mix` then `prep inspect` through the binary; the shards are opened with Polars and
+//! checked against index.json.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use polars::prelude::*;
+use testdata::test_model_dir;
+use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, ShardIndex};
+
+fn dataset(pairs: &Path, id: &str, arity: Arity, rows: usize) {
+    let dir = pairs.join(id);
+    let opts = PairWriterOptions {
+        row_group_rows: 50,
+        rows_per_file: 150,
+        zstd_level: 1,
+    };
+    let mut w = PairWriter::new(&dir, arity, opts);
+    for i in 0..rows {
+        let (a, p, n) = (
+            format!("{id} question {i}?"),
+            format!("{id} answer {i}."),
+            format!("{id} other {i}"),
+        );
+        let r = if arity == Arity::Triplet {
+            PairRecord::triplet(a, p, n)
+        } else {
+            PairRecord::pair(a, p)
+        };
+        w.push(&r).unwrap();
+    }
+    let files = w.finish().unwrap();
+    Manifest {
+        dataset: id.into(),
+        source: "test".into(),
+        columns: arity,
+        rows: rows as u64,
+        skipped: Default::default(),
+        files,
+        inputs: vec![],
+        prep_version: schemas::PREP_VERSION.into(),
+        options: Default::default(),
+    }
+    .write(&dir)
+    .unwrap();
+}
+
+fn prep(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_prep"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "prep {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn shards_read_with_polars_match_the_index() {
+    let Some(model) = test_model_dir() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs");
+    dataset(&pairs, "squad", Arity::Pair, 400);
+    dataset(&pairs, "eli5", Arity::Pair, 300);
+    dataset(&pairs, "quora", Arity::Triplet, 300);
+    let config = tmp.path().join("data_config.json");
+    std::fs::write(&config, r#"[{"name":"squad","weight":3},{"name":"eli5","weight":2},{"name":"quora_duplicates_triplets.jsonl.gz","weight":2}]"#).unwrap();
+    let out = tmp.path().join("shards");
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    prep(&[
+        "mix",
+        "--config",
+        &s(&config),
+        "--pairs",
+        &s(&pairs),
+        "--tokenizer",
+        &s(&model),
+        "--out",
+        &s(&out),
+        "--steps",
+        "45",
+        "--batch-size",
+        "16",
+        "--batches-per-shard",
+        "10",
+        "--max-length-a",
+        "12",
+        "--max-length-b",
+        "24",
+        "--seed",
+        "3",
+    ]);
+    let index = ShardIndex::read(&out).unwrap();
+    assert_eq!(index.shards.len(), 5);
+    assert_eq!(index.extra["complete"], true);
+
+    let mut batches_per_dataset: BTreeMap<String, u64> = BTreeMap::new();
+    for s in &index.shards {
+        let df = LazyFrame::scan_parquet(
+            PlRefPath::try_from_path(&out.join(&s.file)).unwrap(),
+            ScanArgsParquet::default(),
+        )
+        .unwrap()
+        .with_column(col("positive_ids").list().len().alias("positive_len"))
+        .collect()
+        .unwrap();
+        assert_eq!(df.height() as u64, s.rows, "{}", s.file);
+        let batch: Vec<u64> = df
+            .column("batch")
+            .unwrap()
+            .u64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        let want: Vec<u64> = (s.first_batch..s.first_batch + s.batches)
+            .flat_map(|b| [b; 16])
+            .collect();
+        assert_eq!(batch, want, "{}: whole batches in order", s.file);
+        let dataset: Vec<String> = df
+            .column("dataset")
+            .unwrap()
+            .str()
+            .unwrap()
+            .no_null_iter()
+            .map(str::to_owned)
+            .collect();
+        let negatives = df.column("negative_ids").unwrap().is_not_null();
+        for (b, rows) in dataset.chunks(16).enumerate() {
+            assert!(rows.iter().all(|d| *d == rows[0]));
+            *batches_per_dataset.entry(rows[0].clone()).or_default() += 1;
+            for r in 0..16 {
+                assert_eq!(negatives.get(b * 16 + r), Some(rows[0] == "quora"));
+            }
+        }
+        let lens = df
+            .column("positive_len")
+            .unwrap()
+            .cast(&DataType::UInt64)
+            .unwrap();
+        assert!(lens
+            .u64()
+            .unwrap()
+            .into_no_null_iter()
+            .all(|n| (3..=24).contains(&n)));
+    }
+    for (id, n) in &batches_per_dataset {
+        assert_eq!(index.datasets[id]["batches"], *n, "{id}");
+    }
+    assert_eq!(batches_per_dataset.values().sum::<u64>(), 45);
+
+    // `prep inspect` agrees, and finds nothing wrong with the index.
+    let summary: serde_json::Value =
+        serde_json::from_str(&prep(&["inspect", "--json", &s(&out)])).unwrap();
+    assert_eq!(summary["rows"], 45 * 16);
+    assert_eq!(summary["index_problems"], serde_json::json!([]));
+    for (id, n) in &batches_per_dataset {
+        assert_eq!(summary["datasets"][id]["batches"], *n);
+    }
+    assert_eq!(summary["tokens"]["anchor"]["max_length"], 12);
+    assert_eq!(summary["samples"].as_array().unwrap().len(), 3);
+    assert!(prep(&["inspect", &s(&out)]).contains("every shard's rows and batch range match"));
+
+    // And on the pairs folder: rows per dataset as in the manifests.
+    let pairs_summary: serde_json::Value =
+        serde_json::from_str(&prep(&["inspect", "--json", &s(&pairs)])).unwrap();
+    assert_eq!(pairs_summary["datasets"]["quora"]["rows"], 300);
+    assert_eq!(pairs_summary["datasets"]["quora"]["columns"], 3);
+    assert_eq!(pairs_summary["rows"], 1000);
+    assert_eq!(pairs_summary["duplicates"]["pair"]["duplicates"], 0);
+}
+
+#[test]
+fn mix_names_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("c.json");
+    std::fs::write(&config, r#"[{"name":"PAQ_pairs.jsonl.gz","weight":150},{"name":"S2ORC_title_abstract.jsonl.gz","weight":123}]"#).unwrap();
+    let tok = tmp.path().join("tokenizer.json");
+    std::fs::write(&tok, "{}").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prep"))
+        .args(["mix", "--steps", "1", "--config"])
+        .arg(&config)
+        .arg("--pairs")
+        .arg(tmp.path())
+        .arg("--tokenizer")
+        .arg(&tok)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PAQ_pairs.jsonl.gz (weight 150)"), "{err}");
+    assert!(
+        err.contains("S2ORC_title_abstract.jsonl.gz (weight 123)"),
+        "{err}"
+    );
+}

@@ -1,0 +1,7 @@
+//! prep's integration tests: one binary, so the crate's tests link once.
+
+mod cli_ingest;
+mod demo;
+mod fault_injection;
+mod inspect;
+mod train_cli;

@@ -1,0 +1,6 @@
+//! train's integration tests: one binary, so the crate's tests link once.
+
+mod common;
+mod gradcache;
+mod parity;
+mod run;
