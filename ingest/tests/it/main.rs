@@ -1,7 +1,7 @@
 //! ingest's integration tests: one binary, so the crate's tests link once.
 
-mod common;
 mod amazon_qa;
+mod common;
 mod eli5;
 mod gooaq;
 mod jsonl;

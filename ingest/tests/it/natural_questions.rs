@@ -3,8 +3,8 @@
 use crate::common;
 use common::*;
 use ingest::IngestOptions;
-use testdata::fixture_dir;
 use std::path::PathBuf;
+use testdata::fixture_dir;
 
 fn s(x: &str) -> String {
     x.to_owned()

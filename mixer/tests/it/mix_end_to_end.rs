@@ -9,8 +9,8 @@ use std::path::Path;
 use common::{config_json, make_dataset, make_dataset_with};
 use mixer::{mix, MixConfig, MixOptions, MixTokenizer, Mixing};
 use schemas::shards::{shard_file_name, ShardReader, ShardRow};
-use testdata::test_model_dir;
 use schemas::{Arity, NoProgress, ShardIndex};
+use testdata::test_model_dir;
 
 struct Fixture {
     _tmp: tempfile::TempDir,

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Command;
 
 use polars::prelude::*;
-use testdata::test_model_dir;
 use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, ShardIndex};
+use testdata::test_model_dir;
 
 fn dataset(pairs: &Path, id: &str, arity: Arity, rows: usize) {
     let dir = pairs.join(id);
