@@ -12,14 +12,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use rayon::prelude::*;
-use schemas::shards::{shard_file_name, shard_record_batch, shard_schema, ShardRow};
+use schemas::shards::{shard_file_name, ShardRow, ShardWriter, ShardWriterOptions};
 use schemas::{
-    part_files, AtomicFile, Manifest, OutputLock, Progress, SchemaError, Sha256Writer, ShardEntry,
-    ShardIndex, Unit, PREP_VERSION,
+    part_files, AtomicFile, Manifest, OutputLock, Progress, SchemaError, ShardEntry, ShardIndex,
+    Unit, PREP_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -399,31 +396,17 @@ fn tokenize_chunk(
     ))
 }
 
-/// Writes one shard file atomically: one row group per batch. Returns (sha256, bytes).
-fn write_shard(path: &Path, batches: &[Vec<ShardRow>], opts: &MixOptions) -> Result<(String, u64)> {
-    let perr = |e| SchemaError::Parquet {
-        path: path.to_path_buf(),
-        source: e,
+/// Writes one shard file through the contract's one writer.
+fn write_shard(path: &Path, batches: &[Vec<ShardRow>], opts: &MixOptions) -> Result<ShardEntry> {
+    let options = ShardWriterOptions {
+        batch_size: opts.batch_size,
+        keep_text: opts.keep_text,
     };
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("valid level"),
-        ))
-        .set_max_row_group_row_count(Some(opts.batch_size))
-        .set_created_by(format!("prep {PREP_VERSION}"))
-        .build();
-    let sink = Sha256Writer::new(AtomicFile::create(path)?);
-    let mut writer =
-        ArrowWriter::try_new(sink, shard_schema(opts.keep_text), Some(props)).map_err(perr)?;
+    let mut writer = ShardWriter::create(path, options)?;
     for rows in batches {
-        writer
-            .write(&shard_record_batch(rows, opts.keep_text)?)
-            .map_err(perr)?;
-        writer.flush().map_err(perr)?;
+        writer.write_batch(rows)?;
     }
-    let (file, sha256, bytes) = writer.into_inner().map_err(perr)?.finish();
-    file.commit()?;
-    Ok((sha256, bytes))
+    Ok(writer.finish()?)
 }
 
 fn round6(x: f64) -> f64 {
@@ -772,14 +755,9 @@ impl Pipeline<'_> {
                         first_write = false;
                     }
                     let file = shard_file_name(t.shard);
-                    let (sha256, _bytes) = write_shard(&out.join(&file), &t.batches, opts)?;
-                    ShardEntry {
-                        file,
-                        rows: t.batches.iter().map(|b| b.len() as u64).sum(),
-                        first_batch,
-                        batches,
-                        sha256,
-                    }
+                    let entry = write_shard(&out.join(&file), &t.batches, opts)?;
+                    debug_assert_eq!((entry.first_batch, entry.batches), (first_batch, batches));
+                    entry
                 }
             };
             index.shards.push(entry);

@@ -26,7 +26,7 @@ pub use pairs::{
 pub use progress::{NoProgress, Progress, Unit};
 pub use shards::{
     shard_file_name, shard_schema, ShardBatch, ShardEntry, ShardIndex, ShardReader, ShardRow,
-    SHARD_INDEX_FILE,
+    ShardWriter, ShardWriterOptions, SHARD_INDEX_FILE,
 };
 
 /// The version of prep that wrote a file, recorded in every manifest and index.

@@ -12,9 +12,13 @@ use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Buil
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SchemaError};
+use crate::{AtomicFile, Sha256Writer};
 
 pub const SHARD_INDEX_FILE: &str = "index.json";
 
@@ -265,6 +269,97 @@ pub fn shard_rows_from_batch(
     Ok(())
 }
 
+/// How a [`ShardWriter`] lays out its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardWriterOptions {
+    /// Rows of one batch: the most rows a row group holds.
+    pub batch_size: usize,
+    /// Also write the raw texts (`--keep-text`).
+    pub keep_text: bool,
+}
+
+/// Writes one shard file: under a temporary name until [`ShardWriter::finish`], one Parquet row
+/// group per batch, sha256 computed while writing. The one writer of the shard contract.
+pub struct ShardWriter {
+    path: PathBuf,
+    options: ShardWriterOptions,
+    writer: ArrowWriter<Sha256Writer<AtomicFile>>,
+    rows: u64,
+    first_batch: Option<u64>,
+    batches: u64,
+}
+
+impl ShardWriter {
+    pub fn create(path: impl Into<PathBuf>, options: ShardWriterOptions) -> Result<Self> {
+        let path = path.into();
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(3).expect("valid level"),
+            ))
+            .set_max_row_group_row_count(Some(options.batch_size.max(1)))
+            .set_created_by(format!("prep {}", crate::PREP_VERSION))
+            .build();
+        let sink = Sha256Writer::new(AtomicFile::create(&path)?);
+        let writer = ArrowWriter::try_new(sink, shard_schema(options.keep_text), Some(props))
+            .map_err(|e| SchemaError::Parquet {
+                path: path.clone(),
+                source: e,
+            })?;
+        Ok(ShardWriter {
+            path,
+            options,
+            writer,
+            rows: 0,
+            first_batch: None,
+            batches: 0,
+        })
+    }
+
+    fn parquet_err(&self, e: parquet::errors::ParquetError) -> SchemaError {
+        SchemaError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        }
+    }
+
+    /// Appends one whole batch as its own row group.
+    pub fn write_batch(&mut self, rows: &[ShardRow]) -> Result<()> {
+        let batch = shard_record_batch(rows, self.options.keep_text)?;
+        self.writer.write(&batch).map_err(|e| self.parquet_err(e))?;
+        self.writer.flush().map_err(|e| self.parquet_err(e))?;
+        if let Some(first) = rows.first() {
+            self.first_batch.get_or_insert(first.batch);
+        }
+        self.rows += rows.len() as u64;
+        self.batches += 1;
+        Ok(())
+    }
+
+    /// Closes the file, renames it into place and returns its index entry.
+    pub fn finish(self) -> Result<ShardEntry> {
+        let file = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let (rows, first_batch, batches, path) =
+            (self.rows, self.first_batch, self.batches, self.path.clone());
+        let sink = self.writer.into_inner().map_err(|e| SchemaError::Parquet {
+            path: path.clone(),
+            source: e,
+        })?;
+        let (atomic, sha256, _bytes) = sink.finish();
+        atomic.commit()?;
+        Ok(ShardEntry {
+            file,
+            rows,
+            first_batch: first_batch.unwrap_or(0),
+            batches,
+            sha256,
+        })
+    }
+}
+
 /// Reads one shard file: every row, or whole batches in order (one row group per batch).
 pub struct ShardReader {
     path: PathBuf,
@@ -288,6 +383,22 @@ impl ShardReader {
             file,
             row_groups,
         })
+    }
+
+    /// Opens the shard `entry` of the folder `dir` after checking its sha256 against the index.
+    pub fn open_verified(dir: &Path, entry: &ShardEntry) -> Result<Self> {
+        let path = dir.join(&entry.file);
+        let actual = crate::sha256_file(&path)?;
+        if actual != entry.sha256 {
+            return Err(SchemaError::invalid(
+                &path,
+                format!(
+                    "sha256 is {actual}, {SHARD_INDEX_FILE} says {} (shard changed after mixing)",
+                    entry.sha256
+                ),
+            ));
+        }
+        Self::open(path)
     }
 
     pub fn path(&self) -> &Path {
@@ -392,8 +503,6 @@ impl ShardReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use parquet::arrow::ArrowWriter;
-
     fn row(batch: u64, i: u32, triplet: bool) -> ShardRow {
         ShardRow {
             batch,
@@ -416,13 +525,26 @@ mod tests {
             vec![row(6, 1, false), row(6, 2, false)],
             vec![row(7, 3, true), row(7, 4, true)],
         ];
-        let file = File::create(&path).unwrap();
-        let mut w = ArrowWriter::try_new(file, shard_schema(true), None).unwrap();
+        let options = ShardWriterOptions {
+            batch_size: 2,
+            keep_text: true,
+        };
+        let mut w = ShardWriter::create(&path, options).unwrap();
         for b in &batches {
-            w.write(&shard_record_batch(b, true).unwrap()).unwrap();
-            w.flush().unwrap();
+            w.write_batch(b).unwrap();
         }
-        w.close().unwrap();
+        let entry = w.finish().unwrap();
+        assert_eq!(
+            (
+                entry.file.as_str(),
+                entry.rows,
+                entry.first_batch,
+                entry.batches
+            ),
+            ("shard-00003.parquet", 4, 6, 2)
+        );
+        assert_eq!(entry.sha256, crate::sha256_file(&path).unwrap());
+        ShardReader::open_verified(dir.path(), &entry).unwrap();
 
         let r = ShardReader::open(&path).unwrap();
         assert_eq!(r.row_groups(), &[2, 2]);
@@ -454,5 +576,29 @@ mod tests {
             shard_record_batch(&plain, true).is_err(),
             "keep_text needs texts"
         );
+    }
+
+    #[test]
+    fn tampered_shard_is_rejected_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(shard_file_name(0));
+        let options = ShardWriterOptions {
+            batch_size: 2,
+            keep_text: false,
+        };
+        let mut w = ShardWriter::create(&path, options).unwrap();
+        w.write_batch(&[row(0, 1, false), row(0, 2, false)])
+            .unwrap();
+        let entry = w.finish().unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+        let err = ShardReader::open_verified(dir.path(), &entry)
+            .err()
+            .expect("a changed shard must be rejected")
+            .to_string();
+        assert!(err.contains("shard-00000.parquet"), "{err}");
+        assert!(err.contains("sha256"), "{err}");
     }
 }
