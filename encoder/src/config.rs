@@ -15,8 +15,8 @@ pub struct BertConfig {
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
     pub intermediate_size: usize,
-    #[serde(default = "default_act")]
-    pub hidden_act: String,
+    #[serde(default)]
+    pub hidden_act: HiddenAct,
     #[serde(default = "default_dropout")]
     pub hidden_dropout_prob: f64,
     #[serde(default = "default_dropout")]
@@ -39,8 +39,28 @@ pub struct BertConfig {
     pub architectures: Vec<String>,
 }
 
-fn default_act() -> String {
-    "gelu".to_owned()
+/// The feed-forward activation, by its `config.json` name (as candle-transformers' `HiddenAct`).
+/// An unknown name fails when `config.json` is read, naming the file and the accepted names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum HiddenAct {
+    /// Exact GELU (erf), BERT's and MiniLM's.
+    #[default]
+    #[serde(rename = "gelu")]
+    Gelu,
+    /// The tanh approximation of GELU, under its two HF names (kept apart so the name round-trips).
+    #[serde(rename = "gelu_new")]
+    GeluNew,
+    #[serde(rename = "gelu_pytorch_tanh")]
+    GeluPytorchTanh,
+    #[serde(rename = "relu")]
+    Relu,
+}
+
+impl HiddenAct {
+    /// Whether this is GELU's tanh approximation (rather than erf GELU or ReLU).
+    pub fn is_tanh_gelu(self) -> bool {
+        matches!(self, HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh)
+    }
 }
 fn default_dropout() -> f64 {
     0.1
@@ -90,12 +110,6 @@ impl BertConfig {
                 self.hidden_size, self.num_attention_heads
             )));
         }
-        if !matches!(self.hidden_act.as_str(), "gelu" | "gelu_new" | "relu") {
-            return Err(bad(format!(
-                "hidden_act `{}` is not supported (gelu, gelu_new, relu)",
-                self.hidden_act
-            )));
-        }
         if self.position_embedding_type != "absolute" {
             return Err(bad(format!(
                 "position_embedding_type `{}` is not supported (absolute)",
@@ -117,7 +131,7 @@ impl BertConfig {
             num_hidden_layers: 6,
             num_attention_heads: 12,
             intermediate_size: 1536,
-            hidden_act: default_act(),
+            hidden_act: HiddenAct::Gelu,
             hidden_dropout_prob: 0.1,
             attention_probs_dropout_prob: 0.1,
             max_position_embeddings: 512,
@@ -235,10 +249,29 @@ mod tests {
             "num_attention_heads": 2, "intermediate_size": 16, "use_cache": true}"#;
         let cfg: BertConfig = serde_json::from_str(text).unwrap();
         assert_eq!(cfg.layer_norm_eps, 1e-12);
-        assert_eq!(cfg.hidden_act, "gelu");
+        assert_eq!(cfg.hidden_act, HiddenAct::Gelu);
         let back: BertConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
         assert_eq!(back, cfg);
         cfg.validate(Path::new("config.json")).unwrap();
+    }
+
+    #[test]
+    fn hidden_act_names_round_trip_and_an_unknown_one_names_the_file() {
+        for name in ["gelu", "gelu_new", "gelu_pytorch_tanh", "relu"] {
+            let act: HiddenAct = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(serde_json::to_string(&act).unwrap(), format!("\"{name}\""));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"vocab_size": 10, "hidden_size": 8, "num_hidden_layers": 1,
+            "num_attention_heads": 2, "intermediate_size": 16, "hidden_act": "swish"}"#,
+        )
+        .unwrap();
+        let err = BertConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        assert!(err.contains("swish") && err.contains("gelu_new"), "{err}");
     }
 
     #[test]

@@ -10,11 +10,11 @@
 //! and residual+LayerNorm are fused loops over vectorisable exp/erf (AVX-512 or AVX2 chosen at
 //! run time). The weights are the model's own, copied once at load.
 
+use crate::linalg::{self, parallelism, MatRef, Parallelism};
 use candle_core::{Result, Tensor};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::config::PoolingMode;
+use crate::config::{HiddenAct, PoolingMode};
 use crate::model::BertModel;
 
 /// One row-major `[in, out]` weight with its bias.
@@ -50,35 +50,11 @@ impl Dense {
 
     /// `y[m, out] = x[m, in] · W + b`.
     fn forward(&self, x: &[f32], y: &mut [f32], m: usize, par: Parallelism) {
-        debug_assert_eq!(x.len(), m * self.inp);
-        debug_assert_eq!(y.len(), m * self.out);
         for row in y.chunks_exact_mut(self.out) {
             row.copy_from_slice(&self.b);
         }
-        // SAFETY: the slices hold exactly m·in, in·out and m·out floats, row-major.
-        unsafe {
-            gemm::gemm(
-                m,
-                self.out,
-                self.inp,
-                y.as_mut_ptr(),
-                1,
-                self.out as isize,
-                true,
-                x.as_ptr(),
-                1,
-                self.inp as isize,
-                self.w.as_ptr(),
-                1,
-                self.out as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                par,
-            );
-        }
+        let (x, w) = (MatRef::rows(x, self.inp), MatRef::rows(&self.w, self.out));
+        linalg::gemm((m, self.out, self.inp), y, self.out, x, w, true, 1.0, par);
     }
 }
 
@@ -128,27 +104,6 @@ pub struct CpuBert {
     act: Act,
 }
 
-/// Lets rayon tasks write disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for writes to disjoint regions, joined before the buffer is read.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    /// Through a method, so closures capture the whole (Send) wrapper, not its raw field.
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-
-fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
-    }
-}
-
 impl CpuBert {
     pub fn from_model(model: &BertModel) -> Result<Self> {
         let cfg = model.config();
@@ -158,10 +113,10 @@ impl CpuBert {
                 .flatten_all()?
                 .to_vec1()
         };
-        let act = match cfg.hidden_act.as_str() {
-            "gelu" => Act::GeluErf,
-            "relu" => Act::Relu,
-            _ => Act::GeluTanh,
+        let act = match cfg.hidden_act {
+            HiddenAct::Gelu => Act::GeluErf,
+            HiddenAct::Relu => Act::Relu,
+            HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => Act::GeluTanh,
         };
         let mut layers = Vec::with_capacity(model.layers.len());
         for l in &model.layers {
@@ -251,79 +206,83 @@ impl CpuBert {
 
     /// Scaled dot-product attention of each sequence with itself, one task per (sequence, head).
     fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize], threaded: bool) {
-        let h = self.hidden;
-        let nh = self.heads;
+        let (h, nh) = (self.hidden, self.heads);
         let dh = h / nh;
         let scale = 1.0 / (dh as f32).sqrt();
         let ld = 3 * h;
-        let out = SendPtr(ctx.as_mut_ptr());
-        let tasks = (offsets.len() - 1) * nh;
-        let run = |scores: &mut Vec<f32>, task: usize| {
-            let (si, head) = (task / nh, task % nh);
+        // Each task writes its own contiguous `len × dh` block (sequence-major, then head), so
+        // tasks hold disjoint slices; one pass then interleaves the heads into `ctx`'s rows.
+        let mut heads = vec![0f32; ctx.len()];
+        let mut tasks = Vec::with_capacity((offsets.len() - 1) * nh);
+        for (si, rows) in split_rows(&mut heads, offsets, h).into_iter().enumerate() {
             let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
-            if len == 0 {
-                return;
+            if len > 0 {
+                tasks.extend(
+                    rows.chunks_mut(len * dh)
+                        .enumerate()
+                        .map(|(hd, b)| (start, len, hd, b)),
+                );
             }
+        }
+        let run = |scores: &mut Vec<f32>,
+                   (start, len, head, block): (usize, usize, usize, &mut [f32])| {
             scores.clear();
             scores.resize(len * len, 0.0);
-            let q = qkv[start * ld + head * dh..].as_ptr();
-            let k = qkv[start * ld + h + head * dh..].as_ptr();
-            let v = qkv[start * ld + 2 * h + head * dh..].as_ptr();
-            // SAFETY: q/k/v address `len` rows of stride `ld` inside `qkv`; `scores` is len×len;
-            // this task alone writes rows start..start+len, columns head·dh..(head+1)·dh of ctx.
-            unsafe {
-                // scores = scale · Q Kᵀ
-                gemm::gemm(
-                    len,
-                    len,
-                    dh,
-                    scores.as_mut_ptr(),
-                    1,
-                    len as isize,
-                    false,
-                    q,
-                    1,
-                    ld as isize,
-                    k,
-                    ld as isize,
-                    1,
-                    0.0,
-                    scale,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-                softmax_rows(scores, len);
-                // ctx = P V
-                gemm::gemm(
-                    len,
-                    dh,
-                    len,
-                    out.get().add(start * h + head * dh),
-                    1,
-                    h as isize,
-                    false,
-                    scores.as_ptr(),
-                    1,
-                    len as isize,
-                    v,
-                    1,
-                    ld as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
-                );
-            }
+            let at = |col: usize| MatRef {
+                data: &qkv[start * ld + col..],
+                row_stride: ld,
+                col_stride: 1,
+            };
+            let (q, v) = (at(head * dh), at(2 * h + head * dh));
+            let k_t = MatRef {
+                row_stride: 1,
+                col_stride: ld,
+                ..at(h + head * dh)
+            };
+            // scores = scale · Q Kᵀ, then ctx = softmax(scores) V
+            linalg::gemm(
+                (len, len, dh),
+                scores,
+                len,
+                q,
+                k_t,
+                false,
+                scale,
+                Parallelism::None,
+            );
+            softmax_rows(scores, len);
+            let p = MatRef::rows(scores, len);
+            linalg::gemm(
+                (len, dh, len),
+                block,
+                dh,
+                p,
+                v,
+                false,
+                1.0,
+                Parallelism::None,
+            );
         };
         if threaded {
-            (0..tasks).into_par_iter().for_each_init(Vec::new, run);
+            tasks.into_par_iter().for_each_init(Vec::new, run);
         } else {
             let mut scores = Vec::new();
-            (0..tasks).for_each(|t| run(&mut scores, t));
+            tasks.into_iter().for_each(|t| run(&mut scores, t));
+        }
+        let place = |(si, rows): (usize, &mut [f32])| {
+            let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
+            let blocks = &heads[start * h..(start + len) * h];
+            for (t, row) in rows.chunks_exact_mut(h).enumerate() {
+                for (head, out) in row.chunks_exact_mut(dh).enumerate() {
+                    out.copy_from_slice(&blocks[(head * len + t) * dh..][..dh]);
+                }
+            }
+        };
+        let seqs = split_rows(ctx, offsets, h);
+        if threaded {
+            seqs.into_par_iter().enumerate().for_each(place);
+        } else {
+            seqs.into_iter().enumerate().for_each(place);
         }
     }
 
@@ -413,6 +372,17 @@ fn activate(x: &mut [f32], act: Act, threaded: bool) {
     }
 }
 
+/// `buf`'s rows (of `width` floats) split per sequence at `offsets`.
+fn split_rows<'a>(mut buf: &'a mut [f32], offsets: &[usize], width: usize) -> Vec<&'a mut [f32]> {
+    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
+    for w in offsets.windows(2) {
+        let (seq, rest) = std::mem::take(&mut buf).split_at_mut((w[1] - w[0]) * width);
+        out.push(seq);
+        buf = rest;
+    }
+    out
+}
+
 fn softmax_rows(s: &mut [f32], len: usize) {
     for row in s.chunks_exact_mut(len) {
         simd::softmax(row);
@@ -496,65 +466,16 @@ pub(crate) mod simd {
 
     /// Residual add + LayerNorm of one row, at the widest SIMD width available.
     pub fn add_norm(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-            unsafe fn v4(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
-                add_norm_impl(row, add, w, b, eps)
-            }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn v3(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
-                add_norm_impl(row, add, w, b, eps)
-            }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-            {
-                // SAFETY: the features were just detected.
-                return unsafe { v4(row, add, w, b, eps) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were just detected.
-                return unsafe { v3(row, add, w, b, eps) };
-            }
-        }
-        add_norm_impl(row, add, w, b, eps)
+        crate::simd::dispatch(|| add_norm_impl(row, add, w, b, eps))
     }
 
-    macro_rules! dispatch {
-        ($name:ident, $imp:ident) => {
-            pub fn $name(xs: &mut [f32]) {
-                #[cfg(target_arch = "x86_64")]
-                {
-                    #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-                    unsafe fn v4(xs: &mut [f32]) {
-                        $imp(xs)
-                    }
-                    #[target_feature(enable = "avx2,fma")]
-                    unsafe fn v3(xs: &mut [f32]) {
-                        $imp(xs)
-                    }
-                    if std::arch::is_x86_feature_detected!("avx512f")
-                        && std::arch::is_x86_feature_detected!("avx512dq")
-                    {
-                        // SAFETY: the features were just detected.
-                        return unsafe { v4(xs) };
-                    }
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("fma")
-                    {
-                        // SAFETY: the features were just detected.
-                        return unsafe { v3(xs) };
-                    }
-                }
-                $imp(xs)
-            }
-        };
+    pub fn gelu_erf(xs: &mut [f32]) {
+        crate::simd::dispatch(|| gelu_impl(xs))
     }
 
-    dispatch!(gelu_erf, gelu_impl);
-    dispatch!(softmax, softmax_impl);
+    pub fn softmax(xs: &mut [f32]) {
+        crate::simd::dispatch(|| softmax_impl(xs))
+    }
 
     #[cfg(test)]
     mod tests {

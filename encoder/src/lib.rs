@@ -10,13 +10,15 @@ pub mod config;
 pub mod cpu;
 pub mod encoder;
 pub mod error;
+pub mod linalg;
 pub mod model;
 pub mod ops;
 pub mod retrieval;
+pub mod simd;
 
 pub use candle_core;
 pub use candle_nn;
-pub use config::{BertConfig, ModuleEntry, Pooling, PoolingMode, SentenceBertConfig};
+pub use config::{BertConfig, HiddenAct, ModuleEntry, Pooling, PoolingMode, SentenceBertConfig};
 pub use encoder::{pad_batch, Backend, SentenceEncoder};
 pub use error::{EncoderError, Result};
 pub use model::{

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BertConfig, PoolingMode};
+use crate::config::{BertConfig, HiddenAct, PoolingMode};
 
 /// A seeded, replayable stream of dropout masks. Cloning it before a forward and passing the
 /// clone to a later forward draws exactly the same masks (GradCache recomputes with it).
@@ -183,12 +183,11 @@ enum Activation {
 }
 
 impl Activation {
-    fn from_config(name: &str) -> Result<Self> {
-        match name {
-            "gelu" => Ok(Activation::GeluErf),
-            "gelu_new" | "gelu_pytorch_tanh" => Ok(Activation::GeluTanh),
-            "relu" => Ok(Activation::Relu),
-            other => candle_core::bail!("hidden_act `{other}` is not supported"),
+    fn from_config(act: HiddenAct) -> Self {
+        match act {
+            HiddenAct::Gelu => Activation::GeluErf,
+            HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => Activation::GeluTanh,
+            HiddenAct::Relu => Activation::Relu,
         }
     }
 
@@ -245,7 +244,7 @@ impl BertModel {
         } else {
             vb
         };
-        let act = Activation::from_config(&cfg.hidden_act)?;
+        let act = Activation::from_config(cfg.hidden_act);
         let h = cfg.hidden_size;
         let std = cfg.initializer_range;
         let randn = Init::Randn {

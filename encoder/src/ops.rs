@@ -119,40 +119,6 @@ pub(crate) fn erf(z: f32) -> f32 {
     (1.0 - poly * exp(-a * a)).copysign(z)
 }
 
-/// Compiles `$body` (a closure call) for AVX-512, AVX2+FMA and baseline, picked at run time.
-macro_rules! simd_dispatch {
-    ($f:expr) => {{
-        #[cfg(target_arch = "x86_64")]
-        {
-            #[target_feature(enable = "avx512f,avx512dq,avx2,fma")]
-            unsafe fn v4<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn v3<R>(f: impl FnOnce() -> R) -> R {
-                f()
-            }
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512dq")
-            {
-                // SAFETY: the features were just detected.
-                unsafe { v4($f) }
-            } else if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the features were just detected.
-                unsafe { v3($f) }
-            } else {
-                ($f)()
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            ($f)()
-        }
-    }};
-}
-
 // ---------------------------------------------------------------------------------------------
 // LayerNorm
 
@@ -191,7 +157,7 @@ impl CustomOp3 for LayerNormOp {
         y.par_chunks_mut(ROWS * h)
             .zip(x.par_chunks(ROWS * h))
             .for_each(|(yc, xc)| {
-                simd_dispatch!(|| {
+                crate::simd::dispatch(|| {
                     for (yr, xr) in yc.chunks_exact_mut(h).zip(xc.chunks_exact(h)) {
                         let (mean, inv) = moments(xr, eps);
                         for i in 0..h {
@@ -223,7 +189,7 @@ impl CustomOp3 for LayerNormOp {
                         .zip(x.par_chunks(ROWS * h))
                         .zip(dy.par_chunks(ROWS * h))
                         .map(|((dxc, xc), dyc)| {
-                            simd_dispatch!(|| {
+                            crate::simd::dispatch(|| {
                                 let mut dw = vec![0f32; h];
                                 let mut db = vec![0f32; h];
                                 let mut xhat = vec![0f32; h];
@@ -311,7 +277,7 @@ impl CustomOp1 for MaskedSoftmax {
             .zip(x.par_chunks(ROWS * tk))
             .enumerate()
             .for_each(|(ci, (yc, xc))| {
-                simd_dispatch!(|| {
+                crate::simd::dispatch(|| {
                     for (ri, (yr, xr)) in
                         yc.chunks_exact_mut(tk).zip(xc.chunks_exact(tk)).enumerate()
                     {
@@ -348,7 +314,7 @@ impl CustomOp1 for MaskedSoftmax {
                     .zip(p.par_chunks(ROWS * tk))
                     .zip(dy.par_chunks(ROWS * tk))
                     .for_each(|((dxc, pc), dyc)| {
-                        simd_dispatch!(|| {
+                        crate::simd::dispatch(|| {
                             for ((dxr, pr), dyr) in dxc
                                 .chunks_exact_mut(tk)
                                 .zip(pc.chunks_exact(tk))
@@ -389,7 +355,7 @@ impl CustomOp1 for GeluErf {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
-                simd_dispatch!(|| {
+                crate::simd::dispatch(|| {
                     for (y, &x) in yc.iter_mut().zip(xc) {
                         *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
                     }
@@ -408,7 +374,7 @@ impl CustomOp1 for GeluErf {
                     .zip(x.par_chunks(CHUNK))
                     .zip(dy.par_chunks(CHUNK))
                     .for_each(|((dc, xc), gc)| {
-                        simd_dispatch!(|| {
+                        crate::simd::dispatch(|| {
                             for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
                                 let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
                                 let pdf = exp(-0.5 * x * x) * INV_SQRT_2PI;

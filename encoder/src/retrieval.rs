@@ -73,34 +73,23 @@ pub fn score_matrix(queries: &[f32], corpus: &[f32], dim: usize) -> Vec<f32> {
     if q == 0 || c == 0 {
         return out;
     }
-    let par = match rayon::current_num_threads() {
-        0 | 1 => gemm::Parallelism::None,
-        n => gemm::Parallelism::Rayon(n),
+    // corpus is read transposed: element (d, j) at j·dim + d.
+    let lhs = crate::linalg::MatRef::rows(queries, dim);
+    let rhs = crate::linalg::MatRef {
+        data: corpus,
+        row_stride: 1,
+        col_stride: dim,
     };
-    // SAFETY: queries is q·dim, corpus c·dim (read transposed), out q·c, all row-major.
-    unsafe {
-        gemm::gemm(
-            q,
-            c,
-            dim,
-            out.as_mut_ptr(),
-            1,
-            c as isize,
-            false,
-            queries.as_ptr(),
-            1,
-            dim as isize,
-            corpus.as_ptr(),
-            dim as isize,
-            1,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    crate::linalg::gemm(
+        (q, c, dim),
+        &mut out,
+        c,
+        lhs,
+        rhs,
+        false,
+        1.0,
+        crate::linalg::parallelism(),
+    );
     out
 }
 

@@ -1,4 +1,5 @@
 //! encoder's integration tests: one binary, so the crate's tests link once.
 
+mod linalg;
 mod parity;
 mod train_graph;
