@@ -30,6 +30,28 @@ struct Object {
     neg: Vec<String>,
 }
 
+/// The `set` rule, shared by every source with a set-of-duplicates column: disjoint consecutive
+/// pairs (s0,s1), (s2,s3), ..., so no text repeats; an odd last member is dropped.
+pub fn set_rows(set: Vec<String>) -> Vec<Vec<String>> {
+    set.chunks_exact(2).map(|c| c.to_vec()).collect()
+}
+
+/// The `query`/`pos`/`neg` rule, shared by every source with list-valued positive/negative
+/// columns: one row per positive, `[query, pos_i]`, plus `neg[i % neg.len()]` when `neg` is not
+/// empty (negatives taken in turn).
+pub fn query_rows(query: &str, pos: Vec<String>, neg: &[String]) -> Vec<Vec<String>> {
+    pos.into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut row = vec![query.to_owned(), p];
+            if !neg.is_empty() {
+                row.push(neg[i % neg.len()].clone());
+            }
+            row
+        })
+        .collect()
+}
+
 /// The rows one line holds, each a list of 2 or 3 texts.
 fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
     let line = line.trim_start();
@@ -42,20 +64,10 @@ fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
         return Ok(vec![texts]);
     }
     if let Some(set) = obj.set {
-        return Ok(set.chunks_exact(2).map(|c| c.to_vec()).collect());
+        return Ok(set_rows(set));
     }
     if let (Some(query), Some(pos)) = (obj.query, obj.pos) {
-        return Ok(pos
-            .into_iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut row = vec![query.clone(), p];
-                if !obj.neg.is_empty() {
-                    row.push(obj.neg[i % obj.neg.len()].clone());
-                }
-                row
-            })
-            .collect());
+        return Ok(query_rows(&query, pos, &obj.neg));
     }
     Err("valid JSON, but an object without `texts`, `set` or `query`+`pos`".to_owned())
 }
