@@ -10,6 +10,7 @@
 //! - [`train`] / [`resume`]: the loop over the loader, JSONL log, progress, exact resume.
 
 pub mod checkpoint;
+pub mod collective;
 pub mod error;
 pub mod loss;
 pub mod model;
@@ -28,11 +29,12 @@ use schemas::{OutputLock, Progress, ShardIndex, Unit};
 use serde::{Deserialize, Serialize};
 
 pub use checkpoint::TrainerState;
+pub use collective::{Collective, Placement, Single};
 pub use error::{Result, TrainError};
 pub use loss::LossKind;
 pub use model::Trainable;
 pub use optim::{AdamW, AdamWConfig, ScheduleKind};
-pub use step::{loss_and_grads, Columns, LossConfig, StepGrads};
+pub use step::{loss_and_grads, loss_and_grads_distributed, Columns, LossConfig, StepGrads};
 
 /// Everything that decides the numbers a run produces. Saved in every checkpoint; a resume
 /// continues with exactly these.

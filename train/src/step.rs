@@ -13,6 +13,7 @@ use candle_core::{Tensor, Var};
 use encoder::DropoutRng;
 use loader::Column;
 
+use crate::collective::Collective;
 use crate::error::{Ctx, Result};
 use crate::loss::{mnrl, LossKind};
 use crate::model::Trainable;
@@ -164,35 +165,7 @@ pub fn loss_and_grads(
     }
 
     // 1. Embed without a graph, remembering each chunk's RNG.
-    struct Piece {
-        col: usize,
-        start: usize,
-        len: usize,
-        rng: Option<DropoutRng>,
-    }
-    let mut pieces = Vec::new();
-    let mut embs: Vec<Vec<Tensor>> = Vec::new();
-    for (ci, col) in cols.list().into_iter().enumerate() {
-        let n = col.ids.dims()[0];
-        let mut parts = Vec::new();
-        for start in (0..n).step_by(m) {
-            let len = m.min(n - start);
-            let saved = rng.as_deref().cloned();
-            let (ids, mask) = chunk(col, start, len).ctx("trimming padding")?;
-            let e = model
-                .embed(&ids, &mask, rng.as_deref_mut())
-                .ctx("GradCache embedding pass")?
-                .detach();
-            parts.push(e);
-            pieces.push(Piece {
-                col: ci,
-                start,
-                len,
-                rng: saved,
-            });
-        }
-        embs.push(parts);
-    }
+    let (pieces, embs) = embed_pieces(model, cols, m, rng)?;
 
     // 2. Full-batch loss on leaf copies of the embeddings; their gradients are the cache.
     let leaves: Vec<Var> = embs
@@ -221,6 +194,62 @@ pub fn loss_and_grads(
         .ctx("GradCache gradients")?;
 
     // 3. Re-embed each chunk with a graph and the same dropout masks; accumulate.
+    let grads = backprop_pieces(model, cols, pieces, &cached)?;
+    Ok(StepGrads {
+        loss: l.to_scalar::<f32>().ctx("loss")? as f64,
+        grads,
+    })
+}
+
+/// One GradCache chunk: rows `start..start+len` of column `col`, and the dropout RNG before it.
+struct Piece {
+    col: usize,
+    start: usize,
+    len: usize,
+    rng: Option<DropoutRng>,
+}
+
+/// GradCache step 1: every column embedded without a graph in chunks of `m` rows.
+fn embed_pieces(
+    model: &Trainable,
+    cols: &Columns,
+    m: usize,
+    mut rng: Option<&mut DropoutRng>,
+) -> Result<(Vec<Piece>, Vec<Vec<Tensor>>)> {
+    let mut pieces = Vec::new();
+    let mut embs: Vec<Vec<Tensor>> = Vec::new();
+    for (ci, col) in cols.list().into_iter().enumerate() {
+        let n = col.ids.dims()[0];
+        let mut parts = Vec::new();
+        for start in (0..n).step_by(m) {
+            let len = m.min(n - start);
+            let saved = rng.as_deref().cloned();
+            let (ids, mask) = chunk(col, start, len).ctx("trimming padding")?;
+            let e = model
+                .embed(&ids, &mask, rng.as_deref_mut())
+                .ctx("GradCache embedding pass")?
+                .detach();
+            parts.push(e);
+            pieces.push(Piece {
+                col: ci,
+                start,
+                len,
+                rng: saved,
+            });
+        }
+        embs.push(parts);
+    }
+    Ok((pieces, embs))
+}
+
+/// GradCache step 3: re-embeds each chunk with a graph (replaying its dropout masks) and
+/// backpropagates `sum(embedding · cached_gradient)`, summing parameter gradients.
+fn backprop_pieces(
+    model: &Trainable,
+    cols: &Columns,
+    pieces: Vec<Piece>,
+    cached: &[Tensor],
+) -> Result<Vec<Tensor>> {
     let all = cols.list();
     let mut grads: Option<Vec<Tensor>> = None;
     for p in pieces {
@@ -245,8 +274,94 @@ pub fn loss_and_grads(
                 .ctx("accumulating gradients")?,
         });
     }
+    Ok(grads.expect("at least one chunk"))
+}
+
+/// Every rank's rows of one embedding matrix, in rank order (rank r holds global rows
+/// `r*n..(r+1)*n`, as the loader slices).
+fn gather_rows(local: &Tensor, coll: &dyn Collective) -> Result<Tensor> {
+    let (n, dim) = local.dims2().ctx("embeddings")?;
+    let flat: Vec<f32> = local
+        .flatten_all()
+        .and_then(|t| t.to_vec1())
+        .ctx("embeddings")?;
+    let all = coll.all_gather(&flat)?;
+    Tensor::from_vec(all, (n * coll.world_size(), dim), local.device()).ctx("gathered embeddings")
+}
+
+/// Data-parallel loss and gradients. `cols` is this rank's contiguous slice of the global batch.
+/// The detached embeddings of every column are all-gathered, the global-batch loss (the same
+/// number on every rank) is differentiated w.r.t. this rank's rows, this rank's slice is
+/// backpropagated GradCache-style (chunks of `mini_batch` rows, or the whole slice), and the
+/// parameter gradients are summed over ranks: every rank ends with the global-batch gradient.
+pub fn loss_and_grads_distributed(
+    model: &Trainable,
+    cols: &Columns,
+    loss: LossConfig,
+    mini_batch: Option<usize>,
+    rng: Option<&mut DropoutRng>,
+    coll: &dyn Collective,
+) -> Result<StepGrads> {
+    let rows = cols.anchor.ids.dims()[0];
+    let m = mini_batch.unwrap_or(rows).clamp(1, rows.max(1));
+    let (pieces, embs) = embed_pieces(model, cols, m, rng)?;
+    let leaves: Vec<Var> = embs
+        .iter()
+        .map(|parts| {
+            let local = Tensor::cat(parts, 0).ctx("embeddings")?;
+            Var::from_tensor(&gather_rows(&local, coll)?).ctx("gathered embeddings")
+        })
+        .collect::<Result<_>>()?;
+    let l = mnrl(
+        &leaves[0],
+        &leaves[1],
+        leaves.get(2).map(|v| v.as_tensor()),
+        loss.scale,
+        loss.kind,
+    )
+    .ctx("global-batch loss")?;
+    let store = l.backward().ctx("backward through the loss")?;
+    let mine = coll.rank() * rows;
+    let cached: Vec<Tensor> = leaves
+        .iter()
+        .map(|v| {
+            let g = store
+                .get(v.as_tensor())
+                .cloned()
+                .map_or_else(|| v.as_tensor().zeros_like(), Ok)?;
+            g.narrow(0, mine, rows)
+        })
+        .collect::<candle_core::Result<_>>()
+        .ctx("this rank's embedding gradients")?;
+    let local = backprop_pieces(model, cols, pieces, &cached)?;
     Ok(StepGrads {
         loss: l.to_scalar::<f32>().ctx("loss")? as f64,
-        grads: grads.expect("at least one chunk"),
+        grads: all_reduce_grads(local, coll)?,
     })
+}
+
+/// Sums each parameter gradient over ranks (one flat buffer, one collective).
+fn all_reduce_grads(grads: Vec<Tensor>, coll: &dyn Collective) -> Result<Vec<Tensor>> {
+    if coll.world_size() == 1 {
+        return Ok(grads);
+    }
+    let mut flat = Vec::new();
+    for g in &grads {
+        flat.extend(
+            g.flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .ctx("gradients")?,
+        );
+    }
+    coll.all_reduce_sum(&mut flat)?;
+    let mut at = 0;
+    grads
+        .iter()
+        .map(|g| {
+            let n = g.elem_count();
+            let t = Tensor::from_slice(&flat[at..at + n], g.shape(), g.device());
+            at += n;
+            t.ctx("summed gradients")
+        })
+        .collect()
 }

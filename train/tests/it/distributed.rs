@@ -1,0 +1,159 @@
+//! Data-parallel step (issue 15): W ranks exchanging embeddings and gradients give the global
+//! batch's loss and gradients. Ranks run as threads over an in-process collective, so this runs
+//! without MPI; the MPI implementation plugs into the same trait.
+
+use std::sync::{Barrier, Mutex};
+
+use crate::common;
+
+use loader::{Loader, LoaderOptions, LoaderState};
+use train::{
+    loss_and_grads, loss_and_grads_distributed, Collective, Columns, LossConfig, LossKind, Single,
+    Trainable,
+};
+
+/// Threads as ranks: each call deposits its buffer, waits for all, and reads the others'.
+struct Threads {
+    world: usize,
+    barrier: Barrier,
+    slots: Mutex<Vec<Vec<f32>>>,
+}
+
+struct Rank<'a> {
+    rank: usize,
+    shared: &'a Threads,
+}
+
+impl Rank<'_> {
+    fn exchange(&self, local: &[f32]) -> Vec<Vec<f32>> {
+        let s = self.shared;
+        s.slots.lock().unwrap()[self.rank] = local.to_vec();
+        s.barrier.wait();
+        let all = s.slots.lock().unwrap().clone();
+        s.barrier.wait();
+        all
+    }
+}
+
+impl Collective for Rank<'_> {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+    fn world_size(&self) -> usize {
+        self.shared.world
+    }
+    fn all_gather(&self, local: &[f32]) -> train::Result<Vec<f32>> {
+        Ok(self.exchange(local).concat())
+    }
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> train::Result<()> {
+        let all = self.exchange(buf);
+        for (i, x) in buf.iter_mut().enumerate() {
+            // Rank order, identical on every rank: bit-identical sums.
+            *x = all.iter().map(|v| v[i]).sum();
+        }
+        Ok(())
+    }
+    fn broadcast(&self, buf: &mut [u8], root: usize) -> train::Result<()> {
+        let f: Vec<f32> = buf.iter().map(|&b| b as f32).collect();
+        let all = self.exchange(&f);
+        for (b, v) in buf.iter_mut().zip(&all[root]) {
+            *b = *v as u8;
+        }
+        Ok(())
+    }
+    fn barrier(&self) -> train::Result<()> {
+        self.shared.barrier.wait();
+        Ok(())
+    }
+}
+
+fn batch(dir: &std::path::Path, index: usize, rank: usize, world_size: usize) -> loader::Batch {
+    let opts = LoaderOptions {
+        rank,
+        world_size,
+        ..LoaderOptions::default()
+    };
+    Loader::open(dir, LoaderState::default(), &opts)
+        .unwrap()
+        .nth(index)
+        .unwrap()
+        .unwrap()
+}
+
+#[test]
+fn two_ranks_give_the_global_batch_loss_and_gradients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    common::tiny_model(&model_dir);
+    let shards = tmp.path().join("shards");
+    common::write_shards(&shards, common::vocab_size(&model_dir), 3, 10, 3);
+    let cfg = encoder::BertConfig::from_file(&model_dir.join("config.json")).unwrap();
+    let model = || Trainable::fresh(&cfg, 3, Some(0.0), &common::cpu()).unwrap();
+    let reference_model = model();
+    // Batch 0: pairs; batch 2: triplets.
+    for (b, kind, mini) in [
+        (0usize, LossKind::Symmetric, None),
+        (0, LossKind::OneWay, Some(2)),
+        (2, LossKind::Symmetric, Some(3)),
+    ] {
+        let loss = LossConfig { kind, scale: 20.0 };
+        let whole = batch(&shards, b, 0, 1);
+        let full =
+            loss_and_grads(&reference_model, &Columns::of(&whole), loss, None, None).unwrap();
+        let single = loss_and_grads_distributed(
+            &reference_model,
+            &Columns::of(&whole),
+            loss,
+            mini,
+            None,
+            &Single,
+        )
+        .unwrap();
+        let shared = Threads {
+            world: 2,
+            barrier: Barrier::new(2),
+            slots: Mutex::new(vec![Vec::new(); 2]),
+        };
+        let ranks: Vec<train::StepGrads> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..2)
+                .map(|rank| {
+                    let (shared, shards, model) = (&shared, &shards, &model);
+                    s.spawn(move || {
+                        let m = model();
+                        let slice = batch(shards, b, rank, 2);
+                        let coll = Rank { rank, shared };
+                        loss_and_grads_distributed(
+                            &m,
+                            &Columns::of(&slice),
+                            loss,
+                            mini,
+                            None,
+                            &coll,
+                        )
+                        .unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let what = format!("batch {b} {kind:?} mini-batch {mini:?}");
+        for got in std::iter::once(&single).chain(&ranks) {
+            let rel = (got.loss - full.loss).abs() / full.loss.abs();
+            assert!(rel < 1e-5, "{what}: loss {} vs {}", got.loss, full.loss);
+            for ((g, f), n) in got
+                .grads
+                .iter()
+                .zip(&full.grads)
+                .zip(&reference_model.names)
+            {
+                let d = common::max_abs_diff(g, f);
+                assert!(d < 1e-4, "{what}: gradient of {n} differs by {d:e}");
+            }
+        }
+        // Both ranks hold the same summed gradient, bit for bit.
+        for (a, c) in ranks[0].grads.iter().zip(&ranks[1].grads) {
+            assert_eq!(common::max_abs_diff(a, c), 0.0, "{what}: ranks disagree");
+        }
+        assert_eq!(ranks[0].loss, ranks[1].loss, "{what}: ranks' losses differ");
+    }
+}
