@@ -92,8 +92,41 @@ impl HubConfig {
 
     /// The cache folder of one model repository.
     pub fn repo_dir(&self, repo: &str) -> PathBuf {
-        self.cache_dir
-            .join(format!("models--{}", repo.replace('/', "--")))
+        self.repo_dir_of(RepoKind::Model, repo)
+    }
+
+    /// The cache folder of one repository of either kind (`models--org--name`, `datasets--org--name`).
+    pub fn repo_dir_of(&self, kind: RepoKind, repo: &str) -> PathBuf {
+        self.cache_dir.join(format!(
+            "{}--{}",
+            kind.cache_prefix(),
+            repo.replace('/', "--")
+        ))
+    }
+}
+
+/// The kind of a Hub repository: it decides the cache folder's prefix and the URL path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    Model,
+    Dataset,
+}
+
+impl RepoKind {
+    /// `models` / `datasets`, as `huggingface_hub` names the cache folders.
+    pub fn cache_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "models",
+            RepoKind::Dataset => "datasets",
+        }
+    }
+
+    /// The path between the endpoint and the repository id in `resolve` URLs (models have none).
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => "datasets/",
+        }
     }
 }
 
@@ -233,7 +266,7 @@ fn fetch_online(
     let mut found: Vec<Meta> = Vec::new();
     let mut absent: Vec<&str> = Vec::new();
     for &file in MODEL_FILES {
-        match head(&dl, cfg, repo, revision, file, warm)? {
+        match head(&dl, cfg, RepoKind::Model, repo, revision, file, warm)? {
             Some(m) => found.push(m),
             None => absent.push(file),
         }
@@ -250,7 +283,7 @@ fn fetch_online(
     if !found.iter().any(|m| m.file == "model.safetensors") {
         let mut got = false;
         for &w in FALLBACK_WEIGHTS {
-            if let Some(m) = head(&dl, cfg, repo, revision, w, warm)? {
+            if let Some(m) = head(&dl, cfg, RepoKind::Model, repo, revision, w, warm)? {
                 found.push(m);
                 got = true;
                 break;
@@ -356,14 +389,16 @@ fn clean_etag(v: &str) -> String {
 fn head(
     dl: &Downloader,
     cfg: &HubConfig,
+    kind: RepoKind,
     repo: &str,
     revision: &str,
     file: &str,
     warm: bool,
 ) -> Result<Option<Meta>> {
     let mut url = format!(
-        "{}/{repo}/resolve/{}/{file}",
+        "{}/{}{repo}/resolve/{}/{file}",
         cfg.endpoint,
+        kind.url_prefix(),
         encode_segment(revision)
     );
     let mut failures = 0u32;
@@ -554,6 +589,13 @@ mod tests {
         assert_eq!(
             cfg(&[("HF_HOME", "/hf")]).repo_dir("nreimers/MiniLM-L6-H384-uncased"),
             PathBuf::from("/hf/hub/models--nreimers--MiniLM-L6-H384-uncased")
+        );
+        assert_eq!(
+            cfg(&[("HF_HOME", "/hf")]).repo_dir_of(
+                RepoKind::Dataset,
+                "sentence-transformers/embedding-training-data"
+            ),
+            PathBuf::from("/hf/hub/datasets--sentence-transformers--embedding-training-data")
         );
     }
 
