@@ -173,15 +173,7 @@ pub fn loss_and_grads(
         .map(|parts| Var::from_tensor(&Tensor::cat(parts, 0)?))
         .collect::<candle_core::Result<_>>()
         .ctx("GradCache embeddings")?;
-    let l = mnrl(
-        &leaves[0],
-        &leaves[1],
-        leaves.get(2).map(|v| v.as_tensor()),
-        loss.scale,
-        loss.kind,
-    )
-    .ctx("loss")?;
-    let store = l.backward().ctx("backward through the loss")?;
+    let (l, store) = loss_on_leaves(&leaves, &loss, "loss")?;
     let cached: Vec<Tensor> = leaves
         .iter()
         .map(|v| {
@@ -210,6 +202,25 @@ struct Piece {
 }
 
 /// GradCache step 1: every column embedded without a graph in chunks of `m` rows.
+/// The loss over leaf copies of the embeddings and its backward: the leaves' gradients are the
+/// GradCache (one process or the gathered global batch).
+fn loss_on_leaves(
+    leaves: &[Var],
+    loss: &LossConfig,
+    what: &'static str,
+) -> Result<(Tensor, candle_core::backprop::GradStore)> {
+    let l = mnrl(
+        &leaves[0],
+        &leaves[1],
+        leaves.get(2).map(|v| v.as_tensor()),
+        loss.scale,
+        loss.kind,
+    )
+    .ctx(what)?;
+    let store = l.backward().ctx("backward through the loss")?;
+    Ok((l, store))
+}
+
 fn embed_pieces(
     model: &Trainable,
     cols: &Columns,
@@ -312,15 +323,7 @@ pub fn loss_and_grads_distributed(
             Var::from_tensor(&gather_rows(&local, coll)?).ctx("gathered embeddings")
         })
         .collect::<Result<_>>()?;
-    let l = mnrl(
-        &leaves[0],
-        &leaves[1],
-        leaves.get(2).map(|v| v.as_tensor()),
-        loss.scale,
-        loss.kind,
-    )
-    .ctx("global-batch loss")?;
-    let store = l.backward().ctx("backward through the loss")?;
+    let (l, store) = loss_on_leaves(&leaves, &loss, "global-batch loss")?;
     let mine = coll.rank() * rows;
     let cached: Vec<Tensor> = leaves
         .iter()
