@@ -208,23 +208,18 @@ fn write_bench_shards(
     positives: &[Vec<u32>],
     batches: u64,
 ) -> Result<()> {
-    let schema = schemas::shards::shard_schema(false);
     let b = anchors.len();
+    let options = schemas::ShardWriterOptions {
+        batch_size: b,
+        keep_text: false,
+    };
     let per_shard = 50u64;
     let mut shards = Vec::new();
     let mut first = 0u64;
     while first < batches {
         let count = per_shard.min(batches - first);
         let file = schemas::shards::shard_file_name(shards.len());
-        let path = dir.join(&file);
-        let props = parquet::file::properties::WriterProperties::builder()
-            .set_compression(parquet::basic::Compression::ZSTD(Default::default()))
-            .build();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            std::fs::File::create(&path)?,
-            schema.clone(),
-            Some(props),
-        )?;
+        let mut w = schemas::ShardWriter::create(dir.join(&file), options)?;
         for i in first..first + count {
             let rows: Vec<schemas::ShardRow> = anchors
                 .iter()
@@ -237,18 +232,9 @@ fn write_bench_shards(
                     ..Default::default()
                 })
                 .collect();
-            let rb = schemas::shards::shard_record_batch(&rows, false)?;
-            w.write(&rb)?;
-            w.flush()?; // one row group per batch, as the mixer writes
+            w.write_batch(&rows)?;
         }
-        w.close()?;
-        shards.push(schemas::ShardEntry {
-            file,
-            rows: count * b as u64,
-            first_batch: first,
-            batches: count,
-            sha256: schemas::sha256_file(&path)?,
-        });
+        shards.push(w.finish()?);
         first += count;
     }
     schemas::ShardIndex {

@@ -4,8 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use parquet::arrow::ArrowWriter;
-use schemas::{ShardEntry, ShardIndex, ShardRow};
+use schemas::{ShardIndex, ShardRow, ShardWriter, ShardWriterOptions};
 
 fn prep() -> Command {
     Command::new(env!("CARGO_BIN_EXE_prep"))
@@ -142,36 +141,26 @@ fn tiny_setup(root: &Path, batches: u64) -> (std::path::PathBuf, std::path::Path
     let shards = root.join("shards");
     std::fs::create_dir_all(&shards).unwrap();
     let mut entries = Vec::new();
+    let options = ShardWriterOptions {
+        batch_size: 4,
+        keep_text: false,
+    };
     for (i, first) in (0..batches).step_by(2).enumerate() {
-        let rows: Vec<ShardRow> = (first..(first + 2).min(batches))
-            .flat_map(|b| {
-                (0..4u32).map(move |r| ShardRow {
+        let path = shards.join(schemas::shards::shard_file_name(i));
+        let mut w = ShardWriter::create(path, options).unwrap();
+        for b in first..(first + 2).min(batches) {
+            let rows: Vec<ShardRow> = (0..4u32)
+                .map(|r| ShardRow {
                     batch: b,
                     dataset: "squad".into(),
                     anchor_ids: vec![2, 10 + r, 20 + b as u32 % 50, 3],
                     positive_ids: vec![2, 30 + r, 40 + b as u32 % 50, 11, 3],
                     ..Default::default()
                 })
-            })
-            .collect();
-        let file = schemas::shards::shard_file_name(i);
-        let path = shards.join(&file);
-        let mut w = ArrowWriter::try_new(
-            std::fs::File::create(&path).unwrap(),
-            schemas::shards::shard_schema(false),
-            None,
-        )
-        .unwrap();
-        w.write(&schemas::shards::shard_record_batch(&rows, false).unwrap())
-            .unwrap();
-        w.close().unwrap();
-        entries.push(ShardEntry {
-            file,
-            rows: rows.len() as u64,
-            first_batch: first,
-            batches: (rows.len() / 4) as u64,
-            sha256: schemas::sha256_file(&path).unwrap(),
-        });
+                .collect();
+            w.write_batch(&rows).unwrap();
+        }
+        entries.push(w.finish().unwrap());
     }
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("pad_token_id".to_owned(), serde_json::json!(0));

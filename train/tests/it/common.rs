@@ -1,14 +1,13 @@
 //! Shared by the trainer tests: a tiny model folder (WordPiece vocab trained on a few sentences,
-//! seeded random weights) and shards written with the mixer's schema.
+//! seeded random weights) and shards written through the one shard writer, `schemas::ShardWriter`.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
-use parquet::arrow::ArrowWriter;
 use rand::{Rng, SeedableRng};
-use schemas::{ShardEntry, ShardIndex};
+use schemas::{ShardIndex, ShardWriter, ShardWriterOptions};
 
 pub const TEXTS: &[&str] = &[
     "how do i bake sourdough bread at home",
@@ -57,42 +56,32 @@ fn random_seq(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32, max: usize) -> Vec<
 pub fn write_shards(dir: &Path, vocab: u32, batches: u64, batch_size: usize, per_shard: u64) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let schema = schemas::shards::shard_schema(false);
+    let options = ShardWriterOptions {
+        batch_size,
+        keep_text: false,
+    };
     let mut shards = Vec::new();
     let mut b = 0u64;
     while b < batches {
+        let file = schemas::shards::shard_file_name(shards.len());
+        let mut w = ShardWriter::create(dir.join(&file), options).unwrap();
         let first = b;
-        let mut rows_out = Vec::new();
         while b < batches && b < first + per_shard {
             let triplet = b % 3 == 2;
-            for _ in 0..batch_size {
-                rows_out.push(schemas::ShardRow {
+            let rows: Vec<schemas::ShardRow> = (0..batch_size)
+                .map(|_| schemas::ShardRow {
                     batch: b,
                     dataset: if triplet { "quora" } else { "squad" }.to_owned(),
                     anchor_ids: random_seq(&mut rng, vocab, 12),
                     positive_ids: random_seq(&mut rng, vocab, 20),
                     negative_ids: triplet.then(|| random_seq(&mut rng, vocab, 20)),
                     ..Default::default()
-                });
-            }
+                })
+                .collect();
+            w.write_batch(&rows).unwrap();
             b += 1;
         }
-        let file = schemas::shards::shard_file_name(shards.len());
-        let rows = rows_out.len() as u64;
-        let rb = schemas::shards::shard_record_batch(&rows_out, false).unwrap();
-        let path = dir.join(&file);
-        let mut w =
-            ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), schema.clone(), None)
-                .unwrap();
-        w.write(&rb).unwrap();
-        w.close().unwrap();
-        shards.push(ShardEntry {
-            file,
-            rows,
-            first_batch: first,
-            batches: b - first,
-            sha256: schemas::sha256_file(&path).unwrap(),
-        });
+        shards.push(w.finish().unwrap());
     }
     let mut extra = std::collections::BTreeMap::new();
     extra.insert("pad_token_id".to_owned(), serde_json::json!(0));
