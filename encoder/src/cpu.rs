@@ -189,11 +189,14 @@ impl CpuBert {
         let inter_dim = self.layers.first().map(|l| l.inter.out).unwrap_or(0);
         let mut qkv = vec![0f32; n * 3 * h];
         let mut ctx = vec![0f32; n * h];
+        // Per-head attention outputs before they are interleaved into `ctx`: allocated once per
+        // forward, every element overwritten by each layer.
+        let mut heads = vec![0f32; n * h];
         let mut tmp = vec![0f32; n * h];
         let mut inter = vec![0f32; n * inter_dim];
         for layer in &self.layers {
             layer.qkv.forward(&x, &mut qkv, n, par);
-            self.attention(&qkv, &mut ctx, &offsets, threaded);
+            self.attention(&qkv, &mut ctx, &mut heads, &offsets, threaded);
             layer.attn_out.forward(&ctx, &mut tmp, n, par);
             add_layer_norm(&mut x, Some(&tmp), &layer.attn_norm, h, threaded);
             layer.inter.forward(&x, &mut inter, n, par);
@@ -205,16 +208,22 @@ impl CpuBert {
     }
 
     /// Scaled dot-product attention of each sequence with itself, one task per (sequence, head).
-    fn attention(&self, qkv: &[f32], ctx: &mut [f32], offsets: &[usize], threaded: bool) {
+    fn attention(
+        &self,
+        qkv: &[f32],
+        ctx: &mut [f32],
+        heads: &mut [f32],
+        offsets: &[usize],
+        threaded: bool,
+    ) {
         let (h, nh) = (self.hidden, self.heads);
         let dh = h / nh;
         let scale = 1.0 / (dh as f32).sqrt();
         let ld = 3 * h;
         // Each task writes its own contiguous `len × dh` block (sequence-major, then head), so
         // tasks hold disjoint slices; one pass then interleaves the heads into `ctx`'s rows.
-        let mut heads = vec![0f32; ctx.len()];
         let mut tasks = Vec::with_capacity((offsets.len() - 1) * nh);
-        for (si, rows) in split_rows(&mut heads, offsets, h).into_iter().enumerate() {
+        for (si, rows) in split_rows(heads, offsets, h).into_iter().enumerate() {
             let (start, len) = (offsets[si], offsets[si + 1] - offsets[si]);
             if len > 0 {
                 tasks.extend(
