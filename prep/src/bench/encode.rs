@@ -218,9 +218,6 @@ pub fn run(args: Args) -> Result<()> {
             .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
             .unwrap_or_else(peak_rss_mib)
     );
-    println!(
-        "peer (issue, same machine kind, 2 threads): sentence-transformers on PyTorch CPU 217 sentences/s"
-    );
 
     if let Some(path) = &args.json {
         let report = serde_json::json!({

@@ -198,7 +198,6 @@ pub fn run(args: Args) -> Result<()> {
         loader_rate * mean,
         1.0 / mean
     );
-    println!("peer: PyTorch CPU, same step and threads on this machine kind: 2.8 s/step (issue figure; torch is not installable offline here)");
     Ok(())
 }
 
