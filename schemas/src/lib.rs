@@ -6,6 +6,7 @@
 //! that libraries report through while staying silent by default.
 
 pub mod atomic;
+pub mod embeddings;
 pub mod error;
 pub mod hash;
 pub mod lock;

@@ -1,0 +1,3 @@
+//! schemas' integration tests: one binary, so the crate's tests link once.
+
+mod embeddings;
