@@ -164,6 +164,7 @@ pub fn download_source(
             size: f.size,
             sha256: f.sha256.clone(),
             headers: Vec::new(),
+            label: None,
         })
         .collect();
     let mut done = downloader.fetch_all(&specs, progress)?.into_iter();

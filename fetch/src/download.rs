@@ -76,6 +76,9 @@ pub struct FileSpec {
     pub sha256: Option<String>,
     /// Extra request headers (e.g. `Authorization` for the Hub).
     pub headers: Vec<(String, String)>,
+    /// The name its progress bar shows; `None`: the destination's file name (a Hub blob's name
+    /// is a hash, so Hub downloads show the file's path in the repository instead).
+    pub label: Option<String>,
 }
 
 impl FileSpec {
@@ -86,10 +89,14 @@ impl FileSpec {
             size: None,
             sha256: None,
             headers: Vec::new(),
+            label: None,
         }
     }
 
     fn label(&self) -> String {
+        if let Some(l) = &self.label {
+            return l.clone();
+        }
         self.dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -253,6 +260,11 @@ impl Downloader {
         &self.cfg
     }
 
+    /// The agent that follows redirects (and never forwards `Authorization` across them).
+    pub(crate) fn agent(&self) -> &ureq::Agent {
+        &self.agent
+    }
+
     /// The agent that returns 3xx responses as they are.
     pub(crate) fn agent_no_redirect(&self) -> &ureq::Agent {
         &self.no_redirect
@@ -375,6 +387,8 @@ impl Downloader {
         })
     }
 
+    /// One request for the rest of the file: resumes the part when its version is known, reads
+    /// what the server answers into it, and says whether the file is complete or worth another try.
     fn attempt(
         &self,
         spec: &FileSpec,
@@ -384,198 +398,34 @@ impl Downloader {
         total: &dyn Progress,
         counted: &mut u64,
     ) -> Result<Attempt> {
-        let mut have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
-        if spec.size.is_some_and(|s| have > s) {
-            // Longer than the whole file: not a prefix of it.
-            truncate(part)?;
-            have = 0;
-        }
-        let recorded = (have > 0)
-            .then(|| Validator::read(&spec.dest, &spec.url))
-            .flatten();
-        if have > 0 && recorded.is_none() {
-            // Of an unknown version: appending could join two versions of the file.
-            bar.message("partial file of unknown version; starting over");
-            truncate(part)?;
-            have = 0;
-        }
-        let mut req = self.agent.get(&spec.url);
-        for (k, v) in &spec.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        if let Some(v) = &recorded {
-            req = req
-                .header("Range", format!("bytes={have}-"))
-                .header("If-Range", v.if_range());
-        }
-        let resp = match req.call() {
+        let (have, recorded) = resumable_part(spec, part, bar)?;
+        let resp = match self.request(spec, have, recorded.as_ref()) {
             Ok(r) => r,
             Err(e) => return transport_error(&spec.url, e),
         };
-        let status = resp.status().as_u16();
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
+        let answer = Answer::of(&resp, &spec.url);
+        let (start, announced) = match answer.body_start(spec, part, have, recorded.as_ref())? {
+            Start::Body { start, announced } => (start, announced),
+            Start::Done(outcome) => return Ok(outcome),
         };
-        let content_length = header("content-length").and_then(|v| v.trim().parse::<u64>().ok());
-        let served = Validator::from_headers(&spec.url, header("etag"), header("last-modified"));
-        let same = recorded
-            .as_ref()
-            .is_none_or(|r| r.same_version(served.as_ref()));
-        let (start, announced) = match status {
-            200 => (0, content_length),
-            206 if !same => {
-                truncate(part)?;
-                return Ok(Attempt::Retry {
-                    message: "the file changed on the server (its ETag differs); starting over"
-                        .into(),
-                    progressed: false,
-                });
-            }
-            206 => match header("content-range")
-                .as_deref()
-                .and_then(parse_content_range)
-            {
-                Some((s, t)) if s == have => (have, t.or(content_length.map(|l| have + l))),
-                other => {
-                    // A range we did not ask for: drop the part and ask for the whole file.
-                    truncate(part)?;
-                    return Ok(Attempt::Retry {
-                        message: format!("server answered an unexpected range {other:?}"),
-                        progressed: false,
-                    });
-                }
-            },
-            416 => {
-                let t = header("content-range")
-                    .as_deref()
-                    .and_then(parse_content_range)
-                    .and_then(|(_, t)| t);
-                if have > 0 && t == Some(have) && same {
-                    return Ok(Attempt::Complete { announced: t });
-                }
-                truncate(part)?;
-                return Ok(Attempt::Retry {
-                    message: "server refused to resume (HTTP 416)".into(),
-                    progressed: false,
-                });
-            }
-            404 | 410 => {
-                discard(&spec.dest);
-                return Err(FetchError::NotFound {
-                    url: spec.url.clone(),
-                });
-            }
-            401 | 403 => {
-                return Err(FetchError::Denied {
-                    url: spec.url.clone(),
-                    status,
-                    hint: if spec.url.contains("huggingface") || !spec.headers.is_empty() {
-                        " (gated or private: accept the terms on the Hub and set HF_TOKEN)"
-                    } else {
-                        ""
-                    },
-                })
-            }
-            s if s >= 500 || s == 429 || s == 408 => {
-                return Ok(Attempt::Retry {
-                    message: status_text(s),
-                    progressed: false,
-                })
-            }
-            // The agent follows redirects; one returned means the limit was reached.
-            300..=399 if header("location").is_some() => {
-                return Err(FetchError::TooManyRedirects {
-                    url: spec.url.clone(),
-                    count: MAX_REDIRECTS,
-                })
-            }
-            s => {
-                return Err(FetchError::Status {
-                    url: spec.url.clone(),
-                    status: s,
-                })
-            }
-        };
-        if let (Some(expected), Some(server)) = (spec.size, announced) {
-            if expected != server {
-                discard(&spec.dest);
-                return Err(FetchError::SizeMismatch {
-                    url: spec.url.clone(),
-                    path: spec.dest.clone(),
-                    expected,
-                    actual: server,
-                    what: "the server announced",
-                });
-            }
-        }
-        let mut file = if start == 0 {
-            if have > 0 {
-                bar.message("the file changed on the server, or it cannot resume; starting over");
-            }
-            // Truncate first, then record the version: a part with bytes always has its own.
-            let f = File::create(part).map_err(|e| FetchError::io(part, e))?;
-            match &served {
-                Some(v) => v.write(&spec.dest)?,
-                None => remove(&validator_path(&spec.dest)),
-            }
-            f
-        } else {
-            let mut f = OpenOptions::new()
-                .append(true)
-                .open(part)
-                .map_err(|e| FetchError::io(part, e))?;
-            f.seek(SeekFrom::End(0))
-                .map_err(|e| FetchError::io(part, e))?;
-            f
-        };
-        if state.hashed != start {
-            state.hasher = Sha256::new();
-            state.hashed = 0;
-            if start > 0 {
-                rehash(part, state)?;
-            }
-        }
+        check_announced_size(spec, announced)?;
+        let mut file = open_part(spec, part, start, have, answer.served.as_ref(), bar)?;
+        resume_hash(part, state, start)?;
         bar.begin(&spec.label(), spec.size.or(announced), Unit::Bytes);
         bar.advance(start);
-        let mut pos = start;
         // Progress is a byte beyond any reached before, so restarts from 0 cannot loop forever.
         let best = (*counted).max(start);
-        if pos > *counted {
-            total.advance(pos - *counted);
-            *counted = pos;
-        }
-
-        let mut body = resp.into_body();
-        let mut reader = body.as_reader();
-        let mut buf = vec![0u8; 256 * 1024];
-        let end = loop {
-            match reader.read(&mut buf) {
-                Ok(0) => break None,
-                Ok(n) => {
-                    file.write_all(&buf[..n])
-                        .map_err(|e| FetchError::io(part, e))?;
-                    state.hasher.update(&buf[..n]);
-                    state.hashed += n as u64;
-                    pos += n as u64;
-                    bar.advance(n as u64);
-                    if pos > *counted {
-                        total.advance(pos - *counted);
-                        *counted = pos;
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if is_stall(&e) => {
-                    break Some(format!(
-                        "stalled after {pos} bytes: no data for {:.1}s",
-                        self.cfg.read_timeout.as_secs_f64()
-                    ))
-                }
-                Err(e) => break Some(format!("connection lost after {pos} bytes: {e}")),
-            }
+        let mut sink = PartSink {
+            file: &mut file,
+            part,
+            state,
+            bar,
+            total,
+            counted,
+            pos: start,
         };
+        let end = sink.copy_body(resp, self.cfg.read_timeout)?;
+        let pos = sink.pos;
         file.sync_all().map_err(|e| FetchError::io(part, e))?;
         let progressed = pos > best;
         if let Some(message) = end {
@@ -591,6 +441,25 @@ impl Downloader {
             });
         }
         Ok(Attempt::Complete { announced })
+    }
+
+    /// The GET, with `Range` + `If-Range` when the part's version is recorded.
+    fn request(
+        &self,
+        spec: &FileSpec,
+        have: u64,
+        recorded: Option<&Validator>,
+    ) -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+        let mut req = self.agent.get(&spec.url);
+        for (k, v) in &spec.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        if let Some(v) = recorded {
+            req = req
+                .header("Range", format!("bytes={have}-"))
+                .header("If-Range", v.if_range());
+        }
+        req.call()
     }
 
     /// Fetches many files with at most `config().jobs` at once. Every file is tried even when
@@ -644,6 +513,263 @@ impl Downloader {
                     all: errors,
                 })
             }
+        }
+    }
+}
+
+/// The bytes of `part` worth resuming (0 when none) and the version they are of. A part longer
+/// than the whole file, or of no recorded version, is dropped: appending to it could join two
+/// versions of the file.
+fn resumable_part(
+    spec: &FileSpec,
+    part: &Path,
+    bar: &dyn Progress,
+) -> Result<(u64, Option<Validator>)> {
+    let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    if have == 0 {
+        return Ok((0, None));
+    }
+    if spec.size.is_some_and(|s| have > s) {
+        truncate(part)?;
+        return Ok((0, None));
+    }
+    match Validator::read(&spec.dest, &spec.url) {
+        Some(v) => Ok((have, Some(v))),
+        None => {
+            bar.message("partial file of unknown version; starting over");
+            truncate(part)?;
+            Ok((0, None))
+        }
+    }
+}
+
+/// What a response's status and headers say about its body.
+struct Answer {
+    url: String,
+    status: u16,
+    content_length: Option<u64>,
+    content_range: Option<(u64, Option<u64>)>,
+    location: bool,
+    /// The version the server names for what it sends.
+    served: Option<Validator>,
+}
+
+/// Where the body goes in the part, or the attempt's outcome when there is no body to take.
+enum Start {
+    Body { start: u64, announced: Option<u64> },
+    Done(Attempt),
+}
+
+impl Answer {
+    fn of(resp: &ureq::http::Response<ureq::Body>, url: &str) -> Self {
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Answer {
+            url: url.to_owned(),
+            status: resp.status().as_u16(),
+            content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+            content_range: header("content-range")
+                .as_deref()
+                .and_then(parse_content_range),
+            location: header("location").is_some(),
+            served: Validator::from_headers(url, header("etag"), header("last-modified")),
+        }
+    }
+
+    /// 200 starts at 0; 206 continues the part when it is the range asked for, of the same
+    /// version; 416 on a whole part completes it; anything else is an error or a retry.
+    fn body_start(
+        &self,
+        spec: &FileSpec,
+        part: &Path,
+        have: u64,
+        recorded: Option<&Validator>,
+    ) -> Result<Start> {
+        let same = recorded.is_none_or(|r| r.same_version(self.served.as_ref()));
+        let restart = |message: String| -> Result<Start> {
+            truncate(part)?;
+            Ok(Start::Done(Attempt::Retry {
+                message,
+                progressed: false,
+            }))
+        };
+        match self.status {
+            200 => Ok(Start::Body {
+                start: 0,
+                announced: self.content_length,
+            }),
+            206 if !same => {
+                restart("the file changed on the server (its ETag differs); starting over".into())
+            }
+            206 => match self.content_range {
+                Some((s, t)) if s == have => Ok(Start::Body {
+                    start: have,
+                    announced: t.or(self.content_length.map(|l| have + l)),
+                }),
+                // A range we did not ask for: drop the part and ask for the whole file.
+                other => restart(format!("server answered an unexpected range {other:?}")),
+            },
+            416 => {
+                let t = self.content_range.and_then(|(_, t)| t);
+                if have > 0 && t == Some(have) && same {
+                    return Ok(Start::Done(Attempt::Complete { announced: t }));
+                }
+                restart("server refused to resume (HTTP 416)".into())
+            }
+            _ => self.refusal(spec).map(Start::Done),
+        }
+    }
+
+    /// A status with no body to take: a retry for server trouble, an error otherwise.
+    fn refusal(&self, spec: &FileSpec) -> Result<Attempt> {
+        let url = self.url.clone();
+        match self.status {
+            404 | 410 => {
+                discard(&spec.dest);
+                Err(FetchError::NotFound { url })
+            }
+            status @ (401 | 403) => Err(FetchError::Denied {
+                url,
+                status,
+                hint: if spec.url.contains("huggingface") || !spec.headers.is_empty() {
+                    " (gated or private: accept the terms on the Hub and set HF_TOKEN)"
+                } else {
+                    ""
+                },
+            }),
+            s if s >= 500 || s == 429 || s == 408 => Ok(Attempt::Retry {
+                message: status_text(s),
+                progressed: false,
+            }),
+            // The agent follows redirects; one returned means the limit was reached.
+            300..=399 if self.location => Err(FetchError::TooManyRedirects {
+                url,
+                count: MAX_REDIRECTS,
+            }),
+            status => Err(FetchError::Status { url, status }),
+        }
+    }
+}
+
+/// The size the server announces must be the one the publisher states.
+fn check_announced_size(spec: &FileSpec, announced: Option<u64>) -> Result<()> {
+    match (spec.size, announced) {
+        (Some(expected), Some(server)) if expected != server => {
+            discard(&spec.dest);
+            Err(FetchError::SizeMismatch {
+                url: spec.url.clone(),
+                path: spec.dest.clone(),
+                expected,
+                actual: server,
+                what: "the server announced",
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The part opened for appending at `start`; from 0 it is truncated first and then the served
+/// version recorded, so a part with bytes always has its own version beside it.
+fn open_part(
+    spec: &FileSpec,
+    part: &Path,
+    start: u64,
+    have: u64,
+    served: Option<&Validator>,
+    bar: &dyn Progress,
+) -> Result<File> {
+    if start > 0 {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(part)
+            .map_err(|e| FetchError::io(part, e))?;
+        f.seek(SeekFrom::End(0))
+            .map_err(|e| FetchError::io(part, e))?;
+        return Ok(f);
+    }
+    if have > 0 {
+        bar.message("the file changed on the server, or it cannot resume; starting over");
+    }
+    let f = File::create(part).map_err(|e| FetchError::io(part, e))?;
+    match served {
+        Some(v) => v.write(&spec.dest)?,
+        None => remove(&validator_path(&spec.dest)),
+    }
+    Ok(f)
+}
+
+/// Brings the running hash to the part's first `start` bytes (rehashing only when it is not).
+fn resume_hash(part: &Path, state: &mut HashState, start: u64) -> Result<()> {
+    if state.hashed != start {
+        state.hasher = Sha256::new();
+        state.hashed = 0;
+        if start > 0 {
+            rehash(part, state)?;
+        }
+    }
+    Ok(())
+}
+
+/// Where a body's bytes go: the part file, its running hash, the file's and the total's bars.
+struct PartSink<'a> {
+    file: &'a mut File,
+    part: &'a Path,
+    state: &'a mut HashState,
+    bar: &'a dyn Progress,
+    total: &'a dyn Progress,
+    /// Bytes already added to the total bar, so restarts never count a byte twice there.
+    counted: &'a mut u64,
+    pos: u64,
+}
+
+impl PartSink<'_> {
+    /// Copies the body to the end; `Some(why)` when the connection stalled or broke first.
+    fn copy_body(
+        &mut self,
+        resp: ureq::http::Response<ureq::Body>,
+        read_timeout: Duration,
+    ) -> Result<Option<String>> {
+        self.count_total();
+        let mut body = resp.into_body();
+        let mut reader = body.as_reader();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let pos = self.pos;
+            match reader.read(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(n) => self.take(&buf[..n])?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if is_stall(&e) => {
+                    return Ok(Some(format!(
+                        "stalled after {pos} bytes: no data for {:.1}s",
+                        read_timeout.as_secs_f64()
+                    )))
+                }
+                Err(e) => return Ok(Some(format!("connection lost after {pos} bytes: {e}"))),
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .map_err(|e| FetchError::io(self.part, e))?;
+        self.state.hasher.update(bytes);
+        self.state.hashed += bytes.len() as u64;
+        self.pos += bytes.len() as u64;
+        self.bar.advance(bytes.len() as u64);
+        self.count_total();
+        Ok(())
+    }
+
+    fn count_total(&mut self) {
+        if self.pos > *self.counted {
+            self.total.advance(self.pos - *self.counted);
+            *self.counted = self.pos;
         }
     }
 }

@@ -81,6 +81,9 @@ pub enum FetchError {
     #[error("model `{model}`: {message}")]
     Model { model: String, message: String },
 
+    #[error("dataset `{dataset}`: {message}")]
+    Dataset { dataset: String, message: String },
+
     #[error("{failed} of {total} downloads failed; first: {first}")]
     Several {
         failed: usize,

@@ -128,6 +128,53 @@ impl RepoKind {
             RepoKind::Dataset => "datasets/",
         }
     }
+
+    /// `--model` / `--dataset`: the `prep download` flag that fetches this kind.
+    pub fn flag(self) -> &'static str {
+        match self {
+            RepoKind::Model => "--model",
+            RepoKind::Dataset => "--dataset",
+        }
+    }
+
+    /// An error about one repository of this kind (`model `x`: ...`, `dataset `x`: ...`).
+    pub(crate) fn error(self, repo: &str, message: String) -> FetchError {
+        match self {
+            RepoKind::Model => FetchError::Model {
+                model: repo.to_owned(),
+                message,
+            },
+            RepoKind::Dataset => FetchError::Dataset {
+                dataset: repo.to_owned(),
+                message,
+            },
+        }
+    }
+}
+
+/// The Hub's refusal (401/403/404) in words, from its `X-Error-Code` as `huggingface_hub` reads
+/// it: a 401 also stands for a private or gated repository seen without a token.
+pub(crate) fn refused(
+    kind: RepoKind,
+    repo: &str,
+    revision: &str,
+    status: u16,
+    error_code: &str,
+) -> FetchError {
+    let message = match error_code {
+        "RepoNotFound" | "RepositoryNotFound" => {
+            "repository not found (or private/gated: set HF_TOKEN)".to_owned()
+        }
+        "RevisionNotFound" => format!("revision `{revision}` not found"),
+        "GatedRepo" => format!(
+            "gated repository (HTTP {status}): accept its terms on the Hub and set HF_TOKEN"
+        ),
+        "EntryNotFound" => format!("no such file at revision `{revision}`"),
+        _ => {
+            format!("access denied (HTTP {status}); set HF_TOKEN for private or gated repositories")
+        }
+    };
+    kind.error(repo, message)
 }
 
 fn is_truthy(v: &str) -> bool {
@@ -157,9 +204,15 @@ pub fn parse_spec(spec: &str) -> Result<ModelSpec> {
     if path.exists() {
         return Err(bad("is a file, not a model folder"));
     }
+    let (repo, revision) = parse_hub_id(spec).map_err(|m| bad(&m))?;
+    Ok(ModelSpec::Hub { repo, revision })
+}
+
+/// `org/name[@revision]` (revision `main` when absent) as (repository, revision), or why not.
+pub fn parse_hub_id(spec: &str) -> std::result::Result<(String, String), String> {
     let (repo, revision) = match spec.split_once('@') {
         Some((r, rev)) if !rev.is_empty() => (r, rev),
-        Some(_) => return Err(bad("empty revision after `@`")),
+        Some(_) => return Err("empty revision after `@`".to_owned()),
         None => (spec, "main"),
     };
     let part_ok = |p: &str| {
@@ -171,17 +224,14 @@ pub fn parse_spec(spec: &str) -> Result<ModelSpec> {
     };
     let parts: Vec<&str> = repo.split('/').collect();
     if parts.len() > 2 || !parts.iter().all(|p| part_ok(p)) {
-        return Err(bad(
-            "no such folder, and not a Hub id (`org/name` or `org/name@revision`)",
-        ));
+        return Err(
+            "no such folder, and not a Hub id (`org/name` or `org/name@revision`)".to_owned(),
+        );
     }
     if revision.split('/').any(|s| s.is_empty() || s == "..") {
-        return Err(bad("malformed revision"));
+        return Err("malformed revision".to_owned());
     }
-    Ok(ModelSpec::Hub {
-        repo: repo.to_owned(),
-        revision: revision.to_owned(),
-    })
+    Ok((repo.to_owned(), revision.to_owned()))
 }
 
 /// Resolves with the environment's settings and no progress display.
@@ -240,18 +290,18 @@ pub fn cached_snapshot(repo_dir: &Path, revision: &str) -> Option<PathBuf> {
     (snap.join("config.json").exists() && has_weights).then_some(snap)
 }
 
-fn is_commit(s: &str) -> bool {
+pub(crate) fn is_commit(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// What a HEAD on `resolve/<rev>/<file>` tells.
 #[derive(Debug, Clone)]
-struct Meta {
-    file: String,
-    etag: String,
-    commit: Option<String>,
-    size: Option<u64>,
-    url: String,
+pub(crate) struct Meta {
+    pub file: String,
+    pub etag: String,
+    pub commit: Option<String>,
+    pub size: Option<u64>,
+    pub url: String,
 }
 
 fn fetch_online(
@@ -310,6 +360,7 @@ fn fetch_online(
             sha256: (m.etag.len() == 64 && m.etag.bytes().all(|b| b.is_ascii_hexdigit()))
                 .then(|| m.etag.to_ascii_lowercase()),
             headers: auth_headers(cfg, &m.url),
+            label: Some(m.file.clone()),
         })
         .collect();
     dl.fetch_all(&specs, progress)?;
@@ -336,7 +387,7 @@ fn fetch_online(
     Ok(snap)
 }
 
-fn auth_headers(cfg: &HubConfig, url: &str) -> Vec<(String, String)> {
+pub(crate) fn auth_headers(cfg: &HubConfig, url: &str) -> Vec<(String, String)> {
     // The token goes to the Hub only, never to the storage host a file redirects to.
     match &cfg.token {
         Some(t) if url.starts_with(&cfg.endpoint) => {
@@ -346,7 +397,7 @@ fn auth_headers(cfg: &HubConfig, url: &str) -> Vec<(String, String)> {
     }
 }
 
-fn encode_segment(s: &str) -> String {
+pub(crate) fn encode_segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
@@ -355,6 +406,15 @@ fn encode_segment(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// A path in a repository, each segment percent-encoded and the `/` kept (as `quote` does in
+/// `huggingface_hub.hf_hub_url`).
+pub(crate) fn encode_path(path: &str) -> String {
+    path.split('/')
+        .map(encode_segment)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// `https://h/a/b` + `/c` → `https://h/c`; absolute locations as they are; otherwise relative to `base`.
@@ -386,7 +446,7 @@ fn clean_etag(v: &str) -> String {
 }
 
 /// Metadata of one file, `None` when the repository does not have it.
-fn head(
+pub(crate) fn head(
     dl: &Downloader,
     cfg: &HubConfig,
     kind: RepoKind,
@@ -396,10 +456,11 @@ fn head(
     warm: bool,
 ) -> Result<Option<Meta>> {
     let mut url = format!(
-        "{}/{}{repo}/resolve/{}/{file}",
+        "{}/{}{repo}/resolve/{}/{}",
         cfg.endpoint,
         kind.url_prefix(),
-        encode_segment(revision)
+        encode_segment(revision),
+        encode_path(file)
     );
     let mut failures = 0u32;
     let mut hops = 0;
@@ -431,10 +492,9 @@ fn head(
                             .or_else(|| h("etag"))
                             .map(|e| clean_etag(&e));
                         let Some(etag) = etag.filter(|e| safe_blob_name(e)) else {
-                            return Err(FetchError::Model {
-                                model: repo.to_owned(),
-                                message: format!("{url}: the server sent no usable ETag"),
-                            });
+                            return Err(
+                                kind.error(repo, format!("{url}: the server sent no usable ETag"))
+                            );
                         };
                         let size = h("x-linked-size")
                             .or_else(|| h("content-length"))
@@ -452,10 +512,9 @@ fn head(
                         if let Some(etag) = h("x-linked-etag").map(|e| clean_etag(&e)) {
                             // An LFS file: metadata here, contents at the storage location.
                             if !safe_blob_name(&etag) {
-                                return Err(FetchError::Model {
-                                    model: repo.to_owned(),
-                                    message: format!("{url}: unusable ETag {etag:?}"),
-                                });
+                                return Err(
+                                    kind.error(repo, format!("{url}: unusable ETag {etag:?}"))
+                                );
                             }
                             return Ok(Some(Meta {
                                 file: file.to_owned(),
@@ -477,16 +536,7 @@ fn head(
                         return Ok(None)
                     }
                     401 | 403 | 404 => {
-                        let message = match error_code.as_str() {
-                            "RepositoryNotFound" => "repository not found (or private/gated: set HF_TOKEN)".to_owned(),
-                            "RevisionNotFound" => format!("revision `{revision}` not found"),
-                            "GatedRepo" => "gated repository: accept its terms on the Hub and set HF_TOKEN".to_owned(),
-                            _ => format!("access denied (HTTP {status}); set HF_TOKEN for private or gated repositories"),
-                        };
-                        return Err(FetchError::Model {
-                            model: repo.to_owned(),
-                            message,
-                        });
+                        return Err(refused(kind, repo, revision, status, &error_code))
                     }
                     s if s >= 500 || s == 429 || s == 408 => FetchError::Status {
                         url: url.clone(),
@@ -505,7 +555,7 @@ fn head(
     }
 }
 
-fn safe_blob_name(etag: &str) -> bool {
+pub(crate) fn safe_blob_name(etag: &str) -> bool {
     !etag.is_empty()
         && etag.len() <= 128
         && etag
@@ -514,7 +564,7 @@ fn safe_blob_name(etag: &str) -> bool {
 }
 
 /// `snapshots/<commit>/<file>` → `../../blobs/<etag>` (one more `..` per folder in `file`).
-fn link_blob(snap: &Path, file: &str, etag: &str) -> Result<()> {
+pub(crate) fn link_blob(snap: &Path, file: &str, etag: &str) -> Result<()> {
     let link = snap.join(file);
     let parent = link.parent().expect("snapshot files have a parent");
     fs::create_dir_all(parent).map_err(|e| FetchError::io(parent, e))?;

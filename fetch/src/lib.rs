@@ -9,6 +9,7 @@
 //!   unpacked atomically beside them ([`unpack`]), recorded as complete only when all are verified
 //!   and unpacked; `prep ingest` reads that record.
 //! - [`hub`]: `--model` resolution into the standard HF cache layout, offline-capable.
+//! - [`hub_dataset`]: `--dataset` repositories (listing, include/exclude, the same cache layout).
 //!
 //! HTTP is `ureq` (blocking, no async runtime, rustls on ring): downloads are I/O-bound on a few
 //! connections, so threads are enough and the build stays small.
@@ -17,6 +18,7 @@ pub mod cache;
 pub mod download;
 pub mod error;
 pub mod hub;
+pub mod hub_dataset;
 pub mod progress;
 pub mod unpack;
 
@@ -29,6 +31,7 @@ pub use download::{
     MAX_REDIRECTS,
 };
 pub use error::{FetchError, Result};
-pub use hub::{resolve_model, resolve_model_with, HubConfig, ModelSpec};
+pub use hub::{resolve_model, resolve_model_with, HubConfig, ModelSpec, RepoKind};
+pub use hub_dataset::{download_dataset, parse_hf_url, DatasetRequest, DatasetSnapshot, SnapshotFile};
 pub use progress::{MultiProgress, NoMultiProgress};
 pub use unpack::{default_cap, unpack, ArchiveFormat, Cap};

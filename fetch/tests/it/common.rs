@@ -33,6 +33,9 @@ pub struct Route {
     pub delay: Duration,
     /// Send no ETag or Last-Modified at all (a server that names no version).
     pub no_validator: bool,
+    /// A gated file: only a request with this `Authorization` is served; the Hub answers 401
+    /// without a token and 403 with another one, both with `X-Error-Code: GatedRepo`.
+    pub gated: Option<String>,
 }
 
 impl Route {
@@ -188,6 +191,17 @@ fn handle(mut conn: TcpStream, s: &Shared) {
         *n += 1;
         *n
     };
+    let route = route.map(|r| match &r.gated {
+        Some(want) if headers.get("authorization") != Some(want) => {
+            let status = if headers.contains_key("authorization") {
+                403
+            } else {
+                401
+            };
+            Route::status(status).header("X-Error-Code", "GatedRepo")
+        }
+        _ => r,
+    });
     respond(&mut conn, &method, route, nth, &headers);
     s.active.fetch_sub(1, Ordering::SeqCst);
     let _ = conn.flush();

@@ -3,4 +3,5 @@
 mod common;
 mod download;
 mod hub;
+mod hub_dataset;
 mod unpack;
