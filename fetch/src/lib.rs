@@ -32,6 +32,8 @@ pub use download::{
 };
 pub use error::{FetchError, Result};
 pub use hub::{resolve_model, resolve_model_with, HubConfig, ModelSpec, RepoKind};
-pub use hub_dataset::{download_dataset, parse_hf_url, DatasetRequest, DatasetSnapshot, SnapshotFile};
+pub use hub_dataset::{
+    download_dataset, parse_hf_url, DatasetRequest, DatasetSnapshot, SnapshotFile,
+};
 pub use progress::{MultiProgress, NoMultiProgress};
 pub use unpack::{default_cap, unpack, ArchiveFormat, Cap};
