@@ -118,15 +118,17 @@ impl CpuBert {
             HiddenAct::Relu => Act::Relu,
             HiddenAct::GeluNew | HiddenAct::GeluPytorchTanh => Act::GeluTanh,
         };
-        let mut layers = Vec::with_capacity(model.layers.len());
-        for l in &model.layers {
+        let mut layers = Vec::with_capacity(model.layers().len());
+        for l in model.layers() {
+            let (att, attn_out) = (&l.attention.self_attention, &l.attention.output.0);
+            let out = &l.output.0;
             layers.push(CpuLayer {
-                qkv: Dense::from_linears(&[&l.query, &l.key, &l.value])?,
-                attn_out: Dense::from_linears(&[&l.attn_out])?,
-                attn_norm: Norm::from(&l.attn_norm)?,
-                inter: Dense::from_linears(&[&l.intermediate])?,
-                out: Dense::from_linears(&[&l.output])?,
-                out_norm: Norm::from(&l.out_norm)?,
+                qkv: Dense::from_linears(&[&att.query, &att.key, &att.value])?,
+                attn_out: Dense::from_linears(&[&attn_out.dense])?,
+                attn_norm: Norm::from(&attn_out.layer_norm)?,
+                inter: Dense::from_linears(&[&l.intermediate.dense])?,
+                out: Dense::from_linears(&[&out.dense])?,
+                out_norm: Norm::from(&out.layer_norm)?,
             });
         }
         Ok(CpuBert {

@@ -120,11 +120,16 @@ impl SentenceEncoder {
                 msg: "missing (only safetensors weights are supported)".to_owned(),
             });
         }
-        // SAFETY: the file is mapped read-only for the duration of loading and copied into
-        // tensors; prep never writes model files in place (atomic renames).
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device) }
+        // Read, not mapped: every tensor is copied out of the file while loading anyway, and a
+        // mapping would need `unsafe` (its safety resting on nobody writing the file meanwhile).
+        let bytes = std::fs::read(&weights).map_err(|source| EncoderError::Io {
+            path: weights.clone(),
+            source,
+        })?;
+        let vb = VarBuilder::from_slice_safetensors(&bytes, DType::F32, device)
             .ctx(|| format!("{}", weights.display()))?;
         let model = BertModel::load(vb, &config).ctx(|| format!("{}", weights.display()))?;
+        drop(bytes);
         let cpu = if device.is_cpu() {
             Some(CpuBert::from_model(&model).ctx(|| "copying weights for the CPU path".into())?)
         } else {

@@ -5,6 +5,8 @@
 //! mask (running count of real tokens), so padding may sit anywhere in a row and the real tokens
 //! still see positions 0, 1, 2, ... exactly as when encoded alone.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Init, VarBuilder};
 use rand::RngCore;
@@ -202,33 +204,331 @@ impl Activation {
     }
 }
 
+/// Word + position + token-type-0 embeddings, LayerNorm, dropout (HF's `BertEmbeddings`).
 #[derive(Debug, Clone)]
-pub struct Embeddings {
+pub struct BertEmbeddings {
     pub word: Tensor,
     pub position: Tensor,
     pub token_type: Tensor,
     pub layer_norm: LayerNorm,
+    dropout: f64,
 }
 
+impl BertEmbeddings {
+    /// `vb` at `embeddings`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let randn = Init::Randn {
+            mean: 0.0,
+            stdev: cfg.initializer_range,
+        };
+        Ok(BertEmbeddings {
+            word: vb.get_with_hints((cfg.vocab_size, h), "word_embeddings.weight", randn)?,
+            position: vb.get_with_hints(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+                randn,
+            )?,
+            token_type: vb.get_with_hints(
+                (cfg.type_vocab_size, h),
+                "token_type_embeddings.weight",
+                randn,
+            )?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// `[B, T, H]` for `ids` `[B, T]` (u32) at `positions` `[B, T]` (u32); every token has
+    /// token type 0.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let word = self.word.index_select(&ids.flatten_all()?, 0)?;
+        let pos = self.position.index_select(&positions.flatten_all()?, 0)?;
+        let x = (word + pos)?.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
+        let x = self
+            .layer_norm
+            .forward(&x.reshape((b, t, self.word.dim(1)?))?)?;
+        dropout(x, self.dropout, rng)
+    }
+}
+
+/// Which keys of a padded batch are real, in the form the attention softmax takes: computed once
+/// per forward and shared by every layer.
 #[derive(Debug, Clone)]
-pub struct Layer {
+pub enum AttentionMask {
+    /// For the fused CPU softmax ([`crate::ops::masked_softmax`]): one flag per `[B, T]` key.
+    Keep(Arc<Vec<bool>>),
+    /// Added to the scores `[B, 1, 1, T]`: 0 for real keys, the most negative f32 for padding
+    /// (as HF does).
+    Additive(Tensor),
+}
+
+impl AttentionMask {
+    /// From `mask` `[B, T]` (f32, 1 real, 0 padding), for scores of `like`'s device and dtype.
+    pub fn new(mask: &Tensor, like: &Tensor) -> Result<Self> {
+        if crate::ops::fused_ok(like) {
+            let m = mask.flatten_all()?.to_vec1::<f32>()?;
+            return Ok(AttentionMask::Keep(Arc::new(
+                m.into_iter().map(|v| v > 0.0).collect(),
+            )));
+        }
+        let (b, t) = mask.dims2()?;
+        let additive = ((1.0 - mask)? * f32::MIN as f64)?
+            .reshape((b, 1, 1, t))?
+            .to_dtype(like.dtype())?;
+        Ok(AttentionMask::Additive(additive))
+    }
+
+    /// softmax(scale · scores + mask) over the keys of `scores` `[B, heads, T, T]`.
+    fn softmax(&self, scores: &Tensor, scale: f64) -> Result<Tensor> {
+        match self {
+            AttentionMask::Keep(keep) => crate::ops::masked_softmax(scores, scale, keep.clone()),
+            AttentionMask::Additive(add) => {
+                softmax_last_dim(&(scores * scale)?.broadcast_add(add)?)
+            }
+        }
+    }
+}
+
+/// Multi-head scaled dot-product self-attention: the per-head context `[B, T, H]`.
+#[derive(Debug, Clone)]
+pub struct BertSelfAttention {
     pub query: Linear,
     pub key: Linear,
     pub value: Linear,
-    pub attn_out: Linear,
-    pub attn_norm: LayerNorm,
-    pub intermediate: Linear,
-    pub output: Linear,
-    pub out_norm: LayerNorm,
+    heads: usize,
+    head_dim: usize,
+    dropout: f64,
+}
+
+impl BertSelfAttention {
+    /// `vb` at `attention.self`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let (h, std) = (cfg.hidden_size, cfg.initializer_range);
+        Ok(BertSelfAttention {
+            query: Linear::load(vb.pp("query"), h, h, std)?,
+            key: Linear::load(vb.pp("key"), h, h, std)?,
+            value: Linear::load(vb.pp("value"), h, h, std)?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            dropout: cfg.attention_probs_dropout_prob,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let (b, t, h) = x.dims3()?;
+        let split = |y: Tensor| -> Result<Tensor> {
+            y.reshape((b, t, self.heads, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split(self.query.forward(x)?)?;
+        let k = split(self.key.forward(x)?)?;
+        let v = split(self.value.forward(x)?)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let probs = mask.softmax(&q.matmul(&k.t()?)?, scale)?;
+        let probs = dropout(probs, self.dropout, rng)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))
+    }
+}
+
+/// Dense, dropout, then LayerNorm of the residual sum: after attention (`BertSelfOutput`) and
+/// after the feed-forward block (`BertOutput`) alike.
+#[derive(Debug, Clone)]
+pub struct ResidualNorm {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    dropout: f64,
+}
+
+impl ResidualNorm {
+    /// `vb` at `attention.output` or `output`; `dense` maps `in_dim` to the hidden size.
+    fn load(vb: VarBuilder, in_dim: usize, cfg: &BertConfig) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(ResidualNorm {
+            dense: Linear::load(vb.pp("dense"), in_dim, h, cfg.initializer_range)?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: cfg.hidden_dropout_prob,
+        })
+    }
+
+    /// LayerNorm(dropout(dense(`x`)) + `residual`).
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let y = dropout(self.dense.forward(x)?, self.dropout, rng)?;
+        self.layer_norm.forward(&(y + residual)?)
+    }
+}
+
+/// The projection after attention, added to the layer's input (HF's `BertSelfOutput`).
+#[derive(Debug, Clone)]
+pub struct BertSelfOutput(pub ResidualNorm);
+
+impl BertSelfOutput {
+    /// `vb` at `attention.output`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        ResidualNorm::load(vb, cfg.hidden_size, cfg).map(BertSelfOutput)
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        self.0.forward(x, residual, rng)
+    }
+}
+
+/// Self-attention and its output block.
+#[derive(Debug, Clone)]
+pub struct BertAttention {
+    pub self_attention: BertSelfAttention,
+    pub output: BertSelfOutput,
+}
+
+impl BertAttention {
+    /// `vb` at `attention`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        Ok(BertAttention {
+            self_attention: BertSelfAttention::load(vb.pp("self"), cfg)?,
+            output: BertSelfOutput::load(vb.pp("output"), cfg)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let ctx = self.self_attention.forward(x, mask, rng.as_deref_mut())?;
+        self.output.forward(&ctx, x, rng)
+    }
+}
+
+/// The feed-forward block's widening projection and activation.
+#[derive(Debug, Clone)]
+pub struct BertIntermediate {
+    pub dense: Linear,
+    act: Activation,
+}
+
+impl BertIntermediate {
+    /// `vb` at `intermediate`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(BertIntermediate {
+            dense: Linear::load(vb.pp("dense"), h, i, cfg.initializer_range)?,
+            act: Activation::from_config(cfg.hidden_act),
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.act.apply(&self.dense.forward(x)?)
+    }
+}
+
+/// The feed-forward block's narrowing projection, added to its input (HF's `BertOutput`).
+#[derive(Debug, Clone)]
+pub struct BertOutput(pub ResidualNorm);
+
+impl BertOutput {
+    /// `vb` at `output`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        ResidualNorm::load(vb, cfg.intermediate_size, cfg).map(BertOutput)
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        residual: &Tensor,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        self.0.forward(x, residual, rng)
+    }
+}
+
+/// One transformer layer: attention, then the feed-forward block.
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    pub attention: BertAttention,
+    pub intermediate: BertIntermediate,
+    pub output: BertOutput,
+}
+
+impl BertLayer {
+    /// `vb` at `encoder.layer.N`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        Ok(BertLayer {
+            attention: BertAttention::load(vb.pp("attention"), cfg)?,
+            intermediate: BertIntermediate::load(vb.pp("intermediate"), cfg)?,
+            output: BertOutput::load(vb.pp("output"), cfg)?,
+        })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let attended = self.attention.forward(x, mask, rng.as_deref_mut())?;
+        let inter = self.intermediate.forward(&attended)?;
+        self.output.forward(&inter, &attended, rng)
+    }
+}
+
+/// The stack of layers.
+#[derive(Debug, Clone)]
+pub struct BertEncoder {
+    pub layers: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    /// `vb` at `encoder`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::load(vb.pp(format!("layer.{i}")), cfg))
+            .collect::<Result<_>>()?;
+        Ok(BertEncoder { layers })
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        mask: &AttentionMask,
+        mut rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let mut x = x.clone();
+        for layer in &self.layers {
+            x = layer.forward(&x, mask, rng.as_deref_mut())?;
+        }
+        Ok(x)
+    }
 }
 
 /// A BERT encoder (no pooler), named as in HF checkpoints.
 #[derive(Debug, Clone)]
 pub struct BertModel {
-    pub embeddings: Embeddings,
-    pub layers: Vec<Layer>,
+    pub embeddings: BertEmbeddings,
+    pub encoder: BertEncoder,
     config: BertConfig,
-    act: Activation,
     device: Device,
 }
 
@@ -244,53 +544,10 @@ impl BertModel {
         } else {
             vb
         };
-        let act = Activation::from_config(cfg.hidden_act);
-        let h = cfg.hidden_size;
-        let std = cfg.initializer_range;
-        let randn = Init::Randn {
-            mean: 0.0,
-            stdev: std,
-        };
-        let ve = vb.pp("embeddings");
-        let embeddings = Embeddings {
-            word: ve.get_with_hints((cfg.vocab_size, h), "word_embeddings.weight", randn)?,
-            position: ve.get_with_hints(
-                (cfg.max_position_embeddings, h),
-                "position_embeddings.weight",
-                randn,
-            )?,
-            token_type: ve.get_with_hints(
-                (cfg.type_vocab_size, h),
-                "token_type_embeddings.weight",
-                randn,
-            )?,
-            layer_norm: LayerNorm::load(ve.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
-        };
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let vl = vb.pp(format!("encoder.layer.{i}"));
-            let va = vl.pp("attention");
-            layers.push(Layer {
-                query: Linear::load(va.pp("self.query"), h, h, std)?,
-                key: Linear::load(va.pp("self.key"), h, h, std)?,
-                value: Linear::load(va.pp("self.value"), h, h, std)?,
-                attn_out: Linear::load(va.pp("output.dense"), h, h, std)?,
-                attn_norm: LayerNorm::load(va.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
-                intermediate: Linear::load(
-                    vl.pp("intermediate.dense"),
-                    h,
-                    cfg.intermediate_size,
-                    std,
-                )?,
-                output: Linear::load(vl.pp("output.dense"), cfg.intermediate_size, h, std)?,
-                out_norm: LayerNorm::load(vl.pp("output.LayerNorm"), h, cfg.layer_norm_eps)?,
-            });
-        }
         Ok(BertModel {
-            embeddings,
-            layers,
+            embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg)?,
+            encoder: BertEncoder::load(vb.pp("encoder"), cfg)?,
             config: cfg.clone(),
-            act,
             device: vb.device().clone(),
         })
     }
@@ -303,6 +560,11 @@ impl BertModel {
         &self.device
     }
 
+    /// The layers, in order.
+    pub fn layers(&self) -> &[BertLayer] {
+        &self.encoder.layers
+    }
+
     /// Last hidden states `[B, T, H]` for `input_ids` `[B, T]` (u32/i64) and `attention_mask`
     /// `[B, T]` (1 real, 0 padding; any dtype). `dropout: None` is eval mode; `Some(rng)` applies
     /// hidden and attention-probability dropout with the config's rates, masks drawn from `rng`.
@@ -312,72 +574,21 @@ impl BertModel {
         attention_mask: &Tensor,
         mut dropout_rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids.dims2()?;
-        let cfg = &self.config;
-        let h = cfg.hidden_size;
-        let nh = cfg.num_attention_heads;
-        let dh = cfg.head_dim();
-        if t > cfg.max_position_embeddings {
+        let (_, t) = input_ids.dims2()?;
+        if t > self.config.max_position_embeddings {
             candle_core::bail!(
                 "sequence length {t} exceeds max_position_embeddings {}",
-                cfg.max_position_embeddings
+                self.config.max_position_embeddings
             );
         }
         let mask = attention_mask.to_dtype(DType::F32)?;
         let positions = positions_from_mask(&mask)?;
-        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
-
-        let e = &self.embeddings;
-        let word = e.word.index_select(&ids, 0)?;
-        let pos = e.position.index_select(&positions.flatten_all()?, 0)?;
-        let x = (word + pos)?.broadcast_add(&e.token_type.narrow(0, 0, 1)?)?;
-        let x = x.reshape((b, t, h))?;
-        let x = e.layer_norm.forward(&x)?;
-        let mut x = dropout(x, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
-
-        // Additive mask: 0 for real keys, the most negative f32 for padding (as HF does).
-        let additive = ((1.0 - &mask)? * f32::MIN as f64)?
-            .reshape((b, 1, 1, t))?
-            .to_dtype(x.dtype())?;
-        let scale = 1.0 / (dh as f64).sqrt();
-        // The fused CPU softmax takes the mask as which keys are real.
-        let fused = crate::ops::fused_ok(&x);
-        let keep = if fused {
-            let m = mask.flatten_all()?.to_vec1::<f32>()?;
-            Some(std::sync::Arc::new(
-                m.into_iter().map(|v| v > 0.0).collect::<Vec<bool>>(),
-            ))
-        } else {
-            None
-        };
-
-        for layer in &self.layers {
-            let heads = |y: Tensor| -> Result<Tensor> {
-                y.reshape((b, t, nh, dh))?.transpose(1, 2)?.contiguous()
-            };
-            let q = heads(layer.query.forward(&x)?)?;
-            let k = heads(layer.key.forward(&x)?)?;
-            let v = heads(layer.value.forward(&x)?)?;
-            let raw = q.matmul(&k.t()?)?;
-            let probs = match &keep {
-                Some(keep) => crate::ops::masked_softmax(&raw, scale, keep.clone())?,
-                None => softmax_last_dim(&(raw * scale)?.broadcast_add(&additive)?)?,
-            };
-            let probs = dropout(
-                probs,
-                cfg.attention_probs_dropout_prob,
-                dropout_rng.as_deref_mut(),
-            )?;
-            let ctx = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))?;
-            let a = layer.attn_out.forward(&ctx)?;
-            let a = dropout(a, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
-            let x1 = layer.attn_norm.forward(&(a + &x)?)?;
-            let inter = self.act.apply(&layer.intermediate.forward(&x1)?)?;
-            let o = layer.output.forward(&inter)?;
-            let o = dropout(o, cfg.hidden_dropout_prob, dropout_rng.as_deref_mut())?;
-            x = layer.out_norm.forward(&(o + x1)?)?;
-        }
-        Ok(x)
+        let ids = input_ids.to_dtype(DType::U32)?;
+        let x = self
+            .embeddings
+            .forward(&ids, &positions, dropout_rng.as_deref_mut())?;
+        let mask = AttentionMask::new(&mask, &x)?;
+        self.encoder.forward(&x, &mask, dropout_rng)
     }
 }
 
