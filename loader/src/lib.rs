@@ -5,6 +5,8 @@
 //!   through a bounded channel, so memory stays at `prefetch` batches however big the shards are.
 //! - The position is a [`LoaderState`] (shard, batch): a trainer saves it in its checkpoint and
 //!   [`Loader::open`] resumes exactly there.
+//! - Shards are read through `schemas::ShardReader`, the shard contract's one reader, and only
+//!   their id columns (the texts of `--keep-text` shards are never decoded).
 //! - Shards are checked against `index.json` before the first batch ([`Verify`]): by default
 //!   every shard the stream will read is hashed in [`Loader::open`], so a damaged shard fails the
 //!   run before any work rather than when it is reached.
@@ -12,16 +14,14 @@
 //!   batch (rows `rank*B/W .. (rank+1)*B/W`): slices are disjoint, cover the batch, and every process
 //!   stays on the same step and dataset.
 
-use std::collections::VecDeque;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::thread::JoinHandle;
 
-use arrow_array::{Array, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use candle_core::{Device, Tensor};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use schemas::{NoProgress, Progress, SchemaError, ShardEntry, ShardIndex, Unit};
+use schemas::{
+    NoProgress, Progress, SchemaError, ShardBatch, ShardEntry, ShardIndex, ShardReader, Unit,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,18 +33,6 @@ pub enum LoaderError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
-    },
-    #[error("{path}: Parquet: {source}")]
-    Parquet {
-        path: PathBuf,
-        #[source]
-        source: parquet::errors::ParquetError,
-    },
-    #[error("{path}: sha256 is {actual}, index.json says {expected} (shard changed after mixing)")]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        actual: String,
     },
     #[error(
         "{index}: {} shard(s) do not match it (changed or damaged after mixing; rerun the same \
@@ -212,16 +200,6 @@ impl RawBatch {
     }
 }
 
-/// The pad id the mixer recorded (`extra.pad_token_id`), 0 (BERT's `[PAD]`) when absent.
-pub fn pad_token_id(index: &ShardIndex) -> u32 {
-    index
-        .extra
-        .get("pad_token_id")
-        .and_then(|v| v.as_u64())
-        .map(|v| v as u32)
-        .unwrap_or(0)
-}
-
 /// The shard holding global batch `batch`, as a resumable position.
 pub fn locate(index: &ShardIndex, batch: u64) -> Option<LoaderState> {
     index
@@ -236,165 +214,14 @@ pub fn rank_range(rows: usize, rank: usize, world_size: usize) -> std::ops::Rang
     rows * rank / world_size..rows * (rank + 1) / world_size
 }
 
-/// Reads whole batches from one shard file, in order, starting at global batch `from`.
-pub struct ShardReader {
-    path: PathBuf,
-    reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
-    pending: VecDeque<RawBatch>,
-    current: Option<RawBatch>,
-    from: u64,
-    done: bool,
-}
-
-impl ShardReader {
-    pub fn open(path: &Path, from: u64) -> Result<Self> {
-        let file = File::open(path).map_err(|e| LoaderError::Io {
-            path: path.to_owned(),
-            source: e,
-        })?;
-        let pq = |e| LoaderError::Parquet {
-            path: path.to_owned(),
-            source: e,
-        };
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .map_err(pq)?
-            .with_batch_size(4096)
-            .build()
-            .map_err(pq)?;
-        Ok(ShardReader {
-            path: path.to_owned(),
-            reader,
-            pending: VecDeque::new(),
-            current: None,
-            from,
-            done: false,
-        })
-    }
-
-    fn absorb(&mut self, rb: &RecordBatch) -> Result<()> {
-        let path = self.path.clone();
-        let col = |name: &str| {
-            rb.column_by_name(name)
-                .ok_or_else(|| LoaderError::invalid(&path, format!("no column `{name}`")))
-        };
-        let batch = col("batch")?
-            .as_any()
-            .downcast_ref::<UInt64Array>()
-            .ok_or_else(|| LoaderError::invalid(&path, "column `batch` is not UInt64"))?;
-        let dataset = col("dataset")?
-            .as_any()
-            .downcast_ref::<StringArray>()
-            .ok_or_else(|| LoaderError::invalid(&path, "column `dataset` is not Utf8"))?;
-        let lists = |name: &str| -> Result<&ListArray> {
-            col(name)?
-                .as_any()
-                .downcast_ref::<ListArray>()
-                .ok_or_else(|| {
-                    LoaderError::invalid(&path, format!("column `{name}` is not List<UInt32>"))
-                })
-        };
-        let anchor = lists("anchor_ids")?;
-        let positive = lists("positive_ids")?;
-        let negative = match rb.column_by_name("negative_ids") {
-            Some(_) => Some(lists("negative_ids")?),
-            None => None,
-        };
-        let ids = |arr: &ListArray, row: usize, name: &str| -> Result<Vec<u32>> {
-            let values = arr.value(row);
-            let values = values
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .ok_or_else(|| {
-                    LoaderError::invalid(&path, format!("`{name}` items are not UInt32"))
-                })?;
-            Ok(values.values().to_vec())
-        };
-        for row in 0..rb.num_rows() {
-            let b = batch.value(row);
-            if b < self.from {
-                continue;
-            }
-            let ds = dataset.value(row);
-            let a = ids(anchor, row, "anchor_ids")?;
-            let p = ids(positive, row, "positive_ids")?;
-            let n = match negative {
-                Some(arr) if arr.is_valid(row) => Some(ids(arr, row, "negative_ids")?),
-                _ => None,
-            };
-            let start_new = match &self.current {
-                Some(cur) if cur.index == b => false,
-                Some(cur) if b < cur.index => {
-                    return Err(LoaderError::invalid(
-                        &path,
-                        format!("batch {b} after batch {}: rows out of order", cur.index),
-                    ))
-                }
-                _ => true,
-            };
-            if start_new {
-                if let Some(done) = self.current.take() {
-                    self.pending.push_back(done);
-                }
-                self.current = Some(RawBatch {
-                    index: b,
-                    dataset: ds.to_owned(),
-                    anchor: Vec::new(),
-                    positive: Vec::new(),
-                    negative: n.as_ref().map(|_| Vec::new()),
-                });
-            }
-            let cur = self.current.as_mut().expect("set above");
-            if cur.dataset != ds {
-                return Err(LoaderError::invalid(
-                    &path,
-                    format!("batch {b} mixes datasets `{}` and `{ds}`", cur.dataset),
-                ));
-            }
-            cur.anchor.push(a);
-            cur.positive.push(p);
-            match (&mut cur.negative, n) {
-                (Some(list), Some(n)) => list.push(n),
-                (None, None) => {}
-                _ => {
-                    return Err(LoaderError::invalid(
-                        &path,
-                        format!("batch {b} mixes pairs and triplets"),
-                    ))
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Iterator for ShardReader {
-    type Item = Result<RawBatch>;
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(b) = self.pending.pop_front() {
-                return Some(Ok(b));
-            }
-            if self.done {
-                return self.current.take().map(Ok);
-            }
-            match self.reader.next() {
-                None => self.done = true,
-                Some(Err(e)) => {
-                    self.done = true;
-                    self.current = None;
-                    return Some(Err(LoaderError::Invalid {
-                        path: self.path.clone(),
-                        message: format!("Arrow: {e}"),
-                    }));
-                }
-                Some(Ok(rb)) => {
-                    if let Err(e) = self.absorb(&rb) {
-                        self.done = true;
-                        self.current = None;
-                        return Some(Err(e));
-                    }
-                }
-            }
+impl From<ShardBatch> for RawBatch {
+    fn from(b: ShardBatch) -> Self {
+        RawBatch {
+            index: b.batch,
+            dataset: b.dataset,
+            anchor: b.anchor_ids,
+            positive: b.positive_ids,
+            negative: b.negative_ids,
         }
     }
 }
@@ -424,23 +251,15 @@ fn hash_problem(dir: &Path, entry: &ShardEntry) -> Option<String> {
 
 /// Opens the shard's Parquet footer (cheap: a few KB at the end) and checks its row count.
 fn footer_problem(dir: &Path, entry: &ShardEntry) -> Option<String> {
-    let path = dir.join(&entry.file);
-    let rows = File::open(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|f| {
-            parquet::file::reader::SerializedFileReader::new(f).map_err(|e| e.to_string())
-        })
-        .map(|r| {
-            use parquet::file::reader::FileReader;
-            r.metadata().file_metadata().num_rows()
-        });
-    match rows {
-        Ok(n) if n == entry.rows as i64 => None,
-        Ok(n) => Some(format!(
-            "{}: holds {n} rows, index.json says {}",
-            entry.file, entry.rows
+    match ShardReader::open(dir.join(&entry.file)) {
+        Ok(r) if r.rows() == entry.rows => None,
+        Ok(r) => Some(format!(
+            "{}: holds {} rows, index.json says {}",
+            entry.file,
+            r.rows(),
+            entry.rows
         )),
-        Err(e) => Some(format!("{}: not a readable Parquet file: {e}", entry.file)),
+        Err(e) => Some(format!("{}: not a readable shard: {e}", entry.file)),
     }
 }
 
@@ -489,6 +308,59 @@ pub fn verify_shards(
     })
 }
 
+/// The batches of shard `entry` from global batch `first` on, each checked against what the
+/// index promises; its sha256 is checked first when `verify`.
+fn shard_batches(
+    dir: &Path,
+    entry: &ShardEntry,
+    first: u64,
+    verify: bool,
+) -> Box<dyn Iterator<Item = Result<RawBatch>> + Send> {
+    let opened = if verify {
+        ShardReader::open_verified(dir, entry)
+    } else {
+        ShardReader::open(dir.join(&entry.file))
+    };
+    let reader = match opened {
+        Ok(reader) => reader,
+        Err(e) => return Box::new(std::iter::once(Err(e.into()))),
+    };
+    let path = reader.path().to_owned();
+    let expected = first..entry.first_batch + entry.batches;
+    let mut next_expected = expected.start;
+    let batches = reader
+        .into_batches()
+        .filter(move |b| b.as_ref().map_or(true, |b| b.batch >= first))
+        .map(move |b| {
+            let b = RawBatch::from(b?);
+            if b.index != next_expected || !expected.contains(&b.index) {
+                return Err(LoaderError::invalid(
+                    &path,
+                    format!(
+                        "holds batch {} where index.json promises batch {next_expected}",
+                        b.index
+                    ),
+                ));
+            }
+            next_expected += 1;
+            Ok(b)
+        });
+    Box::new(batches)
+}
+
+/// Keeps `rank`'s rows of every column of a global batch.
+fn slice_for_rank(b: &mut RawBatch, rank: usize, world_size: usize) {
+    let slice = |rows: &mut Vec<Vec<u32>>| {
+        let r = rank_range(rows.len(), rank, world_size);
+        *rows = rows.drain(r).collect();
+    };
+    slice(&mut b.anchor);
+    slice(&mut b.positive);
+    if let Some(n) = b.negative.as_mut() {
+        slice(n);
+    }
+}
+
 /// Yields [`RawBatch`]es for one rank from `start` to the end of the index, on the calling thread.
 pub fn raw_batches(
     dir: &Path,
@@ -504,55 +376,14 @@ pub fn raw_batches(
     shards
         .into_iter()
         .flat_map(move |entry| {
-            let path = dir.join(&entry.file);
             let first = from.max(entry.first_batch);
             from = entry.first_batch + entry.batches;
-            let opened = (|| {
-                if verify {
-                    let actual = schemas::sha256_file(&path)?;
-                    if actual != entry.sha256 {
-                        return Err(LoaderError::Checksum {
-                            path: path.clone(),
-                            expected: entry.sha256.clone(),
-                            actual,
-                        });
-                    }
-                }
-                ShardReader::open(&path, first)
-            })();
-            let expected = first..entry.first_batch + entry.batches;
-            let mut next_expected = expected.start;
-            let iter: Box<dyn Iterator<Item = Result<RawBatch>> + Send> = match opened {
-                Err(e) => Box::new(std::iter::once(Err(e))),
-                Ok(reader) => Box::new(reader.map(move |b| {
-                    let b = b?;
-                    if b.index != next_expected || !expected.contains(&b.index) {
-                        return Err(LoaderError::invalid(
-                            &path,
-                            format!(
-                                "holds batch {} where index.json promises batch {next_expected}",
-                                b.index
-                            ),
-                        ));
-                    }
-                    next_expected += 1;
-                    Ok(b)
-                })),
-            };
-            iter
+            shard_batches(&dir, &entry, first, verify)
         })
         .map(move |b| {
             let mut b = b?;
-            let slice = |rows: &mut Vec<Vec<u32>>| {
-                let r = rank_range(rows.len(), rank, world_size);
-                *rows = rows.drain(r).collect();
-            };
             if world_size > 1 {
-                slice(&mut b.anchor);
-                slice(&mut b.positive);
-                if let Some(n) = b.negative.as_mut() {
-                    slice(n);
-                }
+                slice_for_rank(&mut b, rank, world_size);
             }
             Ok(b)
         })
@@ -613,7 +444,7 @@ impl Loader {
         }
         let end = opts.end_batch.unwrap_or(total).min(total);
         verify_shards(dir, &index, start, end, opts.verify, progress)?;
-        let pad_id = pad_token_id(&index);
+        let pad_id = index.tokenizer.pad_token_id;
         let (tx, rx) = sync_channel(opts.prefetch.max(1));
         // Fast mode hashes the shards it did not hash up front just before reading them.
         let lazy = opts.verify == Verify::Fast;

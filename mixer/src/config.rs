@@ -12,18 +12,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use schemas::{Arity, Manifest, MANIFEST_FILE};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{MixError, Result};
 
-/// One config entry. Upstream reads only `name` and `weight`; `lines` is informational.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConfigEntry {
-    pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lines: Option<u64>,
-    pub weight: u64,
-}
+/// One config entry; index.json records the entries, so the type lives in `schemas`.
+pub use schemas::ConfigEntry;
 
 /// A parsed `data_config.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,15 +132,8 @@ pub fn upstream_dataset_id(name: &str) -> Option<&'static str> {
         .map(|(_, id)| *id)
 }
 
-/// Where a resolved source's rows live.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceKind {
-    /// An ingested dataset folder (`part-*.parquet` + `manifest.json`).
-    Dataset { dir: PathBuf },
-    /// A normalized upstream `jsonl(.gz)` file, converted to Parquet before mixing.
-    Jsonl { file: PathBuf },
-}
+/// Where a resolved source's rows live; index.json records it, so the type lives in `schemas`.
+pub use schemas::SourceKind;
 
 /// One source the mix draws from: the merge of every config entry that resolved to it.
 #[derive(Debug, Clone, PartialEq, Serialize)]

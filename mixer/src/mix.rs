@@ -10,13 +10,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{sync_channel, SyncSender};
 
 use rayon::prelude::*;
 use schemas::shards::{shard_file_name, ShardRow, ShardWriter, ShardWriterOptions};
 use schemas::{
-    part_files, AtomicFile, Manifest, OutputLock, Progress, SchemaError, ShardEntry, ShardIndex,
-    Unit, PREP_VERSION,
+    part_files, AtomicFile, DatasetEntry, IndexConfig, Manifest, MixSettings, MixingDeviation,
+    OutputLock, Progress, ShardEntry, ShardIndex, TokenizerInfo, Unit, PREP_VERSION,
 };
 use serde_json::{json, Value};
 
@@ -232,12 +232,12 @@ struct Resume {
 }
 
 impl Resume {
-    /// The existing mix is exactly what this run would make: nothing to write, nothing to
-    /// rewrite (a no-op rerun leaves `index.json` byte-identical).
-    fn is_noop(&self, opts: &MixOptions) -> bool {
-        self.old.as_ref().is_some_and(|old| {
+    /// The existing index, when the mix is exactly what this run would make: nothing to
+    /// write, nothing to rewrite (a no-op rerun leaves `index.json` byte-identical).
+    fn noop_index(&self, opts: &MixOptions) -> Option<&ShardIndex> {
+        self.old.as_ref().filter(|old| {
             old.steps == opts.steps
-                && old.extra.get("complete") == Some(&json!(true))
+                && old.complete
                 && old.shards.len() == self.reuse.len()
                 && self.reuse.iter().all(Option::is_some)
         })
@@ -266,7 +266,7 @@ fn resumable(out: &Path, fp: &Value, opts: &MixOptions) -> Result<Resume> {
     let Ok(index) = ShardIndex::read(out) else {
         return Ok(fresh(out.join(schemas::SHARD_INDEX_FILE).exists()));
     };
-    if index.extra.get("fingerprint") != Some(fp) {
+    if index.fingerprint != *fp {
         return Ok(fresh(true));
     }
     let checked: Vec<(usize, bool)> = index
@@ -305,11 +305,7 @@ fn resumable(out: &Path, fp: &Value, opts: &MixOptions) -> Result<Resume> {
 /// Writes `index` unless `index.json` already holds exactly these bytes.
 fn write_index_if_changed(out: &Path, index: &ShardIndex) -> Result<()> {
     let path = out.join(schemas::SHARD_INDEX_FILE);
-    let mut bytes = serde_json::to_vec_pretty(index).map_err(|e| SchemaError::Json {
-        path: path.clone(),
-        source: e,
-    })?;
-    bytes.push(b'\n');
+    let bytes = index.to_json_bytes(out)?;
     if std::fs::read(&path).is_ok_and(|old| old == bytes) {
         return Ok(());
     }
@@ -414,55 +410,48 @@ fn round6(x: f64) -> f64 {
 }
 
 /// The deviation of realised batch counts from the weights, per dataset id.
-fn deviation_report(ids: &[String], d: &Deviation) -> Value {
-    let per: BTreeMap<&str, f64> = ids
-        .iter()
-        .map(String::as_str)
-        .zip(d.per_dataset.iter().map(|v| round6(*v)))
-        .collect();
-    json!({
-        "unit": "batches",
-        "what": "max over every prefix of the stream of |batches(dataset) - share * batches|",
-        "max_abs": round6(d.max_abs_batches),
-        "within_one_batch": d.max_abs_batches < 1.0,
-        "per_dataset": per,
-    })
+fn deviation_report(ids: &[String], d: &Deviation) -> MixingDeviation {
+    MixingDeviation {
+        max_abs: round6(d.max_abs_batches),
+        per_dataset: ids
+            .iter()
+            .cloned()
+            .zip(d.per_dataset.iter().map(|v| round6(*v)))
+            .collect(),
+        unit: "batches".into(),
+        what: "max over every prefix of the stream of |batches(dataset) - share * batches|".into(),
+        within_one_batch: d.max_abs_batches < 1.0,
+    }
 }
 
+/// Each dataset's index entry after `batches` batches, the sampler's counters at `stats`.
 fn dataset_entries(
     sources: &[PreparedSource],
     stats: &[DatasetStats],
     total_weight: u64,
     batches: u64,
-) -> BTreeMap<String, Value> {
+) -> BTreeMap<String, DatasetEntry> {
+    let share = |n: f64, of: f64| if of == 0.0 { 0.0 } else { round6(n / of) };
     sources
         .iter()
         .zip(stats)
         .map(|(s, st)| {
-            let mut v = serde_json::to_value(st).expect("stats serialise");
-            v["epochs"] = json!(round6(st.epochs));
-            let o = v.as_object_mut().expect("object");
-            o.insert("weight".into(), json!(s.source.weight));
-            o.insert(
-                "share".into(),
-                json!(round6(s.source.weight as f64 / total_weight as f64)),
-            );
-            o.insert(
-                "realised_share".into(),
-                json!(if batches == 0 {
-                    0.0
-                } else {
-                    round6(st.batches as f64 / batches as f64)
-                }),
-            );
-            o.insert("rows".into(), json!(s.manifest.rows));
-            o.insert("columns".into(), json!(s.manifest.columns));
-            o.insert("names".into(), json!(s.source.names));
-            o.insert(
-                "source".into(),
-                serde_json::to_value(&s.source.kind).expect("kind"),
-            );
-            (s.source.id.clone(), v)
+            let entry = DatasetEntry {
+                batches: st.batches,
+                columns: s.manifest.columns,
+                epoch: st.epoch,
+                epochs: round6(st.epochs),
+                names: s.source.names.clone(),
+                realised_share: share(st.batches as f64, batches as f64),
+                rows: s.manifest.rows,
+                rows_drawn: st.rows_drawn,
+                rows_skipped_duplicate: st.rows_skipped_duplicate,
+                share: round6(s.source.weight as f64 / total_weight as f64),
+                source: s.source.kind.clone(),
+                weight: s.source.weight,
+                other: BTreeMap::new(),
+            };
+            (s.source.id.clone(), entry)
         })
         .collect()
 }
@@ -523,39 +512,112 @@ fn open_sampler(sources: &[PreparedSource], opts: &MixOptions) -> Result<Sampler
     Ok(Sampler::new(streams, schedule, &weights, opts.batch_size))
 }
 
-/// Everything the index records besides shards and dataset counters.
-fn index_extra(
+/// The index of a run before any shard: settings, tokenizer, fingerprint, zeroed counters.
+fn new_index(
     config: &MixConfig,
     tokenizer: &MixTokenizer,
     opts: &MixOptions,
     fp: Value,
-) -> BTreeMap<String, Value> {
-    let mut extra = BTreeMap::new();
-    extra.insert(
-        "config".into(),
-        json!({
-            "path": config.path.display().to_string(),
-            "entries": config.entries,
-        }),
-    );
-    extra.insert(
-        "tokenizer".into(),
-        json!(tokenizer.path().display().to_string()),
-    );
-    extra.insert("tokenizer_sha256".into(), json!(tokenizer.sha256()));
-    extra.insert("tokenizer_engine".into(), json!(tokenizer.engine()));
-    extra.insert("pad_token_id".into(), json!(tokenizer.pad_id()));
-    extra.insert("max_length_a".into(), json!(opts.max_length_a));
-    extra.insert("max_length_b".into(), json!(opts.max_length_b));
-    extra.insert("datasets_per_batch".into(), json!(opts.datasets_per_batch));
-    extra.insert("batches_per_draw".into(), json!(opts.batches_per_draw));
-    extra.insert("batches_per_shard".into(), json!(opts.batches_per_shard));
-    extra.insert("shuffle_buffer".into(), json!(opts.shuffle_buffer));
-    extra.insert("mixing".into(), json!(opts.mixing));
-    extra.insert("keep_text".into(), json!(opts.keep_text));
-    extra.insert("fingerprint".into(), fp);
-    extra.insert("complete".into(), json!(false));
-    extra
+    datasets: BTreeMap<String, DatasetEntry>,
+) -> ShardIndex {
+    ShardIndex {
+        prep_version: PREP_VERSION.into(),
+        batch_size: opts.batch_size as u64,
+        steps: opts.steps,
+        seed: opts.seed,
+        shards: Vec::new(),
+        datasets,
+        mix: MixSettings {
+            config: IndexConfig {
+                entries: config.entries.clone(),
+                path: config.path.display().to_string(),
+            },
+            max_length_a: opts.max_length_a,
+            max_length_b: opts.max_length_b,
+            datasets_per_batch: opts.datasets_per_batch,
+            batches_per_draw: opts.batches_per_draw,
+            batches_per_shard: opts.batches_per_shard,
+            shuffle_buffer: opts.shuffle_buffer,
+            mixing: opts.mixing,
+            keep_text: opts.keep_text,
+        },
+        tokenizer: TokenizerInfo {
+            path: tokenizer.path().display().to_string(),
+            sha256: tokenizer.sha256().to_owned(),
+            engine: tokenizer.engine().to_owned(),
+            pad_token_id: tokenizer.pad_id(),
+        },
+        complete: false,
+        fingerprint: fp,
+        mixing_deviation: None,
+        other: BTreeMap::new(),
+    }
+}
+
+/// The output folder made and swept, the config resolved to Parquet sources.
+fn resolve_inputs(config: &MixConfig, pairs: &Path, out: &Path) -> Result<Vec<PreparedSource>> {
+    std::fs::create_dir_all(out).map_err(|e| MixError::io(out, e))?;
+    remove_stale_source_temps(out)?;
+    prepare_sources(config, pairs, out)
+}
+
+/// What of the existing mix this run keeps; every other shard file is removed.
+fn check_resume(out: &Path, fp: &Value, opts: &MixOptions) -> Result<Resume> {
+    let resume = resumable(out, fp, opts)?;
+    let keep: Vec<&str> = resume
+        .reuse
+        .iter()
+        .flatten()
+        .map(|e| e.file.as_str())
+        .collect();
+    remove_shards(out, &keep)?;
+    Ok(resume)
+}
+
+/// The stream to write: the sampler over the sources, and the index it starts from.
+struct Plan {
+    sampler: Sampler,
+    index: ShardIndex,
+    total_weight: u64,
+}
+
+fn plan(
+    config: &MixConfig,
+    sources: &[PreparedSource],
+    tokenizer: &MixTokenizer,
+    opts: &MixOptions,
+    fp: Value,
+) -> Result<Plan> {
+    let total_weight: u64 = sources.iter().map(|s| s.source.weight).sum();
+    let sampler = open_sampler(sources, opts)?;
+    let datasets = dataset_entries(sources, sampler.stats(), total_weight, 0);
+    Ok(Plan {
+        index: new_index(config, tokenizer, opts, fp, datasets),
+        sampler,
+        total_weight,
+    })
+}
+
+/// The index once every shard is listed: complete if it holds all `steps` batches.
+fn finish_index(out: &Path, index: &mut ShardIndex, opts: &MixOptions) -> Result<()> {
+    index.complete = index.total_batches() == opts.steps;
+    write_index_if_changed(out, index)
+}
+
+impl MixReport {
+    fn new(resume: &Resume, opts: &MixOptions, index: ShardIndex, written: u64, c: Counts) -> Self {
+        MixReport {
+            index,
+            resumed_at_batch: resume.first_to_write(opts),
+            restarted: resume.restarted,
+            shards_remade: resume.damaged.clone(),
+            batches_written: written,
+            rows_written: written * opts.batch_size as u64,
+            tokens_written: c.tokens,
+            texts_truncated: c.truncated,
+            texts_written: c.texts,
+        }
+    }
 }
 
 /// Runs the mix: writes `steps` batches as shards into `out`, resuming what a previous run with
@@ -573,57 +635,28 @@ pub fn mix(
 ) -> Result<MixReport> {
     opts.check()?;
     let _lock = OutputLock::acquire(out)?;
-    std::fs::create_dir_all(out).map_err(|e| MixError::io(out, e))?;
-    remove_stale_source_temps(out)?;
-    let sources = prepare_sources(config, pairs, out)?;
+    let sources = resolve_inputs(config, pairs, out)?;
     let fp = fingerprint(config, &sources, tokenizer, opts);
-    let resume = resumable(out, &fp, opts)?;
-    let keep: Vec<&str> = resume
-        .reuse
-        .iter()
-        .flatten()
-        .map(|e| e.file.as_str())
-        .collect();
-    remove_shards(out, &keep)?;
-    let mut report = MixReport {
-        index: resume.old.clone().unwrap_or_else(|| ShardIndex {
-            prep_version: PREP_VERSION.into(),
-            batch_size: opts.batch_size as u64,
-            steps: opts.steps,
-            seed: opts.seed,
-            shards: Vec::new(),
-            datasets: BTreeMap::new(),
-            extra: BTreeMap::new(),
-        }),
-        resumed_at_batch: resume.first_to_write(opts),
-        restarted: resume.restarted,
-        shards_remade: resume.damaged.clone(),
-        batches_written: 0,
-        rows_written: 0,
-        tokens_written: 0,
-        texts_truncated: 0,
-        texts_written: 0,
-    };
-    if resume.is_noop(opts) {
-        return Ok(report);
+    let resume = check_resume(out, &fp, opts)?;
+    if let Some(old) = resume.noop_index(opts) {
+        return Ok(MixReport::new(
+            &resume,
+            opts,
+            old.clone(),
+            0,
+            Counts::default(),
+        ));
     }
-
-    let total_weight: u64 = sources.iter().map(|s| s.source.weight).sum();
-    let sampler = open_sampler(&sources, opts)?;
-    let mut index = ShardIndex {
-        prep_version: PREP_VERSION.into(),
-        batch_size: opts.batch_size as u64,
-        steps: opts.steps,
-        seed: opts.seed,
-        shards: Vec::new(),
-        datasets: dataset_entries(&sources, sampler.stats(), total_weight, 0),
-        extra: index_extra(config, tokenizer, opts, fp),
-    };
+    let Plan {
+        sampler,
+        mut index,
+        total_weight,
+    } = plan(config, &sources, tokenizer, opts, fp)?;
     if resume.restarted {
         // The old index lists shards just removed: replace it at once.
         index.write(out)?;
     }
-    let ctx = Pipeline {
+    let pipeline = Pipeline {
         out,
         opts,
         tokenizer,
@@ -631,19 +664,9 @@ pub fn mix(
         total_weight,
         progress,
     };
-    let (written, counts) = ctx.run(sampler, &resume.reuse, &mut index)?;
-    index.extra.insert(
-        "complete".into(),
-        json!(index.total_batches() == opts.steps),
-    );
-    write_index_if_changed(out, &index)?;
-    report.index = index;
-    report.batches_written = written;
-    report.rows_written = written * opts.batch_size as u64;
-    report.tokens_written = counts.tokens;
-    report.texts_truncated = counts.truncated;
-    report.texts_written = counts.texts;
-    Ok(report)
+    let (written, counts) = pipeline.run(sampler, &resume.reuse, &mut index)?;
+    finish_index(out, &mut index, opts)?;
+    Ok(MixReport::new(&resume, opts, index, written, counts))
 }
 
 /// The three overlapping stages of a mix run.
@@ -656,12 +679,44 @@ struct Pipeline<'a> {
     progress: &'a dyn Progress,
 }
 
+/// The sampling stage: every shard's batches in order, as chunks (a reused shard's batches are
+/// replayed for the counters and dropped). Stops when the receiver hangs up.
+fn sample_shards(
+    mut sampler: Sampler,
+    reuse: &[Option<ShardEntry>],
+    opts: &MixOptions,
+    tx: &SyncSender<Result<Chunk>>,
+) -> Result<()> {
+    for (shard, reuse) in reuse.iter().enumerate() {
+        let (_, n) = opts.shard_range(shard).expect("shard in range");
+        let mut batches = Vec::new();
+        for _ in 0..n {
+            let b = sampler.next_batch()?;
+            // A verified shard on disk: replay its batches, keep nothing.
+            if reuse.is_none() {
+                batches.push(b);
+            }
+        }
+        let chunk = Chunk {
+            shard,
+            reuse: reuse.clone(),
+            batches,
+            stats: sampler.stats().to_vec(),
+            deviation: sampler.deviation().clone(),
+        };
+        if tx.send(Ok(chunk)).is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
 impl Pipeline<'_> {
     /// Samples every shard of the run (replaying the ones in `reuse`), tokenizes and writes
     /// the others, and lists all of them in `index`. Returns the batches written.
     fn run(
         &self,
-        mut sampler: Sampler,
+        sampler: Sampler,
         reuse: &[Option<ShardEntry>],
         index: &mut ShardIndex,
     ) -> Result<(u64, Counts)> {
@@ -672,31 +727,7 @@ impl Pipeline<'_> {
         let (tok_tx, tok_rx) = sync_channel::<Tokenized>(1);
         let result = std::thread::scope(|scope| -> Result<(u64, Counts)> {
             scope.spawn(move || {
-                let mut run = || -> Result<()> {
-                    for (shard, reuse) in reuse.iter().enumerate() {
-                        let (_, n) = opts.shard_range(shard).expect("shard in range");
-                        let mut batches = Vec::new();
-                        for _ in 0..n {
-                            let b = sampler.next_batch()?;
-                            // A verified shard on disk: replay its batches, keep nothing.
-                            if reuse.is_none() {
-                                batches.push(b);
-                            }
-                        }
-                        let chunk = Chunk {
-                            shard,
-                            reuse: reuse.clone(),
-                            batches,
-                            stats: sampler.stats().to_vec(),
-                            deviation: sampler.deviation().clone(),
-                        };
-                        if chunk_tx.send(Ok(chunk)).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(())
-                };
-                if let Err(e) = run() {
+                if let Err(e) = sample_shards(sampler, reuse, opts, &chunk_tx) {
                     let _ = chunk_tx.send(Err(e));
                 }
             });
@@ -763,13 +794,8 @@ impl Pipeline<'_> {
             index.shards.push(entry);
             let done = first_batch + batches;
             index.datasets = dataset_entries(self.sources, &t.stats, self.total_weight, done);
-            index.extra.insert(
-                "mixing_deviation".into(),
-                deviation_report(ids, &t.deviation),
-            );
-            index
-                .extra
-                .insert("complete".into(), json!(done == opts.steps));
+            index.mixing_deviation = Some(deviation_report(ids, &t.deviation));
+            index.complete = done == opts.steps;
             if !reused {
                 index.write(out)?;
                 written += batches;

@@ -19,32 +19,8 @@ use crate::error::{MixError, Result};
 use crate::rng::named_rng;
 use crate::stream::{DatasetStream, StreamStats};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mixing {
-    Random,
-    Exact,
-}
-
-impl std::str::FromStr for Mixing {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "random" => Ok(Mixing::Random),
-            "exact" => Ok(Mixing::Exact),
-            _ => Err(format!("mixing is `random` or `exact`, not `{s}`")),
-        }
-    }
-}
-
-impl std::fmt::Display for Mixing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Mixing::Random => "random",
-            Mixing::Exact => "exact",
-        })
-    }
-}
+/// How batches pick their datasets; recorded in index.json, so it lives in `schemas`.
+pub use schemas::Mixing;
 
 /// Picks the dataset of every batch; knows weights and arities, nothing of rows.
 #[derive(Debug, Clone)]

@@ -29,6 +29,14 @@ pub enum SchemaError {
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    /// A key the file must have is not there (missing, or misspelt): never silently defaulted.
+    #[error("{path}: missing key `{key}` (absent or misspelt; the object ending at line {line}, column {column})")]
+    MissingKey {
+        path: PathBuf,
+        key: String,
+        line: usize,
+        column: usize,
+    },
     /// Another run holds the output's lock ([`crate::OutputLock`]).
     #[error("{target} is in use by pid {holder} (another prep run); wait for it or stop it")]
     Locked { target: PathBuf, holder: String },

@@ -2,13 +2,14 @@
 //!
 //! Every stage reads only the previous stage's files. This crate owns what those files look like:
 //! the pair/triplet records and their Arrow schema, Parquet reading and writing, the per-dataset
-//! [`Manifest`], the mixer's [`ShardIndex`], atomic file writing and a tiny [`Progress`] interface
+//! [`Manifest`], the mixer's typed [`ShardIndex`], atomic file writing and a tiny [`Progress`] interface
 //! that libraries report through while staying silent by default.
 
 pub mod atomic;
 pub mod embeddings;
 pub mod error;
 pub mod hash;
+pub mod index;
 pub mod lock;
 pub mod manifest;
 pub mod pairs;
@@ -18,6 +19,10 @@ pub mod shards;
 pub use atomic::{AtomicDir, AtomicFile};
 pub use error::SchemaError;
 pub use hash::{sha256_file, Sha256Writer};
+pub use index::{
+    ConfigEntry, DatasetEntry, IndexConfig, MixSettings, Mixing, MixingDeviation, ShardEntry,
+    ShardIndex, SourceKind, TokenizerInfo, SHARD_INDEX_FILE,
+};
 pub use lock::OutputLock;
 pub use manifest::{InputFile, Manifest, MANIFEST_FILE};
 pub use pairs::{
@@ -26,8 +31,8 @@ pub use pairs::{
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use shards::{
-    shard_file_name, shard_schema, ShardBatch, ShardEntry, ShardIndex, ShardReader, ShardRow,
-    ShardWriter, ShardWriterOptions, SHARD_INDEX_FILE,
+    shard_file_name, shard_schema, ShardBatch, ShardReader, ShardRow, ShardWriter,
+    ShardWriterOptions,
 };
 
 /// The version of prep that wrote a file, recorded in every manifest and index.

@@ -1,9 +1,8 @@
-//! `index.json`: the mixer's description of a folder of tokenized shards.
-//!
-//! The loader trusts only shards listed here, and verifies their sha256. This module also owns
-//! the shard files' Arrow schema ([`shard_schema`]) and a typed reader ([`ShardReader`]).
+//! The shard files (`shard-NNNNN.parquet`): their Arrow schema ([`shard_schema`]), the one
+//! writer ([`ShardWriter`]) and the one reader ([`ShardReader`]). The folder's `index.json` is
+//! [`crate::index`].
 
-use std::collections::BTreeMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,56 +10,16 @@ use std::sync::Arc;
 use arrow_array::builder::{ListBuilder, StringBuilder, UInt32Builder, UInt64Builder};
 use arrow_array::{Array, ArrayRef, ListArray, RecordBatch, StringArray, UInt32Array, UInt64Array};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, SchemaError};
+pub use crate::index::{ShardEntry, ShardIndex, SHARD_INDEX_FILE};
 use crate::{AtomicFile, Sha256Writer};
-
-pub const SHARD_INDEX_FILE: &str = "index.json";
-
-/// One finished shard: whole batches `first_batch..first_batch + batches`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShardEntry {
-    pub file: String,
-    pub rows: u64,
-    pub first_batch: u64,
-    pub batches: u64,
-    pub sha256: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ShardIndex {
-    pub prep_version: String,
-    pub batch_size: u64,
-    pub steps: u64,
-    pub seed: u64,
-    pub shards: Vec<ShardEntry>,
-    /// Per-dataset statistics (rows, batches, epochs, ...), owned by the mixer.
-    pub datasets: BTreeMap<String, serde_json::Value>,
-    /// Everything else the mixer records: config, tokenizer hash, max lengths, mixing mode.
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-impl ShardIndex {
-    pub fn read(dir: &Path) -> Result<ShardIndex> {
-        let path = dir.join(SHARD_INDEX_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| SchemaError::io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| SchemaError::Json { path, source: e })
-    }
-
-    pub fn write(&self, dir: &Path) -> Result<()> {
-        crate::AtomicFile::write_json(dir.join(SHARD_INDEX_FILE), self)
-    }
-
-    pub fn total_batches(&self) -> u64 {
-        self.shards.iter().map(|s| s.batches).sum()
-    }
-}
 
 /// File name of shard `index` in a shard folder.
 pub fn shard_file_name(index: usize) -> String {
@@ -360,28 +319,69 @@ impl ShardWriter {
     }
 }
 
-/// Reads one shard file: every row, or whole batches in order (one row group per batch).
+/// The columns every shard has; [`ShardReader::batches`] reads only these (never the texts
+/// of `--keep-text` shards).
+const ID_COLUMNS: [&str; 5] = [
+    "batch",
+    "dataset",
+    "anchor_ids",
+    "positive_ids",
+    "negative_ids",
+];
+
+/// Reads one shard file: every row, or whole batches in order (one row group per batch in
+/// prep's shards; a batch spread over several row groups reads back whole too). The footer is
+/// parsed once, in [`ShardReader::open`]. The one reader of the shard contract.
 pub struct ShardReader {
     path: PathBuf,
     file: File,
+    metadata: ArrowReaderMetadata,
     row_groups: Vec<u64>,
+    /// The root columns in [`ID_COLUMNS`].
+    ids: ProjectionMask,
 }
 
 impl ShardReader {
+    /// Opens a shard, reading its footer: fails, naming the file, when it is not Parquet or
+    /// lacks a shard column.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
         let path = path.into();
-        let required = [
-            "batch",
-            "dataset",
-            "anchor_ids",
-            "positive_ids",
-            "negative_ids",
-        ];
-        let (file, row_groups) = crate::pairs::open_parquet(&path, &required, "a shard")?;
+        let file = File::open(&path).map_err(|e| SchemaError::io(&path, e))?;
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::default()).map_err(|e| {
+                SchemaError::Parquet {
+                    path: path.clone(),
+                    source: e,
+                }
+            })?;
+        for col in ID_COLUMNS {
+            if metadata.schema().field_with_name(col).is_err() {
+                return Err(SchemaError::invalid(
+                    &path,
+                    format!("not a shard: no `{col}` column"),
+                ));
+            }
+        }
+        let roots = metadata
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| ID_COLUMNS.contains(&f.name().as_str()))
+            .map(|(i, _)| i);
+        let ids = ProjectionMask::roots(metadata.parquet_schema(), roots);
+        let row_groups = metadata
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|rg| rg.num_rows() as u64)
+            .collect();
         Ok(ShardReader {
             path,
             file,
+            metadata,
             row_groups,
+            ids,
         })
     }
 
@@ -414,90 +414,147 @@ impl ShardReader {
         self.row_groups.iter().sum()
     }
 
-    fn read(&self, groups: Option<Vec<usize>>) -> Result<Vec<ShardRow>> {
+    /// The record batches of row groups `groups` (all when `None`), only the `ids` columns
+    /// when set, handed to `each` in order.
+    fn read(
+        &self,
+        groups: Option<Vec<usize>>,
+        ids_only: bool,
+        mut each: impl FnMut(&RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let file = self
             .file
             .try_clone()
             .map_err(|e| SchemaError::io(&self.path, e))?;
-        let parquet_err = |e| SchemaError::Parquet {
-            path: self.path.clone(),
-            source: e,
-        };
-        let mut builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+        let mut builder =
+            ParquetRecordBatchReaderBuilder::new_with_metadata(file, self.metadata.clone());
         if let Some(groups) = groups {
             builder = builder.with_row_groups(groups);
         }
-        let mut out = Vec::new();
-        for batch in builder.build().map_err(parquet_err)? {
+        if ids_only {
+            builder = builder.with_projection(self.ids.clone());
+        }
+        let reader = builder.build().map_err(|e| SchemaError::Parquet {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        for batch in reader {
             let batch = batch.map_err(|e| SchemaError::Arrow {
                 path: self.path.clone(),
                 source: e,
             })?;
-            shard_rows_from_batch(&self.path, &batch, &mut out)?;
+            each(&batch)?;
         }
+        Ok(())
+    }
+
+    /// Every row of the file, in order, texts included.
+    pub fn read_rows(&self) -> Result<Vec<ShardRow>> {
+        let mut out = Vec::new();
+        self.read(None, false, |b| {
+            shard_rows_from_batch(&self.path, b, &mut out)
+        })?;
         Ok(out)
     }
 
-    /// Every row of the file, in order.
-    pub fn read_rows(&self) -> Result<Vec<ShardRow>> {
-        self.read(None)
-    }
-
-    /// The rows of one row group.
+    /// The rows of one row group, texts included.
     pub fn read_row_group(&self, index: usize) -> Result<Vec<ShardRow>> {
-        self.read(Some(vec![index]))
+        let mut out = Vec::new();
+        self.read(Some(vec![index]), false, |b| {
+            shard_rows_from_batch(&self.path, b, &mut out)
+        })?;
+        Ok(out)
     }
 
-    /// The file's batches in order, read one row group at a time (rows of a batch never span
-    /// two row groups in prep's shards; rows are grouped by their `batch` value regardless).
+    /// The file's batches in order, read one row group at a time and only the id columns (the
+    /// texts of `--keep-text` shards are never decoded). Rows are grouped by their `batch`
+    /// value, so a batch spanning row groups comes back whole; a batch mixing datasets, or
+    /// pair and triplet rows, is an error naming the file. Nothing follows an error.
     pub fn batches(&self) -> impl Iterator<Item = Result<ShardBatch>> + '_ {
-        let mut pending: Vec<ShardBatch> = Vec::new();
-        let mut group = 0usize;
-        std::iter::from_fn(move || loop {
-            if pending.len() > 1 || (group >= self.row_groups.len() && !pending.is_empty()) {
-                return Some(Ok(pending.remove(0)));
-            }
-            if group >= self.row_groups.len() {
-                return None;
-            }
-            let rows = match self.read_row_group(group) {
-                Ok(rows) => rows,
-                Err(e) => {
-                    group = self.row_groups.len();
-                    pending.clear();
-                    return Some(Err(e));
-                }
-            };
-            group += 1;
-            for row in rows {
-                if pending.last().is_none_or(|b| b.batch != row.batch) {
-                    pending.push(ShardBatch {
-                        batch: row.batch,
-                        dataset: row.dataset.clone(),
-                        negative_ids: row.negative_ids.as_ref().map(|_| Vec::new()),
-                        ..Default::default()
-                    });
-                }
-                let b = pending.last_mut().expect("pushed above");
-                if b.dataset != row.dataset
-                    || b.negative_ids.is_some() != row.negative_ids.is_some()
-                {
-                    let msg = format!(
-                        "batch {} mixes datasets or pair and triplet rows",
-                        row.batch
-                    );
-                    group = self.row_groups.len();
-                    pending.clear();
-                    return Some(Err(SchemaError::invalid(&self.path, msg)));
-                }
-                b.anchor_ids.push(row.anchor_ids);
-                b.positive_ids.push(row.positive_ids);
-                if let (Some(n), Some(ids)) = (b.negative_ids.as_mut(), row.negative_ids) {
-                    n.push(ids);
-                }
-            }
-        })
+        batch_iter(self)
     }
+
+    /// [`ShardReader::batches`], owning the reader (to hand to another thread).
+    pub fn into_batches(self) -> impl Iterator<Item = Result<ShardBatch>> + Send + 'static {
+        batch_iter(Box::new(self))
+    }
+}
+
+fn batch_iter<R>(reader: R) -> impl Iterator<Item = Result<ShardBatch>>
+where
+    R: std::ops::Deref<Target = ShardReader>,
+{
+    let mut pending: VecDeque<ShardBatch> = VecDeque::new();
+    let mut group = 0usize;
+    let mut failed = false;
+    let groups = reader.row_groups.len();
+    std::iter::from_fn(move || loop {
+        if failed {
+            return None;
+        }
+        // A batch is whole once the next one has begun, or the file has ended.
+        if pending.len() > 1 || (group >= groups && !pending.is_empty()) {
+            return pending.pop_front().map(Ok);
+        }
+        if group >= groups {
+            return None;
+        }
+        let read = reader.read(Some(vec![group]), true, |b| {
+            absorb_ids(&reader.path, b, &mut pending)
+        });
+        group += 1;
+        if let Err(e) = read {
+            failed = true;
+            return Some(Err(e));
+        }
+    })
+}
+
+/// Appends the rows of an id-column record batch to the batches in `pending`, starting a new
+/// batch whenever the `batch` value changes.
+fn absorb_ids(path: &Path, rb: &RecordBatch, pending: &mut VecDeque<ShardBatch>) -> Result<()> {
+    let index = required::<UInt64Array>(path, rb, "batch")?;
+    let dataset = required::<StringArray>(path, rb, "dataset")?;
+    let a = required::<ListArray>(path, rb, "anchor_ids")?;
+    let p = required::<ListArray>(path, rb, "positive_ids")?;
+    let n = required::<ListArray>(path, rb, "negative_ids")?;
+    for i in 0..rb.num_rows() {
+        let (b, ds) = (index.value(i), dataset.value(i));
+        let (Some(anchor), Some(positive)) = (
+            ids_at(path, a, "anchor_ids", i)?,
+            ids_at(path, p, "positive_ids", i)?,
+        ) else {
+            return Err(SchemaError::invalid(
+                path,
+                format!("batch {b}: null anchor_ids or positive_ids"),
+            ));
+        };
+        let negative = ids_at(path, n, "negative_ids", i)?;
+        if pending.back().is_none_or(|last| last.batch != b) {
+            pending.push_back(ShardBatch {
+                batch: b,
+                dataset: ds.to_owned(),
+                negative_ids: negative.as_ref().map(|_| Vec::new()),
+                ..Default::default()
+            });
+        }
+        let cur = pending.back_mut().expect("pushed above");
+        if cur.dataset != ds {
+            let msg = format!("batch {b} mixes datasets `{}` and `{ds}`", cur.dataset);
+            return Err(SchemaError::invalid(path, msg));
+        }
+        match (cur.negative_ids.as_mut(), negative) {
+            (Some(list), Some(ids)) => list.push(ids),
+            (None, None) => {}
+            _ => {
+                let msg = format!("batch {b} mixes pairs and triplets");
+                return Err(SchemaError::invalid(path, msg));
+            }
+        }
+        cur.anchor_ids.push(anchor);
+        cur.positive_ids.push(positive);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

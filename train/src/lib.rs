@@ -182,10 +182,7 @@ pub fn check_shards(dir: &Path, allow_incomplete: bool) -> Result<ShardSet> {
             ),
         ));
     }
-    let complete = match index.extra.get("complete") {
-        Some(v) => v.as_bool() == Some(true),
-        None => batches >= index.steps,
-    };
+    let complete = index.complete;
     if !complete && !allow_incomplete {
         return Err(TrainError::invalid(
             path,

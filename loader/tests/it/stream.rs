@@ -75,17 +75,8 @@ fn write_shards(dir: &Path, batches: &[RawBatch], per_shard: usize) -> ShardInde
             sha256: schemas::sha256_file(&path).unwrap(),
         });
     }
-    let mut extra = std::collections::BTreeMap::new();
-    extra.insert("pad_token_id".to_owned(), serde_json::json!(7));
-    let index = ShardIndex {
-        prep_version: "test".into(),
-        batch_size: BATCH as u64,
-        steps: batches.len() as u64,
-        seed: 1,
-        shards,
-        datasets: Default::default(),
-        extra,
-    };
+    let index = ShardIndex::hand_made(BATCH as u64, 1, shards, 7);
+    assert_eq!(index.steps, batches.len() as u64);
     index.write(dir).unwrap();
     index
 }
@@ -242,6 +233,125 @@ fn ranks_get_disjoint_deterministic_slices() {
     );
 }
 
+/// Every batch the loader yields from `dir`, unpadded.
+fn stream(dir: &Path) -> Vec<RawBatch> {
+    Loader::open(dir, LoaderState::default(), &LoaderOptions::default())
+        .unwrap()
+        .map(|b| {
+            let b = b.unwrap();
+            RawBatch {
+                index: b.index,
+                dataset: b.dataset.clone(),
+                anchor: unpad(&b.anchor.ids, &b.anchor.mask),
+                positive: unpad(&b.positive.ids, &b.positive.mask),
+                negative: b.negative.as_ref().map(|n| unpad(&n.ids, &n.mask)),
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn keep_text_shards_stream_the_same_batches_and_their_texts_are_never_decoded() {
+    let want = expected(6);
+    // The mixer's `--keep-text` layout, through the contract's writer.
+    let dir = tempfile::tempdir().unwrap();
+    let mut entries = Vec::new();
+    for (i, chunk) in want.chunks(4).enumerate() {
+        let options = schemas::ShardWriterOptions {
+            batch_size: BATCH,
+            keep_text: true,
+        };
+        let path = dir.path().join(schemas::shard_file_name(i));
+        let mut w = schemas::ShardWriter::create(path, options).unwrap();
+        for b in chunk {
+            let rows: Vec<ShardRow> = (0..BATCH)
+                .map(|r| ShardRow {
+                    batch: b.index,
+                    dataset: b.dataset.clone(),
+                    anchor_ids: b.anchor[r].clone(),
+                    positive_ids: b.positive[r].clone(),
+                    negative_ids: b.negative.as_ref().map(|n| n[r].clone()),
+                    anchor: Some(format!("question {} {r}", b.index)),
+                    positive: Some(format!("answer {} {r}", b.index)),
+                    negative: b.negative.as_ref().map(|_| format!("other {r}")),
+                })
+                .collect();
+            w.write_batch(&rows).unwrap();
+        }
+        entries.push(w.finish().unwrap());
+    }
+    ShardIndex::hand_made(BATCH as u64, 1, entries, 7)
+        .write(dir.path())
+        .unwrap();
+    assert_eq!(stream(dir.path()), want);
+
+    // Proof that only the id columns are read: the text columns' bytes overwritten with junk
+    // (any reader decoding the texts fails on them), the stream is unchanged.
+    let mut index = ShardIndex::read(dir.path()).unwrap();
+    for entry in &mut index.shards {
+        let path = dir.path().join(&entry.file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let meta =
+            parquet::file::reader::SerializedFileReader::new(std::fs::File::open(&path).unwrap())
+                .unwrap();
+        let meta = parquet::file::reader::FileReader::metadata(&meta).clone();
+        for rg in meta.row_groups() {
+            for col in rg.columns() {
+                if ["anchor", "positive", "negative"].contains(&col.column_path().string().as_str())
+                {
+                    let (start, len) = col.byte_range();
+                    bytes[start as usize..(start + len) as usize].fill(0xA5);
+                }
+            }
+        }
+        std::fs::write(&path, bytes).unwrap();
+        entry.sha256 = schemas::sha256_file(&path).unwrap();
+        let err = schemas::ShardReader::open(&path)
+            .unwrap()
+            .read_rows()
+            .expect_err("the texts no longer decode")
+            .to_string();
+        assert!(err.contains(&entry.file), "{err}");
+    }
+    index.write(dir.path()).unwrap();
+    assert_eq!(stream(dir.path()), want);
+}
+
+#[test]
+fn a_missing_or_misspelt_pad_token_id_fails_naming_index_json_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_shards(dir.path(), &expected(4), 2);
+    let path = dir.path().join("index.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(good.matches("\"pad_token_id\": 7").count(), 1);
+    for bad in [
+        good.replace("\"pad_token_id\"", "\"pad_tokn_id\""),
+        good.replace("\"pad_token_id\": 7,", ""),
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let err = Loader::open(
+            dir.path(),
+            LoaderState::default(),
+            &LoaderOptions::default(),
+        )
+        .err()
+        .expect("no pad id, no stream (never a silent 0)");
+        match &err {
+            loader::LoaderError::Schema(schemas::SchemaError::MissingKey {
+                path: p, key, ..
+            }) => {
+                assert_eq!((p, key.as_str()), (&path, "pad_token_id"));
+            }
+            other => panic!("not a missing-key error: {other}"),
+        }
+        let msg = err.to_string();
+        assert!(
+            msg.contains("index.json") && msg.contains("`pad_token_id`"),
+            "{msg}"
+        );
+    }
+}
+
 /// Flips a byte of the first page (not the footer, which fast verification reads).
 fn flip_byte(path: &Path) {
     let mut bytes = std::fs::read(path).unwrap();
@@ -390,15 +500,7 @@ fn verify_cost() {
             batches: 1,
         });
     }
-    let index = ShardIndex {
-        prep_version: "test".into(),
-        batch_size: 1,
-        steps: shards.len() as u64,
-        seed: 0,
-        shards,
-        datasets: Default::default(),
-        extra: Default::default(),
-    };
+    let index = ShardIndex::hand_made(1, 0, shards, 0);
     let t = std::time::Instant::now();
     loader::verify_shards(
         dir.path(),

@@ -128,10 +128,10 @@ fn shards_match_index_and_contract() {
     assert_eq!((index.steps, index.batch_size, index.seed), (37, 8, 7));
     assert_eq!(index.shards.len(), 8, "ceil(37 / 5)");
     assert_eq!(index.total_batches(), 37);
-    assert_eq!(index.extra["complete"], true);
-    assert_eq!(index.extra["pad_token_id"], 0);
-    assert_eq!(index.extra["tokenizer_sha256"], f.tok.sha256());
-    assert_eq!(index.extra["mixing"], "random");
+    assert!(index.complete);
+    assert_eq!(index.tokenizer.pad_token_id, 0);
+    assert_eq!(index.tokenizer.sha256, f.tok.sha256());
+    assert_eq!(index.mix.mixing, Mixing::Random);
     for (i, s) in index.shards.iter().enumerate() {
         assert_eq!(s.file, shard_file_name(i));
         assert_eq!(s.first_batch, i as u64 * 5);
@@ -176,21 +176,13 @@ fn shards_match_index_and_contract() {
     }
     // Per-dataset batch counts in the index are the shards' own.
     for (id, n) in &per_dataset {
-        assert_eq!(index.datasets[id]["batches"], *n, "{id}");
+        assert_eq!(index.datasets[id].batches, *n, "{id}");
     }
-    let drawn: u64 = index
-        .datasets
-        .values()
-        .map(|v| v["rows_drawn"].as_u64().unwrap())
-        .sum();
+    let drawn: u64 = index.datasets.values().map(|v| v.rows_drawn).sum();
     assert_eq!(drawn, 37 * 8);
     assert!(report.texts_truncated > 0, "searchqa's long texts are cut");
     assert!(
-        index.datasets["gooaq"]["rows_skipped_duplicate"]
-            .as_u64()
-            .unwrap()
-            > 0
-            || !per_dataset.contains_key("gooaq")
+        index.datasets["gooaq"].rows_skipped_duplicate > 0 || !per_dataset.contains_key("gooaq")
     );
 }
 
@@ -326,7 +318,7 @@ fn normalized_jsonl_sources_mix_like_datasets() {
         ["AllNLI", "squad"],
         "upstream's squad_pairs name resolves to our squad"
     );
-    assert_eq!(report.index.datasets["AllNLI"]["rows"], 100);
+    assert_eq!(report.index.datasets["AllNLI"].rows, 100);
     assert!(out.join(".sources/AllNLI/manifest.json").is_file());
 }
 
@@ -407,11 +399,8 @@ fn a_no_op_rerun_leaves_the_index_byte_identical() {
         "index.json not even rewritten"
     );
     let idx = ShardIndex::read(&out).unwrap();
-    assert!(idx.extra.contains_key("mixing_deviation"));
-    assert!(idx
-        .datasets
-        .values()
-        .any(|d| d["batches"].as_u64() > Some(0)));
+    assert!(idx.mixing_deviation.is_some());
+    assert!(idx.datasets.values().any(|d| d.batches > 0));
 
     // Fewer steps: nothing to write, and the index is the one a fresh shorter run writes.
     let mut shorter = opts();
@@ -459,6 +448,6 @@ fn weights_past_the_limit_fail_the_mix_and_huge_valid_ones_mix() {
     )
     .unwrap();
     for id in ["squad", "eli5"] {
-        assert_eq!(report.index.datasets[id]["batches"], 6, "{id}");
+        assert_eq!(report.index.datasets[id].batches, 6, "{id}");
     }
 }

@@ -236,15 +236,6 @@ fn write_bench_shards(
         shards.push(w.finish()?);
         first += count;
     }
-    schemas::ShardIndex {
-        prep_version: schemas::PREP_VERSION.to_owned(),
-        batch_size: b as u64,
-        steps: batches,
-        seed: 0,
-        shards,
-        datasets: Default::default(),
-        extra: Default::default(),
-    }
-    .write(dir)?;
+    schemas::ShardIndex::hand_made(b as u64, 0, shards, 0).write(dir)?;
     Ok(())
 }

@@ -96,7 +96,8 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
     let index = ShardIndex::read(dir)?;
     let files: Vec<PathBuf> = index.shards.iter().map(|s| dir.join(&s.file)).collect();
     let lf = scan(&files)?;
-    let cap = |k: &str| index.extra.get(k).and_then(Value::as_u64);
+    // Hand-made indexes record no caps (0).
+    let cap = |n: usize| (n > 0).then_some(n as u64);
     let per = lf
         .clone()
         .group_by([col("dataset")])
@@ -120,11 +121,11 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
             names[i].clone(),
             json!({
                 "rows": rows[i], "batches": batches[i],
-                "index_batches": want.and_then(|d| d.get("batches")).cloned(),
-                "weight": want.and_then(|d| d.get("weight")).cloned(),
-                "share": want.and_then(|d| d.get("share")).cloned(),
+                "index_batches": want.map(|d| d.batches),
+                "weight": want.map(|d| d.weight),
+                "share": want.map(|d| d.share),
                 "realised_share": batches[i] as f64 / batches.iter().sum::<u64>().max(1) as f64,
-                "epochs": want.and_then(|d| d.get("epochs")).cloned(),
+                "epochs": want.map(|d| d.epochs),
             }),
         );
     }
@@ -162,18 +163,13 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
     if total_rows != index.shards.iter().map(|s| s.rows).sum::<u64>() {
         problems.push("row total differs from the index".into());
     }
-    let keep_text = index.extra.get("keep_text").and_then(Value::as_bool) == Some(true);
-    let dup_cols: &[&str] = if keep_text {
+    let dup_cols: &[&str] = if index.mix.keep_text {
         &["anchor", "positive"]
     } else {
         &["anchor_ids", "positive_ids"]
     };
     let sample_df = lf.clone().limit(samples as u32).collect()?;
-    let tokenizer = index
-        .extra
-        .get("tokenizer")
-        .and_then(Value::as_str)
-        .and_then(|p| mixer::MixTokenizer::open(Path::new(p), 512, 512).ok());
+    let tokenizer = mixer::MixTokenizer::open(Path::new(&index.tokenizer.path), 512, 512).ok();
     let mut sample_rows = Vec::new();
     for i in 0..sample_df.height() {
         let mut row = Map::new();
@@ -205,14 +201,14 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
         "batches": batches.iter().sum::<u64>(),
         "steps": index.steps,
         "batch_size": index.batch_size,
-        "complete": index.extra.get("complete"),
-        "mixing": index.extra.get("mixing"),
-        "mixing_deviation": index.extra.get("mixing_deviation").and_then(|d| d.get("max_abs")),
+        "complete": index.complete,
+        "mixing": index.mix.mixing,
+        "mixing_deviation": index.mixing_deviation.as_ref().map(|d| d.max_abs),
         "datasets": datasets,
         "tokens": {
-            "anchor": distribution(&lf, col("anchor_ids").list().len(), cap("max_length_a"))?,
-            "positive": distribution(&lf, col("positive_ids").list().len(), cap("max_length_b"))?,
-            "negative": distribution(&lf, col("negative_ids").list().len(), cap("max_length_b"))?,
+            "anchor": distribution(&lf, col("anchor_ids").list().len(), cap(index.mix.max_length_a))?,
+            "positive": distribution(&lf, col("positive_ids").list().len(), cap(index.mix.max_length_b))?,
+            "negative": distribution(&lf, col("negative_ids").list().len(), cap(index.mix.max_length_b))?,
         },
         "duplicates": duplicate_rate(&lf, dup_cols)?,
         "index_problems": problems,

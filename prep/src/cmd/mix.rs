@@ -141,11 +141,7 @@ pub fn run(args: Args) -> Result<()> {
     for (id, d) in &idx.datasets {
         println!(
             "  {id:<28} weight {:>5}  batches {:>8}  share {:.4} (want {:.4})  epochs {:.3}",
-            d["weight"],
-            d["batches"],
-            d["realised_share"].as_f64().unwrap_or(0.0),
-            d["share"].as_f64().unwrap_or(0.0),
-            d["epochs"].as_f64().unwrap_or(0.0)
+            d.weight, d.batches, d.realised_share, d.share, d.epochs
         );
     }
     Ok(())

@@ -98,7 +98,7 @@ fn shards_read_with_polars_match_the_index() {
     ]);
     let index = ShardIndex::read(&out).unwrap();
     assert_eq!(index.shards.len(), 5);
-    assert_eq!(index.extra["complete"], true);
+    assert!(index.complete);
 
     let mut batches_per_dataset: BTreeMap<String, u64> = BTreeMap::new();
     for s in &index.shards {
@@ -150,7 +150,7 @@ fn shards_read_with_polars_match_the_index() {
             .all(|n| (3..=24).contains(&n)));
     }
     for (id, n) in &batches_per_dataset {
-        assert_eq!(index.datasets[id]["batches"], *n, "{id}");
+        assert_eq!(index.datasets[id].batches, *n, "{id}");
     }
     assert_eq!(batches_per_dataset.values().sum::<u64>(), 45);
 

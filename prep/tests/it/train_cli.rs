@@ -162,20 +162,9 @@ fn tiny_setup(root: &Path, batches: u64) -> (std::path::PathBuf, std::path::Path
         }
         entries.push(w.finish().unwrap());
     }
-    let mut extra = std::collections::BTreeMap::new();
-    extra.insert("pad_token_id".to_owned(), serde_json::json!(0));
-    extra.insert("complete".to_owned(), serde_json::json!(true));
-    ShardIndex {
-        prep_version: "test".into(),
-        batch_size: 4,
-        steps: batches,
-        seed: 1,
-        shards: entries,
-        datasets: Default::default(),
-        extra,
-    }
-    .write(&shards)
-    .unwrap();
+    let index = ShardIndex::hand_made(4, 1, entries, 0);
+    assert_eq!(index.steps, batches);
+    index.write(&shards).unwrap();
     (shards, model)
 }
 
@@ -261,9 +250,7 @@ fn incomplete_mix_needs_allow_incomplete_and_says_what_it_trains_on() {
     let (shards, model) = tiny_setup(tmp.path(), 4);
     let mut index = ShardIndex::read(&shards).unwrap();
     index.steps = 100;
-    index
-        .extra
-        .insert("complete".into(), serde_json::json!(false));
+    index.complete = false;
     index.write(&shards).unwrap();
     let s = |p: &Path| p.to_string_lossy().into_owned();
     let run = s(&tmp.path().join("run"));

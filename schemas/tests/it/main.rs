@@ -1,3 +1,5 @@
 //! schemas' integration tests: one binary, so the crate's tests link once.
 
 mod embeddings;
+mod index;
+mod shards;

@@ -83,19 +83,9 @@ pub fn write_shards(dir: &Path, vocab: u32, batches: u64, batch_size: usize, per
         }
         shards.push(w.finish().unwrap());
     }
-    let mut extra = std::collections::BTreeMap::new();
-    extra.insert("pad_token_id".to_owned(), serde_json::json!(0));
-    ShardIndex {
-        prep_version: "test".into(),
-        batch_size: batch_size as u64,
-        steps: batches,
-        seed: 7,
-        shards,
-        datasets: Default::default(),
-        extra,
-    }
-    .write(dir)
-    .unwrap();
+    let index = ShardIndex::hand_made(batch_size as u64, 7, shards, 0);
+    assert_eq!(index.steps, batches);
+    index.write(dir).unwrap();
 }
 
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

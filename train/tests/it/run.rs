@@ -329,8 +329,7 @@ fn incomplete_or_empty_shard_sets_are_refused_unless_allowed() {
     // What a killed mix leaves: 4 batches listed of the 10 asked for.
     set_index(&shards, |i| {
         i.steps = 10;
-        i.extra
-            .insert("complete".into(), serde_json::Value::Bool(false));
+        i.complete = false;
     });
     let cfg = TrainConfig {
         steps: 0,
