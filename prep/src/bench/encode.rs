@@ -3,10 +3,12 @@
 //! Every figure is end to end (tokenize, sort by length, forward, pool, normalise) over the whole
 //! corpus, best of `--rounds`, on a rayon pool of the stated size. Measured in one run: our packed
 //! CPU path at every batch size on all cores and at batch 32 and the best batch on one thread; our
-//! trainable candle graph (the training forward) at batch 32; and, built with
-//! `--features candle-peer`, stock candle-transformers `BertModel` on the same sorted batches.
+//! trainable candle graph (the training forward) at batch 32; built with `--features candle-peer`,
+//! stock candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
+//! sentence-transformers (PyTorch) in a child process on the same texts, model folder and batch
+//! sizes (`st_peer.py`), its peak RSS its own.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -38,6 +40,10 @@ pub struct Args {
     /// Skip the candle-graph and stock-candle comparisons.
     #[arg(long)]
     pub no_peers: bool,
+    /// A Python with sentence-transformers installed: also measure it on the same texts, model
+    /// folder and batch sizes (32 and our best on all cores, 32 on one), in a child process.
+    #[arg(long)]
+    pub peer_python: Option<PathBuf>,
     /// Also write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -51,28 +57,93 @@ struct Row {
     seconds: f64,
     sentences_per_s: f64,
     tokens_per_s: f64,
-    /// Sentences per second of CPU time (user + system) of this process: a figure other
+    /// Sentences per second of CPU time (user + system) of the measured process: a figure other
     /// processes on a shared machine disturb less than wall time.
     sentences_per_cpu_s: f64,
     /// Peak RSS during this configuration (the high-water mark is reset before it).
     peak_rss_bytes: Option<u64>,
 }
 
-/// User + system CPU seconds of this process so far (Linux /proc/self/stat).
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
-    // Fields after the `(comm)`: state is field 3, utime 14, stime 15 (clock ticks, 100 Hz).
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Resets the peak-RSS high-water mark (`VmHWM`) so each configuration reports its own.
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Times configurations over one corpus and keeps a [`Row`] for each.
+struct Bench<'a> {
+    texts: &'a [&'a str],
+    tokens: usize,
+    rounds: usize,
+    rows: Vec<Row>,
+}
+
+impl Bench<'_> {
+    /// Runs `f` `rounds` times on `threads` threads; records and prints the best round.
+    fn time(
+        &mut self,
+        engine: &str,
+        threads: usize,
+        batch: usize,
+        f: &(dyn Fn() -> Result<()> + Sync),
+    ) -> Result<f64> {
+        let mut best = f64::INFINITY;
+        let mut best_cpu = f64::INFINITY;
+        reset_peak_rss();
+        for _ in 0..self.rounds {
+            let (secs, cpu) = with_threads(threads, || -> Result<(f64, f64)> {
+                let t = Instant::now();
+                let c = super::cpu_seconds().unwrap_or(0.0);
+                f()?;
+                let cpu = super::cpu_seconds().unwrap_or(0.0) - c;
+                Ok((t.elapsed().as_secs_f64(), cpu))
+            })?;
+            best = best.min(secs);
+            best_cpu = best_cpu.min(cpu);
+        }
+        self.record(
+            engine,
+            threads,
+            batch,
+            best,
+            best_cpu,
+            super::peak_rss_bytes(),
+        );
+        Ok(best)
+    }
+
+    fn record(
+        &mut self,
+        engine: &str,
+        threads: usize,
+        batch: usize,
+        seconds: f64,
+        cpu_seconds: f64,
+        peak_rss_bytes: Option<u64>,
+    ) {
+        let n = self.texts.len() as f64;
+        let row = Row {
+            engine: engine.to_owned(),
+            threads,
+            batch,
+            seconds,
+            sentences_per_s: n / seconds,
+            tokens_per_s: self.tokens as f64 / seconds,
+            sentences_per_cpu_s: n / cpu_seconds.max(1e-9),
+            peak_rss_bytes,
+        };
+        println!(
+            "{:<30} threads {:>2}  batch {:>4}  {:>7.1} sentences/s  {:>7.0} tokens/s  {:>6.1} sent/CPU-s  peak RSS {:>6.1} MiB  ({:.2}s)",
+            row.engine,
+            row.threads,
+            row.batch,
+            row.sentences_per_s,
+            row.tokens_per_s,
+            row.sentences_per_cpu_s,
+            row.peak_rss_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            row.seconds
+        );
+        self.rows.push(row);
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -91,11 +162,67 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: no texts", corpus.display());
     }
     let all = args.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
-    let rounds = args.rounds.max(1);
-
     let mut enc = SentenceEncoder::load(&model_dir, &Device::Cpu)
         .with_context(|| format!("loading {}", model_dir.display()))?;
-    let ids = enc.tokenize(&texts)?;
+    let tokens = describe_corpus(&corpus, &enc, &texts, all)?;
+    let mut bench = Bench {
+        texts: &texts,
+        tokens,
+        rounds: args.rounds.max(1),
+        rows: Vec::new(),
+    };
+
+    // Tokenization alone (part of every figure below).
+    bench.time("tokenize only", all, 0, &|| {
+        enc.tokenize(&texts)?;
+        Ok(())
+    })?;
+    // Warm-up: page in weights, grow allocator pools.
+    enc.encode(&texts[..texts.len().min(64)], 32)?;
+    let best_batch = bench_packed(&mut bench, &mut enc, &args.batch_sizes, all)?;
+    let reference = enc.encode(&texts, 32)?;
+    if !args.no_peers {
+        bench_candle_graph(&mut bench, &mut enc, &reference, all)?;
+        stock::bench(&model_dir, &enc, &reference, &mut bench, all)?;
+    }
+    if let Some(python) = &args.peer_python {
+        let batches = if best_batch == 32 {
+            vec![32]
+        } else {
+            vec![32, best_batch]
+        };
+        let peer = PythonPeer {
+            python,
+            model: &model_dir,
+            batches: &batches,
+            threads: all,
+        };
+        peer.bench(&mut bench, &reference)?;
+    }
+    print_peak(&bench.rows, all);
+    if let Some(path) = &args.json {
+        let report = serde_json::json!({
+            "corpus": corpus.display().to_string(),
+            "texts": texts.len(),
+            "tokens": tokens,
+            "model": model_dir.display().to_string(),
+            "rows": bench.rows,
+            "best_batch": best_batch,
+            "peak_rss_bytes": bench.rows.iter().filter_map(|r| r.peak_rss_bytes).max(),
+        });
+        schemas::AtomicFile::write_json(path, &report)?;
+    }
+    Ok(())
+}
+
+/// Prints what is measured on; returns the corpus's token count.
+fn describe_corpus(
+    corpus: &Path,
+    enc: &SentenceEncoder,
+    texts: &[&str],
+    threads: usize,
+) -> Result<usize> {
+    let ids = enc.tokenize(texts)?;
     let tokens: usize = ids.iter().map(|s| s.len()).sum();
     let max_len = ids.iter().map(|s| s.len()).max().unwrap_or(0);
     println!(
@@ -106,67 +233,25 @@ pub fn run(args: Args) -> Result<()> {
         tokens as f64 / texts.len() as f64,
         max_len,
         enc.max_seq_length(),
-        all
+        threads
     );
+    Ok(tokens)
+}
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut time = |engine: &str,
-                    threads: usize,
-                    batch: usize,
-                    f: &(dyn Fn() -> Result<()> + Sync)|
-     -> Result<f64> {
-        let mut best = f64::INFINITY;
-        let mut best_cpu = f64::INFINITY;
-        reset_peak_rss();
-        for _ in 0..rounds {
-            let (secs, cpu) = with_threads(threads, || -> Result<(f64, f64)> {
-                let t = Instant::now();
-                let c = cpu_seconds();
-                f()?;
-                Ok((t.elapsed().as_secs_f64(), cpu_seconds() - c))
-            })?;
-            best = best.min(secs);
-            best_cpu = best_cpu.min(cpu);
-        }
-        let row = Row {
-            engine: engine.to_owned(),
-            threads,
-            batch,
-            seconds: best,
-            sentences_per_s: texts.len() as f64 / best,
-            tokens_per_s: tokens as f64 / best,
-            sentences_per_cpu_s: texts.len() as f64 / best_cpu.max(1e-9),
-            peak_rss_bytes: super::peak_rss_bytes(),
-        };
-        println!(
-            "{:<30} threads {:>2}  batch {:>4}  {:>7.1} sentences/s  {:>7.0} tokens/s  {:>6.1} sent/CPU-s  peak RSS {:>6.1} MiB  ({:.2}s)",
-            row.engine,
-            row.threads,
-            row.batch,
-            row.sentences_per_s,
-            row.tokens_per_s,
-            row.sentences_per_cpu_s,
-            row.peak_rss_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
-            row.seconds
-        );
-        rows.push(row);
-        Ok(best)
-    };
-
-    // Tokenization alone (part of every figure below).
-    time("tokenize only", all, 0, &|| {
-        enc.tokenize(&texts)?;
-        Ok(())
-    })?;
-
-    // Warm-up: page in weights, grow allocator pools.
-    enc.encode(&texts[..texts.len().min(64)], 32)?;
-
+/// Our packed path at every batch size on all cores, then split batches and one thread; returns
+/// the fastest batch size on all cores.
+fn bench_packed(
+    bench: &mut Bench,
+    enc: &mut SentenceEncoder,
+    batch_sizes: &[usize],
+    all: usize,
+) -> Result<usize> {
+    let texts = bench.texts;
     let mut best_batch = 32;
     let mut best_secs = f64::INFINITY;
-    for &b in &args.batch_sizes {
-        let secs = time("prep packed (ours)", all, b, &|| {
-            enc.encode(&texts, b)?;
+    for &b in batch_sizes {
+        let secs = bench.time("prep packed (ours)", all, b, &|| {
+            enc.encode(texts, b)?;
             Ok(())
         })?;
         if secs < best_secs {
@@ -174,42 +259,52 @@ pub fn run(args: Args) -> Result<()> {
             best_batch = b;
         }
     }
-    if all != 1 {
-        // The other threading: each batch's steps spread over all cores.
-        enc.set_batch_parallel(false);
-        time("prep packed, split batches", all, 32, &|| {
-            enc.encode(&texts, 32)?;
-            Ok(())
-        })?;
-        enc.set_batch_parallel(true);
-        time("prep packed (ours)", 1, 32, &|| {
-            enc.encode(&texts, 32)?;
-            Ok(())
-        })?;
-        if best_batch != 32 {
-            time("prep packed (ours)", 1, best_batch, &|| {
-                enc.encode(&texts, best_batch)?;
-                Ok(())
-            })?;
-        }
+    if all == 1 {
+        return Ok(best_batch);
     }
+    // The other threading: each batch's steps spread over all cores.
+    enc.set_batch_parallel(false);
+    bench.time("prep packed, split batches", all, 32, &|| {
+        enc.encode(texts, 32)?;
+        Ok(())
+    })?;
+    enc.set_batch_parallel(true);
+    let mut single = vec![32];
+    if best_batch != 32 {
+        single.push(best_batch);
+    }
+    for b in single {
+        bench.time("prep packed (ours)", 1, b, &|| {
+            enc.encode(texts, b)?;
+            Ok(())
+        })?;
+    }
+    Ok(best_batch)
+}
 
-    let reference = enc.encode(&texts, 32)?;
-    if !args.no_peers {
-        enc.set_backend(Backend::Candle)?;
-        time("prep candle graph (train fwd)", all, 32, &|| {
-            enc.encode(&texts, 32)?;
-            Ok(())
-        })?;
-        let graph = enc.encode(&texts[..texts.len().min(64)], 32)?;
-        println!(
-            "  candle graph vs packed: max |diff| {:.2e}",
-            max_abs_diff(&graph, &reference)
-        );
-        enc.set_backend(Backend::Packed)?;
-        stock::bench(&model_dir, &enc, &texts, &reference, &mut time, all)?;
-    }
-    let peak = rows.iter().filter_map(|r| r.peak_rss_bytes).max();
+/// The trainable candle graph (the training forward, eval mode) at batch 32.
+fn bench_candle_graph(
+    bench: &mut Bench,
+    enc: &mut SentenceEncoder,
+    reference: &[Vec<f32>],
+    all: usize,
+) -> Result<()> {
+    let texts = bench.texts;
+    enc.set_backend(Backend::Candle)?;
+    bench.time("prep candle graph (train fwd)", all, 32, &|| {
+        enc.encode(texts, 32)?;
+        Ok(())
+    })?;
+    let graph = enc.encode(&texts[..texts.len().min(64)], 32)?;
+    println!(
+        "  candle graph vs packed: max |diff| {:.2e}",
+        max_abs_diff(&graph, reference)
+    );
+    enc.set_backend(Backend::Packed)?;
+    Ok(())
+}
+
+fn print_peak(rows: &[Row], all: usize) {
     println!(
         "peak RSS of the packed path (batch 32, all cores): {}",
         rows.iter()
@@ -218,20 +313,6 @@ pub fn run(args: Args) -> Result<()> {
             .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
             .unwrap_or_else(peak_rss_mib)
     );
-
-    if let Some(path) = &args.json {
-        let report = serde_json::json!({
-            "corpus": corpus.display().to_string(),
-            "texts": texts.len(),
-            "tokens": tokens,
-            "model": model_dir.display().to_string(),
-            "rows": rows,
-            "best_batch": best_batch,
-            "peak_rss_bytes": peak,
-        });
-        schemas::AtomicFile::write_json(path, &report)?;
-    }
-    Ok(())
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -241,8 +322,110 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0.0, f32::max)
 }
 
-type Timer<'a> =
-    dyn FnMut(&str, usize, usize, &(dyn Fn() -> Result<()> + Sync)) -> Result<f64> + 'a;
+/// sentence-transformers in a child Python process (`st_peer.py`): its figures are its own
+/// process's (wall, CPU, peak RSS), on the texts we encode, written to a file it reads.
+struct PythonPeer<'a> {
+    python: &'a Path,
+    model: &'a Path,
+    batches: &'a [usize],
+    threads: usize,
+}
+
+/// One line `st_peer.py` prints per configuration.
+#[derive(serde::Deserialize)]
+struct PeerLine {
+    threads: usize,
+    batch: usize,
+    seconds: f64,
+    cpu_seconds: f64,
+    peak_rss_bytes: Option<u64>,
+}
+
+impl PythonPeer<'_> {
+    fn bench(&self, bench: &mut Bench, reference: &[Vec<f32>]) -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let script = dir.path().join("st_peer.py");
+        std::fs::write(&script, include_str!("st_peer.py"))?;
+        let texts_file = dir.path().join("texts.txt");
+        std::fs::write(&texts_file, bench.texts.join("\n"))?;
+        let npy = dir.path().join("first64.npy");
+        let stdout = self.run(&script, &texts_file, &npy, bench.rounds)?;
+        let mut engine = "sentence-transformers".to_owned();
+        for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+            let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+                format!("{}: unexpected output line {line:?}", script.display())
+            })?;
+            if let Some(versions) = v.get("versions") {
+                engine = format!(
+                    "sentence-transformers {} (torch {})",
+                    versions["sentence_transformers"].as_str().unwrap_or("?"),
+                    versions["torch"].as_str().unwrap_or("?")
+                );
+                continue;
+            }
+            let p: PeerLine = serde_json::from_value(v)?;
+            bench.record(
+                &engine,
+                p.threads,
+                p.batch,
+                p.seconds,
+                p.cpu_seconds,
+                p.peak_rss_bytes,
+            );
+        }
+        let got = schemas::embeddings::read_npy(&npy)?;
+        let got: Vec<Vec<f32>> = got
+            .vectors
+            .chunks(got.dim.max(1))
+            .map(<[f32]>::to_vec)
+            .collect();
+        println!(
+            "  sentence-transformers vs packed: max |diff| {:.2e}",
+            max_abs_diff(&got, reference)
+        );
+        Ok(())
+    }
+
+    fn run(&self, script: &Path, texts: &Path, npy: &Path, rounds: usize) -> Result<String> {
+        let mut cmd = std::process::Command::new(self.python);
+        cmd.arg(script)
+            .arg("--model")
+            .arg(self.model)
+            .arg("--texts")
+            .arg(texts)
+            .arg("--npy")
+            .arg(npy)
+            .arg("--rounds")
+            .arg(rounds.to_string());
+        for b in self.batches {
+            cmd.arg("--batch").arg(b.to_string());
+        }
+        let mut threads = vec![self.threads];
+        if self.threads != 1 {
+            threads.push(1);
+        }
+        for t in threads {
+            cmd.arg("--threads").arg(t.to_string());
+        }
+        // Offline, and no GPU: the peer runs where we run.
+        cmd.env("HF_HUB_OFFLINE", "1")
+            .env("CUDA_VISIBLE_DEVICES", "")
+            .env("OMP_NUM_THREADS", self.threads.to_string());
+        let out = cmd
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .with_context(|| format!("running {}", self.python.display()))?;
+        if !out.status.success() {
+            bail!(
+                "{} {} failed ({}): is sentence-transformers installed there?",
+                self.python.display(),
+                script.display(),
+                out.status
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
 
 #[cfg(feature = "candle-peer")]
 mod stock {
@@ -257,7 +440,7 @@ mod stock {
     use encoder::candle_nn::VarBuilder;
     use encoder::SentenceEncoder;
 
-    use super::{max_abs_diff, Timer};
+    use super::{max_abs_diff, Bench};
 
     fn encode(
         model: &BertModel,
@@ -291,22 +474,17 @@ mod stock {
     pub fn bench(
         dir: &Path,
         enc: &SentenceEncoder,
-        texts: &[&str],
         reference: &[Vec<f32>],
-        time: &mut Timer,
+        bench: &mut Bench,
         threads: usize,
     ) -> Result<()> {
         let cfg: Config = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
-        // SAFETY: read-only mapping of a file nobody writes during the benchmark.
-        let vb = unsafe {
-            VarBuilder::from_mmaped_safetensors(
-                &[dir.join("model.safetensors")],
-                DType::F32,
-                &Device::Cpu,
-            )?
-        };
+        // Read into memory (no mmap, so no unsafe): the weights are copied into tensors anyway.
+        let weights = std::fs::read(dir.join("model.safetensors"))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DType::F32, &Device::Cpu)?;
         let model = BertModel::load(vb, &cfg)?;
-        time("stock candle BertModel", threads, 32, &|| {
+        let texts = bench.texts;
+        bench.time("stock candle BertModel", threads, 32, &|| {
             encode(&model, enc, texts, 32)?;
             Ok(())
         })?;
@@ -326,14 +504,13 @@ mod stock {
     use anyhow::Result;
     use encoder::SentenceEncoder;
 
-    use super::Timer;
+    use super::Bench;
 
     pub fn bench(
         _: &Path,
         _: &SentenceEncoder,
-        _: &[&str],
         _: &[Vec<f32>],
-        _: &mut Timer,
+        _: &mut Bench,
         _: usize,
     ) -> Result<()> {
         println!("stock candle BertModel: not built (cargo build --release -p prep --features candle-peer)");

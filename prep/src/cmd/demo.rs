@@ -19,6 +19,7 @@ use encoder::{EvalSet, RetrievalMetrics, SentenceEncoder};
 use ingest::IngestOptions;
 use mixer::{MixConfig, MixOptions, MixTokenizer};
 use schemas::{part_files, AtomicFile, Manifest, NoProgress, PairReader, PairRecord, PairWriter};
+use train::{RunOptions, TrainConfig};
 
 use crate::progress::Bar;
 
@@ -89,14 +90,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let out = &args.out;
     clear_out(out)?;
-    let fixtures = match &args.fixtures {
-        Some(d) => d.clone(),
-        None => {
-            let dir = out.join("samples");
-            crate::samples::write_to(&dir)?;
-            dir
-        }
-    };
+    let fixtures = samples_folder(&args)?;
     let pairs = out.join("pairs");
     println!("== 1/6 ingest samples from {}", fixtures.display());
     let datasets = ingest_all(&fixtures, &pairs)?;
@@ -113,58 +107,31 @@ pub fn run(args: Args) -> Result<()> {
     let mixed = mix(&args, &model_dir, &train_pairs, &train_sets, &shards)?;
 
     println!("== 5/6 eval before training");
-    let train_sample: Vec<PairRecord> = in_training
-        .iter()
-        .flat_map(|(_, rs)| rs.iter().cloned())
-        .take(held_out.len())
-        .collect();
-    let held_set = eval_set(&held_out);
-    let train_set = eval_set(&train_sample);
-    let before = (
-        evaluate(&model_dir, &held_set)?,
-        evaluate(&model_dir, &train_set)?,
-    );
-    print_metrics("held-out", &before.0);
+    let sets = EvalSets::new(&held_out, &in_training);
+    let before = sets.evaluate(&model_dir)?;
+    print_metrics("held-out", &before.held_out);
 
     println!("== 6/6 train {} steps", args.steps);
-    let summary = super::train::run_with(&train_args(&args, &shards, &model_dir), &Bar::new())?;
+    let summary = train_model(&args, &shards, &model_dir)?;
     let ck = summary
         .last_checkpoint
         .clone()
         .context("training wrote no checkpoint")?;
-    let after = (evaluate(&ck, &held_set)?, evaluate(&ck, &train_set)?);
-    let (first, last) = loss_ends(&summary);
+    let after = sets.evaluate(&ck)?;
+    let loss = loss_ends(&summary);
+    print_results(&sets, &before, &after, loss);
 
-    println!(
-        "== held-out queries: {} queries never seen in training, {} candidates",
-        held_set.queries.len(),
-        held_set.candidates.len()
-    );
-    print_metrics("before", &before.0);
-    print_metrics("after", &after.0);
-    println!(
-        "== in-training queries (memorisation, not generalisation): {} queries",
-        train_set.queries.len()
-    );
-    print_metrics("before", &before.1);
-    print_metrics("after", &after.1);
-    println!("   training loss {first:.3} (first 10 steps) -> {last:.3} (last 10)");
-    let summary_path = out.join("demo-summary.json");
-    let report = serde_json::json!({
-        "samples": args.fixtures.as_ref().map_or("embedded".to_owned(), |d| d.display().to_string()),
-        "seed": args.seed,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "held_out_fraction": args.held_out,
-        "datasets": datasets.iter().map(|d| serde_json::json!({"id": d.0, "rows": d.1})).collect::<Vec<_>>(),
-        "mixed": mixed,
-        "held_out": {"before": before.0, "after": after.0},
-        "in_training": {"before": before.1, "after": after.1},
-        "loss": {"first_10": first, "last_10": last},
-        "model": ck.display().to_string(),
-        "seconds": started.elapsed().as_secs_f64(),
-    });
-    AtomicFile::write_json(&summary_path, &report)?;
+    let report = Report {
+        args: &args,
+        datasets: &datasets,
+        mixed: &mixed,
+        before: &before,
+        after: &after,
+        loss,
+        model: &ck,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let summary_path = write_summary(&report)?;
     println!(
         "model: {} (a sentence-transformers folder); log: {}; summary: {}; total {:.0}s",
         ck.display(),
@@ -173,6 +140,100 @@ pub fn run(args: Args) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The samples to ingest: `--fixtures`, else the embedded ones written to `<out>/samples/`.
+fn samples_folder(args: &Args) -> Result<PathBuf> {
+    if let Some(d) = &args.fixtures {
+        return Ok(d.clone());
+    }
+    let dir = args.out.join("samples");
+    crate::samples::write_to(&dir)?;
+    Ok(dir)
+}
+
+/// The two evaluation sets: the held-out queries, and as many in-training ones.
+struct EvalSets {
+    held_out: EvalSet,
+    in_training: EvalSet,
+}
+
+/// Retrieval metrics of one model on both [`EvalSets`].
+struct Scores {
+    held_out: RetrievalMetrics,
+    in_training: RetrievalMetrics,
+}
+
+impl EvalSets {
+    fn new(held_out: &[PairRecord], in_training: &[(Ingested, Vec<PairRecord>)]) -> Self {
+        let train_sample: Vec<PairRecord> = in_training
+            .iter()
+            .flat_map(|(_, rs)| rs.iter().cloned())
+            .take(held_out.len())
+            .collect();
+        EvalSets {
+            held_out: eval_set(held_out),
+            in_training: eval_set(&train_sample),
+        }
+    }
+
+    fn evaluate(&self, model: &Path) -> Result<Scores> {
+        Ok(Scores {
+            held_out: evaluate(model, &self.held_out)?,
+            in_training: evaluate(model, &self.in_training)?,
+        })
+    }
+}
+
+fn print_results(sets: &EvalSets, before: &Scores, after: &Scores, (first, last): (f64, f64)) {
+    println!(
+        "== held-out queries: {} queries never seen in training, {} candidates",
+        sets.held_out.queries.len(),
+        sets.held_out.candidates.len()
+    );
+    print_metrics("before", &before.held_out);
+    print_metrics("after", &after.held_out);
+    println!(
+        "== in-training queries (memorisation, not generalisation): {} queries",
+        sets.in_training.queries.len()
+    );
+    print_metrics("before", &before.in_training);
+    print_metrics("after", &after.in_training);
+    println!("   training loss {first:.3} (first 10 steps) -> {last:.3} (last 10)");
+}
+
+/// Everything `demo-summary.json` holds.
+struct Report<'a> {
+    args: &'a Args,
+    datasets: &'a [Ingested],
+    mixed: &'a [String],
+    before: &'a Scores,
+    after: &'a Scores,
+    loss: (f64, f64),
+    model: &'a Path,
+    seconds: f64,
+}
+
+/// Writes `<out>/demo-summary.json`; returns its path.
+fn write_summary(r: &Report) -> Result<PathBuf> {
+    let args = r.args;
+    let path = args.out.join("demo-summary.json");
+    let report = serde_json::json!({
+        "samples": args.fixtures.as_ref().map_or("embedded".to_owned(), |d| d.display().to_string()),
+        "seed": args.seed,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "held_out_fraction": args.held_out,
+        "datasets": r.datasets.iter().map(|d| serde_json::json!({"id": d.0, "rows": d.1})).collect::<Vec<_>>(),
+        "mixed": r.mixed,
+        "held_out": {"before": r.before.held_out, "after": r.after.held_out},
+        "in_training": {"before": r.before.in_training, "after": r.after.in_training},
+        "loss": {"first_10": r.loss.0, "last_10": r.loss.1},
+        "model": r.model.display().to_string(),
+        "seconds": r.seconds,
+    });
+    AtomicFile::write_json(&path, &report)?;
+    Ok(path)
 }
 
 /// Empties the work folder, refusing one that holds anything but an earlier demo's outputs.
@@ -396,37 +457,33 @@ fn mix(
     Ok(mixed)
 }
 
-fn train_args(args: &Args, shards: &Path, model_dir: &Path) -> super::train::Args {
+/// What the demo trains with: upstream's recipe (`TrainConfig::default`) at the demo's steps,
+/// seed and learning rate, a 10% warmup and 128-token sequences.
+fn train_config(args: &Args) -> TrainConfig {
     let from_scratch = args.model.is_none();
-    super::train::Args {
-        shards: Some(shards.to_path_buf()),
-        model: Some(model_dir.to_string_lossy().into_owned()),
-        output: Some(args.out.join("run")),
-        resume: None,
-        allow_incomplete: false,
-        verify: super::train::VerifyMode::Full,
-        steps: args.steps,
+    TrainConfig {
         lr: args.lr.unwrap_or(if from_scratch { 1e-3 } else { 2e-5 }),
         warmup: (args.steps / 10).max(1),
-        schedule: super::train::Schedule::Linear,
-        weight_decay: 0.0,
-        eps: 1e-6,
-        beta1: 0.9,
-        beta2: 0.999,
-        max_grad_norm: 1.0,
-        dropout: None,
         seed: args.seed,
-        loss: super::train::Loss::Symmetric,
-        scale: 20.0,
-        mini_batch_size: None,
-        save_steps: None,
-        log: Some(args.out.join("train-log.jsonl")),
-        rank: 0,
-        world_size: 1,
+        steps: args.steps,
         max_seq_length: 128,
-        prefetch: 4,
-        threads: None,
+        ..TrainConfig::default()
     }
+}
+
+/// Trains on `shards` from `model_dir` into `<out>/run`, logging to `<out>/train-log.jsonl`.
+fn train_model(args: &Args, shards: &Path, model_dir: &Path) -> Result<train::TrainSummary> {
+    let mut opts = RunOptions::new(args.out.join("run"));
+    opts.log = Some(args.out.join("train-log.jsonl"));
+    let summary = train::train(shards, model_dir, &train_config(args), &opts, &Bar::new())
+        .with_context(|| format!("training on {}", shards.display()))?;
+    eprintln!(
+        "trained {} steps in {:.1}s, {:.3} s/step",
+        summary.records.len(),
+        summary.seconds,
+        summary.seconds / summary.records.len().max(1) as f64
+    );
+    Ok(summary)
 }
 
 /// Mean loss of the first and of the last ten steps.

@@ -4,16 +4,17 @@
 //! pass `--embeddings FILE` with a text corpus: the first search writes FILE, later ones reuse it
 //! while the model's and the corpus's sha256 (kept in FILE's metadata) still match.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 use encoder::retrieval::top_k;
-
-use super::embed::{
-    embed_into, is_embedding_file, load_encoder, model_sha256, read_embedding_file, read_texts,
-    EmbeddingMeta, EmbeddingSink, OutFormat,
+use encoder::SentenceEncoder;
+use schemas::embeddings::{
+    is_embedding_parquet, read_parquet, read_texts, EmbeddingFormat, EmbeddingWriter, Embeddings,
 };
+
+use super::embed::{embed_into, embedding_meta, load_encoder, model_sha256};
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
@@ -47,6 +48,12 @@ pub struct Args {
     pub threads: Option<usize>,
 }
 
+/// The corpus as searched: each text and its vector (row-major, the model's dim).
+struct Corpus {
+    texts: Vec<String>,
+    vectors: Vec<f32>,
+}
+
 pub fn run(args: Args) -> Result<()> {
     let threads = args.threads.unwrap_or_else(super::embed::num_cpus);
     crate::bench::with_threads(threads, || run_inner(&args))
@@ -55,11 +62,11 @@ pub fn run(args: Args) -> Result<()> {
 fn run_inner(args: &Args) -> Result<()> {
     let encoder = load_encoder(&args.model, None)?;
     let model_sha = model_sha256(encoder.dir())?;
-
-    let (texts, vectors) = if is_embedding_file(&args.corpus) {
-        let f = read_embedding_file(&args.corpus)?;
-        check_model(&f.model_sha256, &model_sha, &args.corpus)?;
-        if f.dim != encoder.dim() && !f.texts.is_empty() {
+    let corpus = if is_embedding_parquet(&args.corpus) {
+        let f = read_parquet(&args.corpus)?;
+        check_model(&f, &model_sha, &args.corpus)?;
+        let rows = f.rows();
+        if f.dim != encoder.dim() && rows > 0 {
             bail!(
                 "{}: vectors of dim {}, the model makes {}",
                 args.corpus.display(),
@@ -67,104 +74,127 @@ fn run_inner(args: &Args) -> Result<()> {
                 encoder.dim()
             );
         }
-        (f.texts, f.vectors)
+        corpus_of(f)
     } else {
-        let cached = match &args.embeddings {
-            Some(p) if p.is_file() => {
-                let f = read_embedding_file(p)?;
-                check_model(&f.model_sha256, &model_sha, p)?;
-                let corpus_sha = schemas::sha256_file(&args.corpus)?;
-                if f.input_sha256.as_deref() == Some(corpus_sha.as_str()) {
-                    eprintln!("using embeddings from {}", p.display());
-                    Some((f.texts, f.vectors))
-                } else {
-                    eprintln!(
-                        "{} was made from another version of {}: embedding again",
-                        p.display(),
-                        args.corpus.display()
-                    );
-                    None
-                }
-            }
-            _ => None,
-        };
-        match cached {
+        match cached(args, &model_sha)? {
             Some(c) => c,
-            None => {
-                let texts = read_texts(&args.corpus, &args.field)?;
-                let started = Instant::now();
-                let vectors = match &args.embeddings {
-                    Some(p) => {
-                        let meta = EmbeddingMeta::new(&encoder, Some(&args.corpus))?;
-                        let mut sink = EmbeddingSink::create(
-                            p,
-                            OutFormat::Parquet,
-                            encoder.dim(),
-                            texts.len(),
-                            &meta,
-                        )?;
-                        embed_into(&encoder, &texts, args.batch_size, &Bar::new(), &mut sink)?;
-                        sink.finish()?;
-                        read_embedding_file(p)?.vectors
-                    }
-                    None => {
-                        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-                        let v =
-                            encoder.encode_with_progress(&refs, args.batch_size, &Bar::new())?;
-                        v.concat()
-                    }
-                };
-                eprintln!(
-                    "embedded {} corpus texts in {:.1}s{}",
-                    texts.len(),
-                    started.elapsed().as_secs_f64(),
-                    if args.embeddings.is_none() {
-                        " (pass --embeddings FILE to keep them for the next search)"
-                    } else {
-                        ""
-                    }
-                );
-                (texts, vectors)
-            }
+            None => embed_corpus(args, &encoder)?,
         }
     };
     let dim = encoder.dim();
-    if vectors.len() != texts.len() * dim {
+    if corpus.vectors.len() != corpus.texts.len() * dim {
         bail!(
             "corpus vectors have {} floats for {} texts of dim {dim}",
-            vectors.len(),
-            texts.len()
+            corpus.vectors.len(),
+            corpus.texts.len()
         );
     }
-
     let queries: Vec<&str> = args.query.iter().map(|s| s.as_str()).collect();
     let qvecs = encoder.encode(&queries, args.batch_size)?;
     for (q, qv) in queries.iter().zip(&qvecs) {
-        let hits = top_k(qv, &vectors, dim, args.k);
-        if args.json {
-            let results: Vec<serde_json::Value> = hits
-                .iter()
-                .map(|(i, s)| serde_json::json!({"index": i, "score": s, "text": texts[*i]}))
-                .collect();
-            println!("{}", serde_json::json!({"query": q, "results": results}));
-        } else {
-            println!("query: {q}");
-            for (rank, (i, s)) in hits.iter().enumerate() {
-                println!(
-                    "{:>3}. {:.4}  [{}] {}",
-                    rank + 1,
-                    s,
-                    i,
-                    preview(&texts[*i], 160)
-                );
-            }
-        }
+        print_hits(
+            q,
+            &top_k(qv, &corpus.vectors, dim, args.k),
+            &corpus,
+            args.json,
+        );
     }
     Ok(())
 }
 
-fn check_model(file_sha: &Option<String>, model_sha: &str, path: &std::path::Path) -> Result<()> {
-    match file_sha {
+/// Texts (`#i` for a file without a `text` column) beside their vectors.
+fn corpus_of(f: Embeddings) -> Corpus {
+    let rows = f.rows();
+    Corpus {
+        texts: f
+            .texts
+            .unwrap_or_else(|| (0..rows).map(|i| format!("#{i}")).collect()),
+        vectors: f.vectors,
+    }
+}
+
+/// The `--embeddings` file, when it was made by this model from this version of the corpus.
+fn cached(args: &Args, model_sha: &str) -> Result<Option<Corpus>> {
+    let Some(path) = args.embeddings.as_deref().filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let f = read_parquet(path)?;
+    check_model(&f, model_sha, path)?;
+    let corpus_sha = schemas::sha256_file(&args.corpus)?;
+    let input_sha = f.meta.as_ref().and_then(|m| m.input_sha256.as_deref());
+    if input_sha == Some(corpus_sha.as_str()) {
+        eprintln!("using embeddings from {}", path.display());
+        Ok(Some(corpus_of(f)))
+    } else {
+        eprintln!(
+            "{} was made from another version of {}: embedding again",
+            path.display(),
+            args.corpus.display()
+        );
+        Ok(None)
+    }
+}
+
+/// Embeds a text corpus, writing `--embeddings` when given.
+fn embed_corpus(args: &Args, encoder: &SentenceEncoder) -> Result<Corpus> {
+    let texts = read_texts(&args.corpus, &args.field)?;
+    let started = Instant::now();
+    let vectors = match &args.embeddings {
+        Some(p) => {
+            let meta = embedding_meta(encoder, Some(&args.corpus))?;
+            let format = EmbeddingFormat::Parquet;
+            let mut sink = EmbeddingWriter::create(p, format, encoder.dim(), texts.len(), &meta)?;
+            embed_into(encoder, &texts, args.batch_size, &Bar::new(), &mut sink)?;
+            sink.finish()?;
+            read_parquet(p)?.vectors
+        }
+        None => {
+            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+            let v = encoder.encode_with_progress(&refs, args.batch_size, &Bar::new())?;
+            v.concat()
+        }
+    };
+    eprintln!(
+        "embedded {} corpus texts in {:.1}s{}",
+        texts.len(),
+        started.elapsed().as_secs_f64(),
+        if args.embeddings.is_none() {
+            " (pass --embeddings FILE to keep them for the next search)"
+        } else {
+            ""
+        }
+    );
+    Ok(Corpus { texts, vectors })
+}
+
+fn print_hits(query: &str, hits: &[(usize, f32)], corpus: &Corpus, json: bool) {
+    let texts = &corpus.texts;
+    if json {
+        let results: Vec<serde_json::Value> = hits
+            .iter()
+            .map(|(i, s)| serde_json::json!({"index": i, "score": s, "text": texts[*i]}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"query": query, "results": results})
+        );
+        return;
+    }
+    println!("query: {query}");
+    for (rank, (i, s)) in hits.iter().enumerate() {
+        println!(
+            "{:>3}. {:.4}  [{}] {}",
+            rank + 1,
+            s,
+            i,
+            preview(&texts[*i], 160)
+        );
+    }
+}
+
+/// Refuses a file made with other weights (a file without a recorded model is trusted).
+fn check_model(file: &Embeddings, model_sha: &str, path: &Path) -> Result<()> {
+    match file.meta.as_ref().map(|m| m.model_sha256.as_str()) {
         Some(s) if s != model_sha => bail!(
             "{} was embedded with another model (weights sha256 {}…); embed it again with this one",
             path.display(),
