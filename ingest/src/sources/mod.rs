@@ -13,6 +13,7 @@ pub(crate) mod scratch;
 pub mod searchqa;
 pub mod squad;
 pub mod stackexchange;
+pub mod table;
 pub mod triviaqa;
 pub mod wikianswers;
 pub mod yahoo_answers;
@@ -35,4 +36,5 @@ pub static ALL: &[&dyn Source] = &[
     &searchqa::SearchQa,
     &eli5::Eli5,
     &natural_questions::NaturalQuestions,
+    &table::Table { columns: None },
 ];

@@ -13,6 +13,7 @@ mod reliability;
 mod searchqa;
 mod squad;
 mod stackexchange;
+mod table;
 mod triviaqa;
 mod wikianswers;
 mod yahoo_answers;
