@@ -1173,6 +1173,166 @@ const AMAZON_QA: &[RemoteFile] = &[
     },
 ];
 
+/// How `prep ingest --source <name>` reads a Hub mirror's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TableRead {
+    /// The dataset id written (UPSTREAM.md).
+    pub dataset: &'static str,
+    /// `--columns` for the table source; `None`: its default (the first two string columns),
+    /// used where the dataset card does not settle the names.
+    pub columns: Option<&'static str>,
+}
+
+/// A source's mirror on the Hugging Face Hub, beside its official URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct HubMirror {
+    pub source: &'static str,
+    /// The dataset repository (`org/name`); `None` where no mirror could be confirmed.
+    pub repo: Option<&'static str>,
+    /// The files of it that hold the source (`--include` patterns); empty: not fetched by
+    /// `prep download --from hub` (see `note`).
+    pub include: &'static [&'static str],
+    /// `None`: the files are read by the source's own reader (`ingest_with`); otherwise by the
+    /// table source.
+    pub table: Option<TableRead>,
+    /// Where the id, files and columns were checked (the Hub pages of the dataset card and file
+    /// tree, at the commits named), and what differs from the official release.
+    pub note: &'static str,
+}
+
+/// Every source's Hub mirror (or why there is none), in catalogue order.
+pub fn hub_mirrors() -> &'static [HubMirror] {
+    MIRRORS
+}
+
+/// The mirror entry of a source.
+pub fn hub_mirror(source: &str) -> Option<&'static HubMirror> {
+    MIRRORS.iter().find(|m| m.source == source)
+}
+
+const fn table(dataset: &'static str, columns: Option<&'static str>) -> Option<TableRead> {
+    Some(TableRead { dataset, columns })
+}
+
+static MIRRORS: &[HubMirror] = &[
+    HubMirror {
+        source: "wikianswers",
+        repo: Some("sentence-transformers/wikianswers-duplicates"),
+        include: &["*.parquet"],
+        table: table("wikianswers", None),
+        note: "viewer: one subset `pair`, 761M rows (ours makes ~77M pairs from the clusters, as \
+               upstream's WikiAnswers_pairs did); file layout and column names not confirmed, so \
+               every Parquet file and the first two string columns",
+    },
+    HubMirror {
+        source: "paq",
+        repo: Some("sentence-transformers/paq"),
+        include: &["pair/*.parquet"],
+        table: table("paq", None),
+        note: "tree at main (74601d8): `pair/` with 88 Parquet parts; column names not confirmed \
+               (the first two string columns)",
+    },
+    HubMirror {
+        source: "stackexchange",
+        repo: Some("sentence-transformers/stackexchange-duplicates"),
+        include: &["title-title-pair/*.parquet"],
+        table: table("stackexchange_duplicates", None),
+        note: "duplicates only: viewer lists subsets body-body-pair, post-post-pair, \
+               title-title-pair (305k rows); the title-body and title-answer pairs are in \
+               `sbert_normalized`; column names not confirmed",
+    },
+    HubMirror {
+        source: "msmarco",
+        repo: None,
+        include: &[],
+        table: None,
+        note: "no mirror confirmed here; upstream's triplets are in `sbert_normalized` \
+               (msmarco-query_passage_negative_v2.jsonl.gz)",
+    },
+    HubMirror {
+        source: "gooaq",
+        repo: Some("sentence-transformers/gooaq"),
+        include: &["pair/*.parquet"],
+        table: table("gooaq", Some("anchor=question,positive=answer")),
+        note:
+            "dataset card at b089f72: subset `pair`, columns \"question\", \"answer\" (str, str), \
+               3.01M rows; tree: pair/train-0000{0,1}-of-00002.parquet",
+    },
+    HubMirror {
+        source: "amazon_qa",
+        repo: Some("sentence-transformers/amazon-qa"),
+        include: &["pair/*.parquet"],
+        table: table("amazon_qa", Some("anchor=query,positive=answer")),
+        note: "dataset card at 614a800: subset `pair`, columns \"query\", \"answer\" (str, str)",
+    },
+    HubMirror {
+        source: "yahoo",
+        repo: Some("sentence-transformers/yahoo-answers"),
+        include: &["question-answer-pair/*.parquet"],
+        table: table("yahoo_question_answer", None),
+        note: "tree at ad51697: subset folder `question-answer-pair` only (the title-answer and \
+               title-question sets are in `sbert_normalized`); column names not confirmed",
+    },
+    HubMirror {
+        source: "searchqa",
+        repo: None,
+        include: &[],
+        table: None,
+        note: "no mirror confirmed here; upstream's pairs are in `sbert_normalized` \
+               (searchQA_question_top5_snippets_merged.jsonl.gz)",
+    },
+    HubMirror {
+        source: "eli5",
+        repo: None,
+        include: &[],
+        table: None,
+        note: "no mirror confirmed here; upstream's pairs are in `sbert_normalized` \
+               (eli5_question_answer.jsonl.gz)",
+    },
+    HubMirror {
+        source: "quora",
+        repo: Some("sentence-transformers/quora-duplicates"),
+        include: &[],
+        table: None,
+        note: "card at b826854 shows subsets `pair` and `pair-class` (\"sentence1\", ...) but not \
+               which holds our (question, duplicate, hard negative) triplets: not fetched; \
+               upstream's triplets are in `sbert_normalized` (quora_duplicates_triplets.jsonl.gz)",
+    },
+    HubMirror {
+        source: "natural_questions",
+        repo: Some("sentence-transformers/natural-questions"),
+        include: &["pair/*.parquet"],
+        table: table("natural_questions", None),
+        note:
+            "dataset card at f9e894e: subset `pair`; it lists columns \"question\", \"answer\" but \
+               its example shows 'query', so the first two string columns are taken",
+    },
+    HubMirror {
+        source: "squad",
+        repo: None,
+        include: &[],
+        table: None,
+        note: "no mirror confirmed here; upstream's pairs are in `sbert_normalized` \
+               (squad_pairs.jsonl.gz)",
+    },
+    HubMirror {
+        source: "triviaqa",
+        repo: Some("sentence-transformers/trivia-qa"),
+        include: &["pair/*.parquet"],
+        table: table("triviaqa", None),
+        note: "tree at a7c36e3: pair/train-00000-of-00001.parquet (150 MB); column names not \
+               confirmed (the first two string columns)",
+    },
+    HubMirror {
+        source: "sbert_normalized",
+        repo: Some("sentence-transformers/embedding-training-data"),
+        include: &["*.jsonl.gz"],
+        table: None,
+        note: "the upstream normalized files themselves (file history of PAQ_pairs.jsonl.gz: \
+               34bc5be, 2021-09-08); read by `--source jsonl`",
+    },
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1199,6 +1359,28 @@ mod tests {
         "squad",
         "triviaqa",
     ];
+
+    #[test]
+    fn every_source_has_a_mirror_entry_and_fetchable_ones_say_what_to_read() {
+        for s in catalogue() {
+            let m =
+                hub_mirror(s.source).unwrap_or_else(|| panic!("{} has no mirror entry", s.source));
+            assert!(!m.note.is_empty(), "{}", s.source);
+            if m.repo.is_none() {
+                assert!(m.include.is_empty() && m.table.is_none(), "{}", s.source);
+            }
+            if let Some(t) = m.table {
+                assert!(!m.include.is_empty(), "{}", s.source);
+                assert!(
+                    s.datasets.contains(&t.dataset) || s.source == "sbert_normalized",
+                    "{}: {} is not one of its datasets",
+                    s.source,
+                    t.dataset
+                );
+            }
+        }
+        assert_eq!(hub_mirrors().len(), catalogue().len());
+    }
 
     #[test]
     fn entries_are_well_formed() {

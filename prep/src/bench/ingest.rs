@@ -1,10 +1,15 @@
 //! `prep bench ingest`: MB/s of uncompressed input and rows/s for a line-oriented source
-//! (normalized jsonl.gz) and for StackExchange XML, on 1 thread and on all cores, each run in its
-//! own child process so its peak RSS is its own. Inputs are generated from the bench corpus.
+//! (normalized jsonl.gz), for StackExchange XML and for a Parquet table (`--source table`, pairs
+//! of corpus lines in Snappy-compressed row groups as the Hub's mirrors are), on 1 thread and on
+//! all cores, each run in its own child process so its peak RSS is its own. The Parquet table is
+//! also read by pyarrow in the same run (`--python`): reading alone, and reading plus writing it
+//! back zstd-compressed (the closest to what ingest does). Inputs are generated from the bench
+//! corpus.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -22,6 +27,12 @@ pub struct Args {
     /// Uncompressed size (MB) of the generated StackExchange Posts.xml (0 skips it).
     #[arg(long, default_value_t = 200)]
     xml_mb: u64,
+    /// Text (MB of anchor + positive bytes) of the generated Parquet table (0 skips it).
+    #[arg(long, default_value_t = 200)]
+    parquet_mb: u64,
+    /// Python with pyarrow, the peer on the Parquet table (skipped, and said, when it has none).
+    #[arg(long, default_value = "python3")]
+    python: PathBuf,
     /// Folder for generated inputs and outputs (default: a temporary folder).
     #[arg(long)]
     work: Option<PathBuf>,
@@ -87,6 +98,21 @@ pub fn run(args: Args) -> Result<()> {
             &[1, cores],
         )?;
     }
+    if args.parquet_mb > 0 {
+        let path = work.join(format!("bench-{}MB.parquet", args.parquet_mb));
+        let size = generate_parquet(&path, &texts, args.parquet_mb * 1_000_000)?;
+        let label = format!("parquet table {} MB", args.parquet_mb);
+        measure("table", &path, size, &label, &[1, cores])?;
+        for (mode, what) in [
+            ("read", "pyarrow read_table"),
+            ("rewrite", "pyarrow read+write zstd"),
+        ] {
+            match pyarrow(&args.python, mode, &path, &work) {
+                Ok(m) => print_row(&format!("{what} {} MB", args.parquet_mb), 1, size, &m),
+                Err(e) => println!("{what}: not measured ({e:#})"),
+            }
+        }
+    }
     if args.xml_mb > 0 {
         let site = work.join("bench.stackexchange.com");
         let size = generate_stackexchange(&site, &texts, args.xml_mb * 1_000_000)?;
@@ -129,18 +155,103 @@ fn measure(source: &str, input: &Path, size: u64, label: &str, threads: &[usize]
         }
         let m: Measurement =
             serde_json::from_slice(&out.stdout).context("reading the child's result")?;
-        println!(
-            "{:<34} {:>7} {:>9.2} {:>10.1} {:>10.1} {:>12.0} {:>8.1} MiB",
-            label,
-            t,
-            m.seconds,
-            size as f64 / 1e6 / m.seconds,
-            size as f64 / 1e6 / m.cpu_seconds,
-            m.rows as f64 / m.seconds,
-            m.peak_rss as f64 / (1024.0 * 1024.0)
-        );
+        print_row(label, t, size, &m);
     }
     Ok(())
+}
+
+fn print_row(label: &str, threads: usize, size: u64, m: &Measurement) {
+    println!(
+        "{:<34} {:>7} {:>9.2} {:>10.1} {:>10.1} {:>12.0} {:>8.1} MiB",
+        label,
+        threads,
+        m.seconds,
+        size as f64 / 1e6 / m.seconds,
+        size as f64 / 1e6 / m.cpu_seconds,
+        m.rows as f64 / m.seconds,
+        m.peak_rss as f64 / (1024.0 * 1024.0)
+    );
+}
+
+/// The peer: pyarrow reads the same table (all columns, to Arrow), and in `rewrite` mode writes
+/// it back with zstd, in its own process; timed inside Python so interpreter start-up is left out.
+fn pyarrow(python: &Path, mode: &str, table: &Path, work: &Path) -> Result<Measurement> {
+    const SCRIPT: &str = r#"
+import json, resource, sys, time
+import pyarrow, pyarrow.parquet as pq
+mode, path, out = sys.argv[1], sys.argv[2], sys.argv[3]
+usage = lambda: resource.getrusage(resource.RUSAGE_SELF)
+u0, t0 = usage(), time.perf_counter()
+t = pq.read_table(path)
+if mode == "rewrite":
+    pq.write_table(t, out, compression="zstd", compression_level=1)
+secs, u1 = time.perf_counter() - t0, usage()
+cpu = (u1.ru_utime - u0.ru_utime) + (u1.ru_stime - u0.ru_stime)
+print(json.dumps({"seconds": secs, "cpu_seconds": cpu, "rows": t.num_rows,
+                  "peak_rss": u1.ru_maxrss * 1024, "version": pyarrow.__version__}))
+"#;
+    let out_file = work.join("pyarrow-rewrite.parquet");
+    let out = Command::new(python)
+        .args(["-c", SCRIPT, mode])
+        .arg(table)
+        .arg(&out_file)
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    let _ = std::fs::remove_file(&out_file);
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        bail!(
+            "{} failed: {}",
+            python.display(),
+            err.lines().last().unwrap_or("")
+        );
+    }
+    let m: Measurement = serde_json::from_slice(&out.stdout).context("reading pyarrow's result")?;
+    Ok(m)
+}
+
+/// Writes a Parquet table `question, answer` of corpus lines, up to `target` bytes of text, in
+/// Snappy-compressed row groups of 10,000 rows (the `datasets` library writes small row groups
+/// too); returns the text bytes.
+fn generate_parquet(path: &Path, texts: &[String], target: u64) -> Result<u64> {
+    use arrow_array::{ArrayRef, RecordBatch, StringArray};
+    use parquet::basic::Compression;
+    use parquet::file::properties::WriterProperties;
+    const ROWS: usize = 10_000;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .set_max_row_group_row_count(Some(ROWS))
+        .build();
+    let mut pick = Picker(3);
+    let mut written = 0u64;
+    let mut writer = None;
+    while written < target {
+        let (mut q, mut a) = (Vec::with_capacity(ROWS), Vec::with_capacity(ROWS));
+        for _ in 0..ROWS {
+            let (x, y) = (
+                &texts[pick.next(texts.len())],
+                &texts[pick.next(texts.len())],
+            );
+            written += (x.len() + y.len()) as u64;
+            q.push(x.as_str());
+            a.push(y.as_str());
+        }
+        let batch = RecordBatch::try_from_iter([
+            ("question", Arc::new(StringArray::from(q)) as ArrayRef),
+            ("answer", Arc::new(StringArray::from(a)) as ArrayRef),
+        ])?;
+        let w = match &mut writer {
+            Some(w) => w,
+            None => writer.insert(parquet::arrow::ArrowWriter::try_new(
+                std::fs::File::create(path)?,
+                batch.schema(),
+                Some(props.clone()),
+            )?),
+        };
+        w.write(&batch)?;
+    }
+    writer.expect("at least one batch").close()?;
+    Ok(written)
 }
 
 fn child(source: &str, input: &Path, threads: usize) -> Result<()> {

@@ -23,19 +23,37 @@ joined to the old part), retry connection errors and 5xx with backoff, and verif
 then unpacked into a folder beside them (`collection.tar.gz` -> `collection/`), up to a size cap \
 (--max-unpacked-gib). Each file and folder is locked while it is written: a second `prep download` of \
 the same file fails at once. `prep ingest --source <name>` \
-without `--input` reads what this command finished.\n\nModels honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, \
-HF_HUB_OFFLINE and HF_TOKEN."
+without `--input` reads what this command finished.\n\nModels and datasets (--dataset org/name[@rev], \
+listed through the Hub's tree API and fetched into the same cache as huggingface_hub's snapshot_download) \
+honour HF_HOME, HF_HUB_CACHE, HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN."
 )]
 pub struct Args {
     /// Source to download (names from --list).
     #[arg(long, value_name = "NAME")]
     source: Option<String>,
+    /// With --source: `official` (the publisher's URLs) or `hub` (the source's Hugging Face Hub
+    /// mirror, into the HF cache; `prep ingest --source <name>` then reads it with no more flags).
+    #[arg(long, value_name = "WHERE", default_value = "official", requires = "source",
+          value_parser = ["official", "hub"])]
+    from: String,
     /// List the catalogue (sources, files, sizes) and what is already downloaded.
     #[arg(long)]
     list: bool,
     /// Fetch a model into the HF cache and print its folder: a Hub id `org/name[@revision]`.
     #[arg(long, value_name = "ID")]
     model: Option<String>,
+    /// Fetch a dataset repository into the HF cache (`$HF_HOME/hub/datasets--org--name/`, shared
+    /// with Python's huggingface_hub and datasets) and print its snapshot folder:
+    /// `org/name[@revision]` (branch, tag or commit).
+    #[arg(long, value_name = "ID")]
+    dataset: Option<String>,
+    /// With --dataset: only files matching this pattern (repeatable; huggingface_hub's
+    /// allow_patterns: fnmatch, `*` crosses `/`, `dir/` means everything below it).
+    #[arg(long, value_name = "GLOB", requires = "dataset")]
+    include: Vec<String>,
+    /// With --dataset: never files matching this pattern (repeatable; ignore_patterns).
+    #[arg(long, value_name = "GLOB", requires = "dataset")]
+    exclude: Vec<String>,
     /// Cache folder for sources [default: $XDG_CACHE_HOME/prep or ~/.cache/prep].
     #[arg(long, value_name = "DIR")]
     dest: Option<PathBuf>,
@@ -52,12 +70,17 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let chosen = [args.list, args.source.is_some(), args.model.is_some()]
-        .iter()
-        .filter(|&&b| b)
-        .count();
+    let chosen = [
+        args.list,
+        args.source.is_some(),
+        args.model.is_some(),
+        args.dataset.is_some(),
+    ]
+    .iter()
+    .filter(|&&b| b)
+    .count();
     if chosen != 1 {
-        bail!("give exactly one of --source <name>, --model <id> or --list");
+        bail!("give exactly one of --source <name>, --model <id>, --dataset <id> or --list");
     }
     let dest = args.dest.clone().unwrap_or_else(fetch::default_dest);
     let max_unpacked = match args.max_unpacked_gib {
@@ -88,11 +111,32 @@ pub fn run(args: Args) -> Result<()> {
         println!("{}", path.display());
         return Ok(());
     }
+    if let Some(dataset) = &args.dataset {
+        let hub = HubConfig {
+            download: cfg,
+            ..HubConfig::from_env()
+        };
+        let req = fetch::DatasetRequest {
+            include: args.include.clone(),
+            exclude: args.exclude.clone(),
+            ..fetch::DatasetRequest::parse(dataset)?
+        };
+        let snap = download_dataset(&req, &hub)?;
+        println!("{}", snap.dir.display());
+        return Ok(());
+    }
     let name = args.source.as_deref().expect("checked above");
     let Some(entry) = catalogue::find(name) else {
         let names: Vec<&str> = catalogue::catalogue().iter().map(|s| s.source).collect();
         bail!("unknown source `{name}`; known: {}", names.join(", "));
     };
+    if args.from == "hub" {
+        let hub = HubConfig {
+            download: cfg,
+            ..HubConfig::from_env()
+        };
+        return download_mirror(name, &dest, &hub);
+    }
     if let Some(manual) = entry.manual {
         bail!("`{name}` cannot be downloaded automatically: {manual}");
     }
@@ -143,6 +187,59 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
+/// `--source NAME --from hub`: the source's Hub mirror into the HF cache, recorded in
+/// `<dest>/<name>/` for `prep ingest --source NAME`.
+fn download_mirror(name: &str, dest: &std::path::Path, hub: &HubConfig) -> Result<()> {
+    let mirror = catalogue::hub_mirror(name).context("the catalogue has no mirror entry")?;
+    let Some(repo) = mirror.repo.filter(|_| !mirror.include.is_empty()) else {
+        bail!("`{name}` has no Hub mirror to fetch: {}", mirror.note);
+    };
+    let req = fetch::DatasetRequest {
+        include: mirror.include.iter().map(|s| s.to_string()).collect(),
+        ..fetch::DatasetRequest::parse(repo)?
+    };
+    let snap = download_dataset(&req, hub)?;
+    fetch::hub_dataset::record_hub_source(name, dest, &snap)?;
+    let reader = match mirror.table {
+        Some(t) => format!(
+            "the table source into `{}` ({})",
+            t.dataset,
+            t.columns.unwrap_or("the first two string columns")
+        ),
+        None => format!(
+            "`--source {}`",
+            catalogue::find(name).map_or(name, |e| e.ingest_with)
+        ),
+    };
+    eprintln!(
+        "{name}: mirror {repo} at {}; `prep ingest --source {name}` reads it with {reader}",
+        snap.commit
+    );
+    println!("{}", snap.dir.display());
+    Ok(())
+}
+
+/// Fetches a dataset repository (or the files of it `req` selects) and says what it holds.
+pub fn download_dataset(
+    req: &fetch::DatasetRequest,
+    hub: &HubConfig,
+) -> Result<fetch::DatasetSnapshot> {
+    let snap = fetch::download_dataset(req, hub, &MultiBar::new())
+        .with_context(|| format!("downloading dataset `{}`", req.id()))?;
+    let bytes: u64 = snap.files.iter().map(|f| f.size).sum();
+    let fetched = snap.files.iter().filter(|f| f.fetched).count();
+    eprintln!(
+        "{}: {} files, {} at commit {} ({} downloaded now, {} already in the cache)",
+        req.id(),
+        snap.files.len(),
+        HumanBytes(bytes),
+        snap.commit,
+        fetched,
+        snap.files.len() - fetched
+    );
+    Ok(snap)
+}
+
 fn list(out: &mut impl Write, dest: &std::path::Path) -> std::io::Result<()> {
     writeln!(
         out,
@@ -170,6 +267,24 @@ fn list(out: &mut impl Write, dest: &std::path::Path) -> std::io::Result<()> {
             size,
             cached,
             s.description
+        )?;
+    }
+    writeln!(
+        out,
+        "\nHub mirrors (`prep download --source NAME --from hub`):"
+    )?;
+    for m in catalogue::hub_mirrors() {
+        let fetchable = m.repo.is_some() && !m.include.is_empty();
+        writeln!(
+            out,
+            "{:<18} {:<48} {}",
+            m.source,
+            match (m.repo, fetchable) {
+                (Some(r), true) => format!("{r} [{}]", m.include.join(" ")),
+                (Some(r), false) => format!("({r}: not fetched)"),
+                (None, _) => "-".to_owned(),
+            },
+            m.note.split_whitespace().collect::<Vec<_>>().join(" ")
         )?;
     }
     writeln!(out, "\ncache: {}", dest.display())?;

@@ -3,5 +3,6 @@
 mod cli_ingest;
 mod demo;
 mod fault_injection;
+mod hub_download;
 mod inspect;
 mod train_cli;
