@@ -1,5 +1,5 @@
-//! Where sources put what they read: one Parquet writer per dataset (inside an [`AtomicDir`]),
-//! skip counters by reason, the malformed-record budget, input hashing and progress.
+//! Where sources put what they read: one [`DatasetWriter`] per dataset (parts + manifest,
+//! atomic), skip counters by reason, the malformed-record budget, input hashing and progress.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read};
@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use schemas::{AtomicDir, InputFile, Manifest, PairRecord, PairWriter, Progress, PREP_VERSION};
+use schemas::{DatasetWriter, InputFile, Manifest, PairRecord, Progress};
 use sha2::{Digest, Sha256};
 
 use crate::error::{IngestError, Location, Result};
@@ -44,16 +44,9 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-struct DatasetOut {
-    id: String,
-    dir: AtomicDir,
-    writer: PairWriter,
-    skipped: BTreeMap<String, u64>,
-}
-
 pub struct Sink<'p> {
     source: &'static str,
-    datasets: Vec<DatasetOut>,
+    datasets: Vec<DatasetWriter>,
     max_errors: u64,
     malformed: u64,
     examples: Vec<String>,
@@ -62,7 +55,6 @@ pub struct Sink<'p> {
     rows: u64,
     bytes_reported: u64,
     readers: Vec<Arc<AtomicU64>>,
-    options: BTreeMap<String, serde_json::Value>,
     max_line_bytes: u64,
     warnings: Vec<String>,
 }
@@ -80,14 +72,9 @@ impl<'p> Sink<'p> {
     ) -> Result<Self> {
         let mut outs = Vec::new();
         for (id, arity) in datasets {
-            let dir = AtomicDir::create(out.join(id))?;
-            let writer = PairWriter::new(dir.path(), *arity, opts.writer);
-            outs.push(DatasetOut {
-                id: id.clone(),
-                dir,
-                writer,
-                skipped: BTreeMap::new(),
-            });
+            let writer = DatasetWriter::create(out.join(id), id, source, *arity, opts.writer)?
+                .with_options(opts.record.clone());
+            outs.push(writer);
         }
         Ok(Sink {
             source,
@@ -100,7 +87,6 @@ impl<'p> Sink<'p> {
             rows: 0,
             bytes_reported: 0,
             readers: Vec::new(),
-            options: opts.record.clone(),
             max_line_bytes: opts.max_line_bytes,
             warnings: Vec::new(),
         })
@@ -187,7 +173,7 @@ impl<'p> Sink<'p> {
         Ok(())
     }
 
-    fn dataset(&mut self, index: usize) -> &mut DatasetOut {
+    fn dataset(&mut self, index: usize) -> &mut DatasetWriter {
         let source = self.source;
         let count = self.datasets.len();
         self.datasets
@@ -197,7 +183,7 @@ impl<'p> Sink<'p> {
 
     /// Writes one row to the dataset at `index` (in the order the source declared them).
     pub fn emit(&mut self, dataset: usize, record: PairRecord) -> Result<()> {
-        self.dataset(dataset).writer.push(&record)?;
+        self.dataset(dataset).push(&record)?;
         self.rows += 1;
         if self.rows.is_multiple_of(65_536) {
             self.report();
@@ -207,17 +193,13 @@ impl<'p> Sink<'p> {
 
     /// Counts a record the source's recipe leaves out on purpose (empty answer, low score, ...).
     pub fn skip(&mut self, dataset: usize, reason: &str) {
-        *self
-            .dataset(dataset)
-            .skipped
-            .entry(reason.to_owned())
-            .or_default() += 1;
+        self.dataset(dataset).skip(reason, 1);
     }
 
     /// Counts a record left out of every dataset of this source.
     pub fn skip_all(&mut self, reason: &str) {
         for d in &mut self.datasets {
-            *d.skipped.entry(reason.to_owned()).or_default() += 1;
+            d.skip(reason, 1);
         }
     }
 
@@ -257,9 +239,11 @@ impl<'p> Sink<'p> {
             .message(&format!("{} rows, {} malformed", self.rows, self.malformed));
     }
 
-    pub(crate) fn finish(self, inputs: &[PathBuf]) -> Result<IngestReport> {
-        let mut inputs_meta = Vec::new();
+    /// Size and sha256 of each input: hashed while read, or now for inputs a source did not
+    /// read to the end.
+    fn input_files(&self, inputs: &[PathBuf]) -> Result<Vec<InputFile>> {
         let digests = self.digests.lock().unwrap().clone();
+        let mut files = Vec::new();
         for path in inputs {
             let (bytes, sha256) = match digests.get(path) {
                 Some(d) => d.clone(),
@@ -271,46 +255,37 @@ impl<'p> Sink<'p> {
                     (bytes, schemas::sha256_file(path)?)
                 }
             };
-            inputs_meta.push(InputFile {
+            files.push(InputFile {
                 path: path.display().to_string(),
                 bytes,
                 sha256,
             });
         }
-        let total: u64 = self.datasets.iter().map(|d| d.writer.rows()).sum();
+        Ok(files)
+    }
+
+    pub(crate) fn finish(self, inputs: &[PathBuf]) -> Result<IngestReport> {
+        let inputs_meta = self.input_files(inputs)?;
+        let total: u64 = self.datasets.iter().map(DatasetWriter::rows).sum();
         if total == 0 {
             return Err(self.nothing_written(inputs));
         }
         let mut manifests = Vec::new();
         let mut warnings = self.warnings;
-        for d in self.datasets {
-            let arity = d.writer.arity();
-            let files = d.writer.finish()?;
-            let manifest = Manifest {
-                dataset: d.id,
-                source: self.source.to_owned(),
-                columns: arity,
-                rows: files.iter().map(|f| f.rows).sum(),
-                skipped: d.skipped,
-                files,
-                inputs: inputs_meta.clone(),
-                prep_version: PREP_VERSION.to_owned(),
-                options: self.options.clone(),
-            };
+        for mut d in self.datasets {
+            d.set_inputs(inputs_meta.clone());
             // An empty dataset never replaces an earlier one (the other datasets of the run had
             // rows, so the run itself succeeds).
-            if manifest.rows == 0 && d.dir.target().exists() {
+            if d.rows() == 0 && d.target().exists() {
                 warnings.push(format!(
                     "{}: 0 rows this run; the earlier dataset at {} is kept",
-                    manifest.dataset,
-                    d.dir.target().display()
+                    d.dataset(),
+                    d.target().display()
                 ));
-                manifests.push(manifest);
+                manifests.push(d.discard()?);
                 continue;
             }
-            manifest.write(d.dir.path())?;
-            d.dir.commit()?;
-            manifests.push(manifest);
+            manifests.push(d.finish()?);
         }
         Ok(IngestReport {
             manifests,
@@ -324,7 +299,7 @@ impl<'p> Sink<'p> {
     fn nothing_written(&self, inputs: &[PathBuf]) -> IngestError {
         let mut reasons: BTreeMap<&str, u64> = BTreeMap::new();
         for d in &self.datasets {
-            for (k, v) in &d.skipped {
+            for (k, v) in d.skipped() {
                 *reasons.entry(k).or_default() += v;
             }
         }

@@ -20,12 +20,14 @@ pub enum MixError {
         pairs: PathBuf,
         missing: Vec<String>,
     },
-    #[error("{path}:{line}: {message}")]
-    Jsonl {
-        path: PathBuf,
-        line: u64,
-        message: String,
-    },
+    /// An upstream normalized jsonl file named in the config with no dataset ingested from it
+    /// as it is now (see [`crate::upstream`]).
+    #[error(
+        "{file}: a normalized jsonl file; the mixer reads datasets, and {dir} holds none ingested \
+         from this version of the file: `prep mix` ingests it there first (through `ingest`'s \
+         `jsonl` source)"
+    )]
+    Unconverted { file: PathBuf, dir: PathBuf },
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
     #[error("dataset `{dataset}`: {message}")]

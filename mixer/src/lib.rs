@@ -4,12 +4,12 @@
 
 pub mod config;
 pub mod error;
-pub mod jsonl;
 pub mod mix;
 pub mod rng;
 pub mod sampler;
 pub mod stream;
 pub mod tokenize;
+pub mod upstream;
 pub mod wordpiece;
 
 pub use config::{

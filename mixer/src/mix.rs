@@ -26,7 +26,7 @@ use crate::sampler::{DatasetStats, Deviation, Mixing, PlannedBatch, Sampler, Sch
 use crate::stream::DatasetStream;
 use crate::tokenize::MixTokenizer;
 
-/// Where normalized jsonl files are converted to Parquet, inside the output folder.
+/// Where upstream normalized jsonl files are ingested to datasets, inside the output folder.
 pub const SOURCES_DIR: &str = ".sources";
 
 /// The most batches a mix makes (keeps the exact schedule's integer arithmetic exact).
@@ -115,19 +115,8 @@ pub struct PreparedSource {
     pub manifest: Manifest,
 }
 
-fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
-/// Resolves the config and converts any jsonl sources into `<out>/.sources/`.
+/// Resolves the config; upstream jsonl files resolve to their ingest under `<out>/.sources/`
+/// (see [`crate::upstream`]).
 pub fn prepare_sources(
     config: &MixConfig,
     pairs: &Path,
@@ -138,8 +127,8 @@ pub fn prepare_sources(
         let (dir, manifest) = match &source.kind {
             SourceKind::Dataset { dir } => (dir.clone(), Manifest::read(dir)?),
             SourceKind::Jsonl { file } => {
-                let dir = out.join(SOURCES_DIR).join(sanitize(&source.id));
-                let manifest = crate::jsonl::convert(file, &dir, &source.id)?;
+                let dir = crate::upstream::dataset_dir(out, &source.id);
+                let manifest = crate::upstream::require_converted(file, &dir)?;
                 (dir, manifest)
             }
         };

@@ -6,6 +6,7 @@
 //! that libraries report through while staying silent by default.
 
 pub mod atomic;
+pub mod dataset;
 pub mod embeddings;
 pub mod error;
 pub mod hash;
@@ -17,6 +18,7 @@ pub mod progress;
 pub mod shards;
 
 pub use atomic::{AtomicDir, AtomicFile};
+pub use dataset::DatasetWriter;
 pub use error::SchemaError;
 pub use hash::{sha256_file, Sha256Writer};
 pub use index::{

@@ -1,11 +1,27 @@
 //! The upstream normalized files (the 1B-pairs release), `*.jsonl.gz`, one example per line:
 //! `["a","b"]`, `["a","b","c"]`, `{"texts":[...]}`, `{"set":[...]}` or
-//! `{"query","pos":[...],"neg":[...]}`.
+//! `{"query","pos":[...],"neg":[...]}`. This is prep's one reader of the format: `prep ingest
+//! --source jsonl` and `prep mix` given such a file in its config both go through it.
 //!
 //! One dataset per run, named by `--dataset` or after the first input file; its column count is
-//! that of the first readable line. Sets of duplicates become disjoint consecutive pairs
-//! (s0,s1), (s2,s3), ... so no text repeats; query/pos/neg lines give one row per positive,
-//! negatives taken in turn.
+//! that of the first readable line. Lines of another column count, empty texts and lines that
+//! give no row are counted skips; lines that are not JSON or not one of these layouts are
+//! malformed records (counted, reported with file and line, bounded by `--max-errors`).
+//!
+//! The `set` and `query`/`pos`/`neg` rules, one choice (upstream's `train_script.py` reads only
+//! lists and `{"texts"}`; the dataset card of `sentence-transformers/embedding-training-data`
+//! calls every two members of a set a positive pair, and forms query rows "by randomly
+//! selecting" a positive and a negative):
+//! - `{"set":[s0,s1,s2,...]}`: disjoint consecutive pairs (s0,s1), (s2,s3), ...; an odd last
+//!   member is dropped, a set of fewer than 2 gives no row. As our WikiAnswers clusters: every
+//!   member used once, no text repeated (round dedup would skip a repeat), never n² pairs.
+//! - `{"query":q,"pos":[p0,p1,...],"neg":[n0,...]}`: one row per positive, (q, p_i), plus
+//!   n_(i mod len) when `neg` is not empty (absent or null `neg`: pairs).
+//!
+//! Rows are a pure function of the line, not random draws: ingest has no seed, and one draw
+//! per line would drop all but two members of every set. A dataset's share of batches comes
+//! from its weight in `data_config.json`, not its row count, so expanding lines changes its
+//! epochs, not its share.
 
 use std::path::{Path, PathBuf};
 
@@ -26,8 +42,7 @@ struct Object {
     set: Option<Vec<String>>,
     query: Option<String>,
     pos: Option<Vec<String>>,
-    #[serde(default)]
-    neg: Vec<String>,
+    neg: Option<Vec<String>>,
 }
 
 /// The `set` rule, shared by every source with a set-of-duplicates column: disjoint consecutive
@@ -67,7 +82,7 @@ fn examples(line: &str) -> std::result::Result<Vec<Vec<String>>, String> {
         return Ok(set_rows(set));
     }
     if let (Some(query), Some(pos)) = (obj.query, obj.pos) {
-        return Ok(query_rows(&query, pos, &obj.neg));
+        return Ok(query_rows(&query, pos, &obj.neg.unwrap_or_default()));
     }
     Err("valid JSON, but an object without `texts`, `set` or `query`+`pos`".to_owned())
 }
@@ -219,5 +234,80 @@ impl Source for NormalizedJsonl {
             ingest_lines(sink, path, &parser, opts.threads)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(line: &str) -> Vec<Vec<String>> {
+        examples(line).unwrap()
+    }
+
+    /// Every layout, with the cases the mixer's former copy of this parser tested.
+    #[test]
+    fn every_line_shape() {
+        assert_eq!(rows(r#"["a","b"]"#), [["a", "b"]]);
+        assert_eq!(rows(r#"["a","b","c"]"#), [["a", "b", "c"]]);
+        assert_eq!(rows(r#"{"texts":["a","b"]}"#), [["a", "b"]]);
+        // Sets: disjoint consecutive pairs, the same rows every time.
+        assert_eq!(rows(r#"{"set":["x","y","z"]}"#), [["x", "y"]]);
+        assert_eq!(
+            rows(r#"{"set":["w","x","y","z"]}"#),
+            [["w", "x"], ["y", "z"]]
+        );
+        assert!(rows(r#"{"set":["x"]}"#).is_empty());
+        // Query rows: one per positive, negatives in turn.
+        assert_eq!(
+            rows(r#"{"query":"q","pos":["p"],"neg":["n1","n2"]}"#),
+            [["q", "p", "n1"]]
+        );
+        assert_eq!(
+            rows(r#"{"query":"q","pos":["p1","p2","p3"],"neg":["n1","n2"]}"#),
+            [["q", "p1", "n1"], ["q", "p2", "n2"], ["q", "p3", "n1"]]
+        );
+        assert_eq!(rows(r#"{"query":"q","pos":["p"],"neg":[]}"#), [["q", "p"]]);
+        assert_eq!(
+            rows(r#"{"query":"q","pos":["p"],"neg":null}"#),
+            [["q", "p"]]
+        );
+        assert_eq!(rows(r#"{"query":"q","pos":["p"]}"#), [["q", "p"]]);
+        // One or four texts parse; the parser counts them as the wrong column count.
+        assert_eq!(rows(r#"["a"]"#), [["a"]]);
+        assert_eq!(rows(r#"["a","b","c","d"]"#).len(), 1);
+        assert!(examples(r#"{"other":1}"#)
+            .unwrap_err()
+            .starts_with("valid JSON"));
+        assert!(examples("nope").is_err());
+    }
+
+    #[test]
+    fn lines_that_give_no_row_are_counted_by_reason() {
+        let parser = Parser { arity: Arity::Pair };
+        let reasons = |line: &str| {
+            let mut out = Vec::new();
+            crate::LineParser::parse(&parser, 1, line, &mut out);
+            out.iter()
+                .map(|o| match o {
+                    Outcome::Row(..) => "row".to_owned(),
+                    Outcome::Skip(_, why) => why.to_string(),
+                    Outcome::Malformed(kind, _) => kind.to_string(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            reasons(r#"["a"]"#),
+            ["column count differs from the dataset's"]
+        );
+        assert_eq!(
+            reasons(r#"["a","b","c","d"]"#),
+            ["column count differs from the dataset's"]
+        );
+        assert_eq!(reasons(r#"{"set":["x"]}"#), ["fewer than 2 texts"]);
+        assert_eq!(reasons(r#"["", "b"]"#), ["empty text"]);
+        assert_eq!(reasons(r#"{"other":1}"#), ["unexpected layout"]);
+        assert_eq!(reasons("nope"), ["invalid JSON"]);
+        assert_eq!(reasons(r#"{"set":["w","x","y","z"]}"#), ["row", "row"]);
     }
 }

@@ -1,10 +1,9 @@
 #![allow(dead_code)]
 //! Builders of small real datasets (Parquet parts + manifest) for the mixer's tests.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, PREP_VERSION};
+use schemas::{Arity, DatasetWriter, PairRecord, PairWriterOptions};
 
 /// Writes dataset `id` under `pairs` with `rows` distinct rows whose texts name the dataset.
 pub fn make_dataset(pairs: &Path, id: &str, arity: Arity, rows: usize, row_group_rows: usize) {
@@ -26,13 +25,12 @@ pub fn make_dataset_with(
     row_group_rows: usize,
     texts: impl Fn(usize) -> (String, String, String),
 ) {
-    let dir = pairs.join(id);
     let opts = PairWriterOptions {
         row_group_rows,
         rows_per_file: row_group_rows * 3,
         zstd_level: 1,
     };
-    let mut w = PairWriter::new(&dir, arity, opts);
+    let mut w = DatasetWriter::create(pairs.join(id), id, "test", arity, opts).unwrap();
     for i in 0..rows {
         let (a, p, n) = texts(i);
         let r = match arity {
@@ -41,20 +39,7 @@ pub fn make_dataset_with(
         };
         w.push(&r.with_id(i.to_string())).unwrap();
     }
-    let files = w.finish().unwrap();
-    Manifest {
-        dataset: id.into(),
-        source: "test".into(),
-        columns: arity,
-        rows: rows as u64,
-        skipped: BTreeMap::new(),
-        files,
-        inputs: vec![],
-        prep_version: PREP_VERSION.into(),
-        options: BTreeMap::new(),
-    }
-    .write(&dir)
-    .unwrap();
+    w.finish().unwrap();
 }
 
 /// Our dataset ids, arities and weights (UPSTREAM.md's table; yahoo_question_answer has none).

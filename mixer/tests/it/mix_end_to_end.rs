@@ -9,7 +9,9 @@ use std::path::Path;
 use common::{config_json, make_dataset, make_dataset_with};
 use mixer::{mix, MixConfig, MixOptions, MixTokenizer, Mixing};
 use schemas::shards::{shard_file_name, ShardReader, ShardRow};
-use schemas::{Arity, NoProgress, ShardIndex};
+use schemas::{
+    Arity, DatasetWriter, InputFile, NoProgress, PairRecord, PairWriterOptions, ShardIndex,
+};
 use testdata::test_model_dir;
 
 struct Fixture {
@@ -286,21 +288,12 @@ fn interrupted_mix_resumes_to_identical_output() {
 }
 
 #[test]
-fn normalized_jsonl_sources_mix_like_datasets() {
+fn normalized_jsonl_sources_mix_like_datasets_once_ingested() {
     let Some(f) = fixture() else { return };
     let pairs = f.pairs.clone();
+    // The mixer never parses it (ingest's `jsonl` source does, in `prep mix`).
     let path = pairs.join("AllNLI.jsonl.gz");
-    {
-        use std::io::Write;
-        let mut gz = flate2::write::GzEncoder::new(
-            std::fs::File::create(&path).unwrap(),
-            flate2::Compression::fast(),
-        );
-        for i in 0..100 {
-            writeln!(gz, r#"{{"set":["premise {i}","entailed {i}","also {i}"]}}"#).unwrap();
-        }
-        gz.finish().unwrap();
-    }
+    std::fs::write(&path, "hand-made stand-in for an upstream file\n").unwrap();
     let cfg = f._tmp.path().join("c.json");
     std::fs::write(
         &cfg,
@@ -311,6 +304,41 @@ fn normalized_jsonl_sources_mix_like_datasets() {
     let out = f._tmp.path().join("o");
     let mut o = opts();
     o.steps = 12;
+
+    // Not ingested yet: refused, naming the file, where its dataset goes and who makes it.
+    let msg = mix(&config, &pairs, &f.tok, &out, &o, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("AllNLI.jsonl.gz")
+            && msg.contains(".sources/AllNLI")
+            && msg.contains("prep mix"),
+        "{msg}"
+    );
+
+    // With a `jsonl` ingest of this very file there (as `prep mix` makes it), it mixes.
+    let mut w = DatasetWriter::create(
+        mixer::upstream::dataset_dir(&out, "AllNLI"),
+        "AllNLI",
+        "jsonl",
+        Arity::Pair,
+        PairWriterOptions::default(),
+    )
+    .unwrap()
+    .with_options(mixer::upstream::conversion_options(&path).unwrap());
+    for i in 0..100 {
+        w.push(&PairRecord::pair(
+            format!("premise {i}"),
+            format!("entailed {i}"),
+        ))
+        .unwrap();
+    }
+    w.set_inputs(vec![InputFile {
+        path: path.display().to_string(),
+        bytes: std::fs::metadata(&path).unwrap().len(),
+        sha256: schemas::sha256_file(&path).unwrap(),
+    }]);
+    w.finish().unwrap();
     let report = mix(&config, &pairs, &f.tok, &out, &o, &NoProgress).unwrap();
     let ids: Vec<_> = report.index.datasets.keys().cloned().collect();
     assert_eq!(
@@ -320,6 +348,17 @@ fn normalized_jsonl_sources_mix_like_datasets() {
     );
     assert_eq!(report.index.datasets["AllNLI"].rows, 100);
     assert!(out.join(".sources/AllNLI/manifest.json").is_file());
+
+    // The file changed since: refused again, rather than mixing rows of another version.
+    std::fs::write(
+        &path,
+        "another version of the file, longer than the first one\n",
+    )
+    .unwrap();
+    let msg = mix(&config, &pairs, &f.tok, &out, &o, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("AllNLI.jsonl.gz"), "{msg}");
 }
 
 #[test]

@@ -5,13 +5,16 @@
 //! same texts: our WordPiece fast path, the HF `tokenizers` crate, and HF through Python.
 //!
 //! Each measurement runs in a child process (`prep bench mix --child ...`) so its peak RSS is
-//! its own.
+//! its own; the child calls the mixer library with its `MixOptions` (the CLI's defaults at the
+//! bench's steps and batch size).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, PREP_VERSION};
+use mixer::{MixConfig, MixOptions, MixTokenizer};
+use schemas::{Arity, DatasetWriter, Manifest, NoProgress, PairRecord, PairWriterOptions};
 use serde_json::{json, Value};
 
 #[derive(clap::Args)]
@@ -85,26 +88,13 @@ fn ensure_dataset(pairs: &Path, id: &str, lines: &[String], rows: usize) -> Resu
         return Ok(());
     }
     eprintln!("generating {rows} rows into {}", dir.display());
-    let tmp = schemas::AtomicDir::create(&dir)?;
-    let mut w = PairWriter::new(tmp.path(), Arity::Pair, PairWriterOptions::default());
+    let mut w =
+        DatasetWriter::create(&dir, id, "bench", Arity::Pair, PairWriterOptions::default())?;
     for i in 0..rows {
         let (a, b) = pair(lines, i);
         w.push(&PairRecord::pair(a, b))?;
     }
-    let files = w.finish()?;
-    Manifest {
-        dataset: id.into(),
-        source: "bench".into(),
-        columns: Arity::Pair,
-        rows: rows as u64,
-        skipped: Default::default(),
-        files,
-        inputs: vec![],
-        prep_version: PREP_VERSION.into(),
-        options: Default::default(),
-    }
-    .write(tmp.path())?;
-    tmp.commit()?;
+    w.finish()?;
     Ok(())
 }
 
@@ -118,25 +108,12 @@ fn cpu_seconds() -> Option<f64> {
     Some(ticks / 100.0)
 }
 
-fn mix_args(a: &Args, dataset: &str, threads: usize) -> crate::cmd::mix::Args {
-    let work = &a.work;
-    crate::cmd::mix::Args {
-        config: work.join(format!("{dataset}.json")),
-        pairs: work.join("pairs"),
-        tokenizer: a.tokenizer.clone(),
-        out: work.join(format!("shards-{dataset}-{threads}")),
+/// The mix a measurement runs: `prep mix`'s defaults at the bench's steps and batch size.
+fn mix_options(a: &Args) -> MixOptions {
+    MixOptions {
         steps: a.steps,
         batch_size: a.batch_size,
-        seed: 0,
-        max_length_a: 64,
-        max_length_b: 250,
-        datasets_per_batch: 2,
-        batches_per_draw: 4,
-        mixing: mixer::Mixing::Random,
-        keep_text: false,
-        batches_per_shard: 64,
-        shuffle_buffer: 8192,
-        threads: Some(threads),
+        ..MixOptions::default()
     }
 }
 
@@ -145,13 +122,29 @@ fn child(a: &Args, threads: usize) -> Result<()> {
         .child_dataset
         .clone()
         .context("--child needs --child-dataset")?;
-    let args = mix_args(a, &dataset, threads);
+    let out = a.work.join(format!("shards-{dataset}-{threads}"));
     // Always a fresh run: a resumed one would measure nothing.
-    let _ = std::fs::remove_dir_all(&args.out);
+    let _ = std::fs::remove_dir_all(&out);
+    let opts = mix_options(a);
     let cpu0 = cpu_seconds();
-    let (report, secs) = crate::cmd::mix::run_mix(&args)?;
+    let config = MixConfig::read(&a.work.join(format!("{dataset}.json")))?;
+    let tok = crate::cmd::mix::tokenizer_path(&a.tokenizer)?;
+    let tokenizer = MixTokenizer::open(&tok, opts.max_length_a, opts.max_length_b)
+        .with_context(|| format!("loading tokenizer {}", tok.display()))?;
+    let start = Instant::now();
+    let report = crate::bench::with_threads(threads, || {
+        mixer::mix(
+            &config,
+            &a.work.join("pairs"),
+            &tokenizer,
+            &out,
+            &opts,
+            &NoProgress,
+        )
+    })?;
+    let secs = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
-    let _ = std::fs::remove_dir_all(&args.out);
+    let _ = std::fs::remove_dir_all(&out);
     println!(
         "{}",
         json!({

@@ -1,10 +1,15 @@
 //! `prep mix`: data_config.json weights over the ingested datasets into tokenized shards.
+//!
+//! Upstream normalized `*.jsonl(.gz)` files the config names are first ingested through
+//! `ingest`'s `jsonl` source (the one reader of that format: its line rules, counted skips and
+//! `--max-errors`) into `<out>/.sources/<id>/`, then mixed like any dataset. The mixer itself
+//! reads only datasets; this wiring is the binary's.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mixer::{MixConfig, MixOptions, MixReport, MixTokenizer, Mixing};
+use mixer::{MixConfig, MixOptions, MixReport, MixTokenizer, Mixing, ResolvedSource, SourceKind};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -56,9 +61,13 @@ pub struct Args {
     /// Shuffle buffer per dataset, in rows (memory does not grow with dataset size).
     #[arg(long, default_value_t = 8192)]
     pub shuffle_buffer: usize,
-    /// Tokenizer threads (default: all cores).
+    /// Tokenizer threads, and parsing threads for upstream jsonl files (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Malformed lines tolerated (each counted and reported) in each upstream normalized jsonl
+    /// file the config names, before the run fails (as `prep ingest --max-errors`).
+    #[arg(long, default_value_t = 1000)]
+    pub max_errors: u64,
 }
 
 impl Args {
@@ -93,10 +102,11 @@ pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
     let config = MixConfig::read(&args.config)
         .with_context(|| format!("reading mix config {}", args.config.display()))?;
     // Fail on missing datasets before spending time on the tokenizer.
-    mixer::resolve(&config, &args.pairs)?;
+    let sources = mixer::resolve(&config, &args.pairs)?;
     let tok_path = tokenizer_path(&args.tokenizer)?;
     let tokenizer = MixTokenizer::open(&tok_path, args.max_length_a, args.max_length_b)
         .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
+    ingest_upstream_files(&sources, &args.out, args.max_errors, args.threads)?;
     let bar = crate::progress::Bar::new();
     let opts = args.options();
     let start = Instant::now();
@@ -109,6 +119,95 @@ pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
         None => go()?,
     };
     Ok((report, start.elapsed().as_secs_f64()))
+}
+
+/// The upstream jsonl files among `sources` with no up-to-date ingest under `out`.
+fn pending_upstream_files(
+    sources: &[ResolvedSource],
+    out: &Path,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut pending = Vec::new();
+    for s in sources {
+        if let SourceKind::Jsonl { file } = &s.kind {
+            let dir = mixer::upstream::dataset_dir(out, &s.id);
+            if mixer::upstream::converted(file, &dir)?.is_none() {
+                pending.push((file.clone(), dir));
+            }
+        }
+    }
+    Ok(pending)
+}
+
+/// Ingests each upstream jsonl file `sources` name that has no up-to-date dataset under
+/// `<out>/.sources/` yet, with `ingest`'s `jsonl` source. Holds `out`'s lock meanwhile, so no
+/// ingest replaces a dataset that a running mix into `out` reads (`mixer::mix` takes the same
+/// lock next, and a second run fails at once either way).
+fn ingest_upstream_files(
+    sources: &[ResolvedSource],
+    out: &Path,
+    max_errors: u64,
+    threads: Option<usize>,
+) -> Result<()> {
+    if pending_upstream_files(sources, out)?.is_empty() {
+        return Ok(());
+    }
+    let _lock = schemas::OutputLock::acquire(out)?;
+    // Checked again under the lock: another run may have ingested them meanwhile.
+    for (file, dir) in pending_upstream_files(sources, out)? {
+        let name = dir.file_name().expect("a dataset folder").to_string_lossy();
+        let mut record = mixer::upstream::conversion_options(&file)?;
+        record.insert("source".to_owned(), serde_json::json!("jsonl"));
+        record.insert("max_errors".to_owned(), serde_json::json!(max_errors));
+        record.insert("dataset".to_owned(), serde_json::json!(name));
+        let defaults = ingest::IngestOptions::default();
+        let opts = ingest::IngestOptions {
+            max_errors,
+            threads: threads.unwrap_or(defaults.threads).max(1),
+            dataset: Some(name.into_owned()),
+            record,
+            ..defaults
+        };
+        let parent = dir.parent().expect("inside .sources");
+        println!(
+            "ingesting {} (normalized jsonl) into {}",
+            file.display(),
+            dir.display()
+        );
+        let report = ingest::run(
+            "jsonl",
+            std::slice::from_ref(&file),
+            parent,
+            &opts,
+            &crate::progress::Bar::new(),
+        )
+        .with_context(|| format!("ingesting {} before mixing", file.display()))?;
+        print_ingest(&report);
+    }
+    Ok(())
+}
+
+/// What ingesting an upstream file gave: rows, skips by reason, the first malformed lines.
+fn print_ingest(report: &ingest::IngestReport) {
+    for m in &report.manifests {
+        let skipped: Vec<_> = m.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        println!(
+            "  {}: {} rows, {} cols, skipped {} ({})",
+            m.dataset,
+            m.rows,
+            m.columns.columns(),
+            m.skipped_total(),
+            skipped.join(", ")
+        );
+    }
+    if report.malformed > 0 {
+        eprintln!("{} malformed lines skipped; first ones:", report.malformed);
+    }
+    for line in report.examples.iter() {
+        eprintln!("  {line}");
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

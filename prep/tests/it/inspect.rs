@@ -6,17 +6,16 @@ use std::path::Path;
 use std::process::Command;
 
 use polars::prelude::*;
-use schemas::{Arity, Manifest, PairRecord, PairWriter, PairWriterOptions, ShardIndex};
+use schemas::{Arity, DatasetWriter, PairRecord, PairWriterOptions, ShardIndex};
 use testdata::test_model_dir;
 
 fn dataset(pairs: &Path, id: &str, arity: Arity, rows: usize) {
-    let dir = pairs.join(id);
     let opts = PairWriterOptions {
         row_group_rows: 50,
         rows_per_file: 150,
         zstd_level: 1,
     };
-    let mut w = PairWriter::new(&dir, arity, opts);
+    let mut w = DatasetWriter::create(pairs.join(id), id, "test", arity, opts).unwrap();
     for i in 0..rows {
         let (a, p, n) = (
             format!("{id} question {i}?"),
@@ -30,20 +29,7 @@ fn dataset(pairs: &Path, id: &str, arity: Arity, rows: usize) {
         };
         w.push(&r).unwrap();
     }
-    let files = w.finish().unwrap();
-    Manifest {
-        dataset: id.into(),
-        source: "test".into(),
-        columns: arity,
-        rows: rows as u64,
-        skipped: Default::default(),
-        files,
-        inputs: vec![],
-        prep_version: schemas::PREP_VERSION.into(),
-        options: Default::default(),
-    }
-    .write(&dir)
-    .unwrap();
+    w.finish().unwrap();
 }
 
 fn prep(args: &[&str]) -> String {

@@ -5,4 +5,5 @@ mod demo;
 mod fault_injection;
 mod hub_download;
 mod inspect;
+mod mix_upstream;
 mod train_cli;
