@@ -14,7 +14,10 @@ pub mod collective;
 pub mod error;
 pub mod loss;
 pub mod model;
+#[cfg(feature = "mpi")]
+pub mod mpi;
 pub mod optim;
+pub mod replicas;
 pub mod step;
 pub mod vocab;
 
@@ -34,7 +37,9 @@ pub use error::{Result, TrainError};
 pub use loss::LossKind;
 pub use model::Trainable;
 pub use optim::{AdamW, AdamWConfig, ScheduleKind};
-pub use step::{loss_and_grads, loss_and_grads_distributed, Columns, LossConfig, StepGrads};
+pub use step::{
+    loss_and_grads, loss_and_grads_distributed, Columns, Dropout, LossConfig, StepGrads,
+};
 
 /// Everything that decides the numbers a run produces. Saved in every checkpoint; a resume
 /// continues with exactly these.
@@ -59,8 +64,15 @@ pub struct TrainConfig {
     pub save_steps: Option<u64>,
     /// `max_seq_length` written to `sentence_bert_config.json`.
     pub max_seq_length: usize,
+    /// This process's rank and the run's world size (the launcher's; a resume takes the new
+    /// launch's, so a run may continue at any world size dividing the batch size).
     pub rank: usize,
     pub world_size: usize,
+    /// Dropout masks drawn per chunk from (seed, step, column, global row) instead of one
+    /// stream in order: set when a run starts on several ranks, so that any world size with the
+    /// same chunk boundaries draws the same masks. Checkpoints without it: `false`.
+    #[serde(default)]
+    pub dropout_per_chunk: bool,
 }
 
 impl Default for TrainConfig {
@@ -82,6 +94,7 @@ impl Default for TrainConfig {
             max_seq_length: 256,
             rank: 0,
             world_size: 1,
+            dropout_per_chunk: false,
         }
     }
 }
@@ -142,6 +155,8 @@ pub struct TrainSummary {
     pub last_checkpoint: Option<PathBuf>,
     pub steps_done: u64,
     pub seconds: f64,
+    /// sha256 of this rank's final parameters (ranks of one run print it: they must agree).
+    pub weights_sha256: String,
 }
 
 /// What a shard folder holds, as far as training is concerned.
@@ -214,7 +229,7 @@ pub fn open_model(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<Trai
     }
 }
 
-/// Trains from the start of `shards` with the model in `model_dir`.
+/// Trains from the start of `shards` with the model in `model_dir`, in one process.
 pub fn train(
     shards: &Path,
     model_dir: &Path,
@@ -222,13 +237,28 @@ pub fn train(
     run: &RunOptions,
     progress: &dyn Progress,
 ) -> Result<TrainSummary> {
-    let lock = OutputLock::acquire(&run.output)?;
+    train_with(shards, model_dir, cfg, run, progress, &Single)
+}
+
+/// [`train`] as one rank of `coll`'s world: `cfg.rank`/`cfg.world_size` must be the
+/// collective's (rank 0 alone writes the log and checkpoints).
+pub fn train_with(
+    shards: &Path,
+    model_dir: &Path,
+    cfg: &TrainConfig,
+    run: &RunOptions,
+    progress: &dyn Progress,
+    coll: &dyn Collective,
+) -> Result<TrainSummary> {
+    check_placement(cfg.rank, cfg.world_size, coll)?;
+    let lock = lock_if_root(run, coll)?;
     let set = check_shards(shards, run.allow_incomplete)?;
     let mut cfg = cfg.clone();
     if cfg.steps == 0 {
         // Fixed now, so a resume keeps this schedule even if the shard set grows meanwhile.
         cfg.steps = set.batches;
     }
+    cfg.dropout_per_chunk |= coll.world_size() > 1;
     let cfg = &cfg;
     let model = open_model(model_dir, cfg, &run.device)?;
     let opt = AdamW::new(&model.vars, cfg.adamw).map_err(|e| candle_err("optimizer", e))?;
@@ -241,11 +271,38 @@ pub fn train(
         config: cfg.clone(),
         prep_version: schemas::PREP_VERSION.to_owned(),
     };
-    if let Some(log) = &run.log {
+    if let (Some(log), 0) = (&run.log, coll.rank()) {
         // A fresh run starts a fresh log.
         schemas::AtomicFile::write_all(log, b"")?;
     }
-    run_loop(model, opt, rng, state, run, progress, lock)
+    run_loop(model, opt, rng, state, run, progress, coll, lock)
+}
+
+/// The run's rank and world size must be the collective's: the loader slices by them.
+fn check_placement(rank: usize, world_size: usize, coll: &dyn Collective) -> Result<()> {
+    if (rank, world_size) != (coll.rank(), coll.world_size()) {
+        return Err(TrainError::Config(format!(
+            "rank {rank} of {world_size} was asked for, but this process is rank {} of {} \
+             ranks exchanging gradients{}",
+            coll.rank(),
+            coll.world_size(),
+            if coll.world_size() == 1 {
+                " (several ranks need a launcher: mpirun or srun, and a build with --features mpi)"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Rank 0 alone locks (and writes) the run folder; the others only read.
+fn lock_if_root(run: &RunOptions, coll: &dyn Collective) -> Result<Option<OutputLock>> {
+    if coll.rank() == 0 {
+        Ok(Some(OutputLock::acquire(&run.output)?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// The run folder a resume from `from` continues in when no output is given: the folder
@@ -264,9 +321,23 @@ pub fn run_folder_of(from: &Path) -> PathBuf {
 /// Continues from a checkpoint folder (or the newest complete one in a run folder) with the
 /// settings saved in it, giving the same losses as a run that never stopped.
 pub fn resume(from: &Path, run: &RunOptions, progress: &dyn Progress) -> Result<TrainSummary> {
-    let lock = OutputLock::acquire(&run.output)?;
+    resume_with(from, run, progress, &Single)
+}
+
+/// [`resume`] as one rank of `coll`'s world, which may differ from the world that saved the
+/// checkpoint: the global batch order does not depend on ranks.
+pub fn resume_with(
+    from: &Path,
+    run: &RunOptions,
+    progress: &dyn Progress,
+    coll: &dyn Collective,
+) -> Result<TrainSummary> {
+    let lock = lock_if_root(run, coll)?;
     let dir = checkpoint::find_latest(from)?;
-    let state = checkpoint::read_state(&dir)?;
+    let mut state = checkpoint::read_state(&dir)?;
+    state.config.rank = coll.rank();
+    state.config.world_size = coll.world_size();
+    state.config.dropout_per_chunk |= coll.world_size() > 1;
     let mut model = Trainable::from_pretrained(&dir, state.config.dropout, &run.device)?;
     let mut opt =
         AdamW::new(&model.vars, state.config.adamw).map_err(|e| candle_err("optimizer", e))?;
@@ -274,17 +345,16 @@ pub fn resume(from: &Path, run: &RunOptions, progress: &dyn Progress) -> Result<
     // Saved folders keep the original tokenizer and config, so they are the source from now on.
     model.source = Some(dir.clone());
     let rng = state.dropout_rng.map(DropoutRng::from_state);
-    if let Some(log) = &run.log {
+    if let (Some(log), 0) = (&run.log, coll.rank()) {
         truncate_log(log, state.step)?;
     }
-    run_loop(model, opt, rng, state, run, progress, lock)
+    run_loop(model, opt, rng, state, run, progress, coll, lock)
 }
 
 fn dropout_seed(cfg: &TrainConfig) -> u64 {
-    // Distinct per rank so data-parallel replicas do not share masks.
-    cfg.seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(cfg.rank as u64 + 1)
+    // One stream for the whole run: data-parallel ranks draw per-chunk streams from it
+    // (`Dropout::PerChunk`), so no rank's masks depend on its rank.
+    cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1)
 }
 
 fn candle_err(context: &str, source: candle_core::Error) -> TrainError {
@@ -313,19 +383,66 @@ fn truncate_log(log: &Path, step: u64) -> Result<()> {
     Ok(())
 }
 
-fn run_loop(
-    model: Trainable,
-    mut opt: AdamW,
-    mut rng: Option<DropoutRng>,
-    mut state: TrainerState,
-    run: &RunOptions,
-    progress: &dyn Progress,
-    // Held (not read) for the whole loop: no other run writes this run folder meanwhile.
-    _lock: OutputLock,
-) -> Result<TrainSummary> {
-    let cfg = state.config.clone();
-    let shards = state.shards.clone();
-    let index = check_shards(&shards, run.allow_incomplete)?.index;
+/// What one step produced, before it is logged.
+struct StepOutcome {
+    loss: f64,
+    lr: f64,
+    grad_norm: f64,
+}
+
+/// Forward, backward (exchanging embeddings and gradients across ranks when there are several),
+/// clipping on the global gradient's norm, and the AdamW update: identical on every rank.
+#[allow(clippy::too_many_arguments)]
+fn one_step(
+    model: &Trainable,
+    opt: &mut AdamW,
+    rng: Option<&mut DropoutRng>,
+    cfg: &TrainConfig,
+    step: u64,
+    total: u64,
+    batch: &loader::Batch,
+    coll: &dyn Collective,
+) -> Result<StepOutcome> {
+    let lr = optim::lr_at(cfg.schedule, cfg.lr, cfg.warmup, total, step);
+    let loss_cfg = LossConfig {
+        kind: cfg.loss,
+        scale: cfg.scale,
+    };
+    let cols = Columns::of(batch);
+    let StepGrads { loss, mut grads } = if cfg.dropout_per_chunk || coll.world_size() > 1 {
+        let dropout = if model.dropout > 0.0 {
+            Dropout::PerChunk {
+                seed: dropout_seed(cfg),
+                step,
+                first_row: 0,
+            }
+        } else {
+            Dropout::Off
+        };
+        loss_and_grads_distributed(model, &cols, loss_cfg, cfg.mini_batch_size, dropout, coll)?
+    } else {
+        loss_and_grads(model, &cols, loss_cfg, cfg.mini_batch_size, rng)?
+    };
+    if !loss.is_finite() {
+        return Err(TrainError::NonFinite {
+            step: step + 1,
+            loss,
+        });
+    }
+    let grad_norm = optim::clip_grad_norm(&mut grads, cfg.max_grad_norm)
+        .map_err(|e| candle_err("clipping", e))?;
+    opt.step(&model.vars, &grads, lr)
+        .map_err(|e| candle_err("AdamW step", e))?;
+    Ok(StepOutcome {
+        loss,
+        lr,
+        grad_norm,
+    })
+}
+
+/// The steps this run takes, checked against what the shards hold.
+fn total_steps(cfg: &TrainConfig, shards: &Path, allow_incomplete: bool) -> Result<u64> {
+    let index = check_shards(shards, allow_incomplete)?.index;
     let total = if cfg.steps == 0 {
         index.total_batches()
     } else {
@@ -340,9 +457,63 @@ fn run_loop(
             ),
         ));
     }
+    if index.batch_size % cfg.world_size as u64 != 0 {
+        return Err(TrainError::invalid(
+            shards.join(schemas::SHARD_INDEX_FILE),
+            format!(
+                "batches of {} rows do not split evenly over {} ranks: use a world size dividing {}",
+                index.batch_size, cfg.world_size, index.batch_size
+            ),
+        ));
+    }
+    Ok(total)
+}
+
+/// The JSONL log, opened for appending (rank 0 only).
+fn open_log(run: &RunOptions, coll: &dyn Collective) -> Result<Option<std::fs::File>> {
+    match (&run.log, coll.rank()) {
+        (Some(p), 0) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map(Some)
+            .map_err(|e| TrainError::io(p, e)),
+        _ => Ok(None),
+    }
+}
+
+/// Ranks agree on shards, weights and settings, then all take rank 0's weights and moments.
+fn start_replicas(
+    coll: &dyn Collective,
+    model: &Trainable,
+    opt: &mut AdamW,
+    state: &TrainerState,
+) -> Result<()> {
+    if coll.world_size() == 1 {
+        return Ok(());
+    }
+    replicas::agree_at_start(coll, &state.shards, model, state)?;
+    replicas::broadcast_state(coll, model, opt)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_loop(
+    model: Trainable,
+    mut opt: AdamW,
+    mut rng: Option<DropoutRng>,
+    mut state: TrainerState,
+    run: &RunOptions,
+    progress: &dyn Progress,
+    coll: &dyn Collective,
+    // Held (not read) for the whole loop: no other run writes this run folder meanwhile.
+    _lock: Option<OutputLock>,
+) -> Result<TrainSummary> {
+    let cfg = state.config.clone();
+    let shards = state.shards.clone();
+    let total = total_steps(&cfg, &shards, run.allow_incomplete)?;
     let loader_opts = LoaderOptions {
-        rank: cfg.rank,
-        world_size: cfg.world_size,
+        rank: coll.rank(),
+        world_size: coll.world_size(),
         prefetch: run.prefetch,
         verify: run.verify,
         end_batch: Some(total),
@@ -350,22 +521,12 @@ fn run_loop(
     };
     // Verifies the shards this run reads (all of them, by default) before the first step.
     let mut loader = Loader::open_with_progress(&shards, state.loader, &loader_opts, progress)?;
-    let mut log = match &run.log {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(p)
-                .map_err(|e| TrainError::io(p, e))?,
-        ),
-        None => None,
-    };
-    std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
-
-    let loss_cfg = LossConfig {
-        kind: cfg.loss,
-        scale: cfg.scale,
-    };
+    start_replicas(coll, &model, &mut opt, &state)?;
+    let mut log = open_log(run, coll)?;
+    let root = coll.rank() == 0;
+    if root {
+        std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
+    }
     progress.begin("train", Some(total), Unit::Items);
     progress.advance(state.step);
     let started = Instant::now();
@@ -382,32 +543,24 @@ fn run_loop(
                 format!("shards ended before step {}", state.step + 1),
             )
         })??;
-        let lr = optim::lr_at(cfg.schedule, cfg.lr, cfg.warmup, total, state.step);
-        let StepGrads { loss, mut grads } = loss_and_grads(
+        let out = one_step(
             &model,
-            &Columns::of(&batch),
-            loss_cfg,
-            cfg.mini_batch_size,
+            &mut opt,
             rng.as_mut(),
+            &cfg,
+            state.step,
+            total,
+            &batch,
+            coll,
         )?;
-        if !loss.is_finite() {
-            return Err(TrainError::NonFinite {
-                step: state.step + 1,
-                loss,
-            });
-        }
-        let grad_norm = optim::clip_grad_norm(&mut grads, cfg.max_grad_norm)
-            .map_err(|e| candle_err("clipping", e))?;
-        opt.step(&model.vars, &grads, lr)
-            .map_err(|e| candle_err("AdamW step", e))?;
         state.step += 1;
         state.loader = batch.next;
         state.dropout_rng = rng.as_ref().map(|r| r.state());
         let rec = StepRecord {
             step: state.step,
-            loss,
-            lr,
-            grad_norm,
+            loss: out.loss,
+            lr: out.lr,
+            grad_norm: out.grad_norm,
             dataset: batch.dataset.clone(),
             seconds: t0.elapsed().as_secs_f64(),
         };
@@ -416,13 +569,16 @@ fn run_loop(
             writeln!(f, "{line}").map_err(|e| TrainError::io(p, e))?;
         }
         progress.advance(1);
-        progress.message(&format!("loss {loss:.4} lr {lr:.2e} |g| {grad_norm:.3}"));
+        progress.message(&format!(
+            "loss {:.4} lr {:.2e} |g| {:.3}",
+            out.loss, out.lr, out.grad_norm
+        ));
         records.push(rec);
 
         let periodic = cfg
             .save_steps
             .is_some_and(|s| s > 0 && state.step.is_multiple_of(s));
-        if periodic || state.step == total {
+        if (periodic || state.step == total) && root {
             let target = run.output.join(checkpoint::checkpoint_name(state.step));
             let fail = run.fail_save_at == Some(state.step);
             checkpoint::save(&target, &model, &opt, &state, fail)?;
@@ -430,10 +586,13 @@ fn run_loop(
         }
     }
     progress.finish();
+    // A rank never returns before the others are done (rank 0's last save included).
+    coll.barrier()?;
     Ok(TrainSummary {
         records,
         last_checkpoint,
         steps_done: state.step,
         seconds: started.elapsed().as_secs_f64(),
+        weights_sha256: replicas::weights_sha256(&model)?,
     })
 }

@@ -72,6 +72,22 @@ impl AdamW {
         Ok(())
     }
 
+    /// Every first moment, then every second moment (parameter order).
+    pub fn moments(&self) -> Vec<Tensor> {
+        self.m.iter().chain(&self.v).cloned().collect()
+    }
+
+    /// Replaces the moments with ones laid out as [`AdamW::moments`] gives them.
+    pub fn set_moments(&mut self, mut moments: Vec<Tensor>) {
+        assert_eq!(
+            moments.len(),
+            self.m.len() * 2,
+            "one m and one v per parameter"
+        );
+        self.v = moments.split_off(self.m.len());
+        self.m = moments;
+    }
+
     /// Moments under `m.<name>` / `v.<name>`, for a safetensors file.
     pub fn state_tensors(&self, names: &[String]) -> HashMap<String, Tensor> {
         let mut out = HashMap::new();

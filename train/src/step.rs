@@ -165,7 +165,8 @@ pub fn loss_and_grads(
     }
 
     // 1. Embed without a graph, remembering each chunk's RNG.
-    let (pieces, embs) = embed_pieces(model, cols, m, rng)?;
+    let dropout = rng.map_or(Dropout::Off, Dropout::Stream);
+    let (pieces, embs) = embed_pieces(model, cols, m, dropout)?;
 
     // 2. Full-batch loss on leaf copies of the embeddings; their gradients are the cache.
     let leaves: Vec<Var> = embs
@@ -201,7 +202,6 @@ struct Piece {
     rng: Option<DropoutRng>,
 }
 
-/// GradCache step 1: every column embedded without a graph in chunks of `m` rows.
 /// The loss over leaf copies of the embeddings and its backward: the leaves' gradients are the
 /// GradCache (one process or the gathered global batch).
 fn loss_on_leaves(
@@ -221,11 +221,12 @@ fn loss_on_leaves(
     Ok((l, store))
 }
 
+/// GradCache step 1: every column embedded without a graph in chunks of `m` rows.
 fn embed_pieces(
     model: &Trainable,
     cols: &Columns,
     m: usize,
-    mut rng: Option<&mut DropoutRng>,
+    mut dropout: Dropout,
 ) -> Result<(Vec<Piece>, Vec<Vec<Tensor>>)> {
     let mut pieces = Vec::new();
     let mut embs: Vec<Vec<Tensor>> = Vec::new();
@@ -234,10 +235,12 @@ fn embed_pieces(
         let mut parts = Vec::new();
         for start in (0..n).step_by(m) {
             let len = m.min(n - start);
-            let saved = rng.as_deref().cloned();
+            let mut own = dropout.chunk_rng(ci, start);
+            let saved = own.clone().or_else(|| dropout.stream().cloned());
+            let rng = own.as_mut().or(dropout.stream());
             let (ids, mask) = chunk(col, start, len).ctx("trimming padding")?;
             let e = model
-                .embed(&ids, &mask, rng.as_deref_mut())
+                .embed(&ids, &mask, rng)
                 .ctx("GradCache embedding pass")?
                 .detach();
             parts.push(e);
@@ -251,6 +254,57 @@ fn embed_pieces(
         embs.push(parts);
     }
     Ok((pieces, embs))
+}
+
+/// Where the dropout masks of a batch come from.
+pub enum Dropout<'a> {
+    Off,
+    /// One stream drawn in order through the batch (one process).
+    Stream(&'a mut DropoutRng),
+    /// Each chunk's masks from a stream of its own, seeded by (seed, step, column, the global
+    /// batch row the chunk starts at): any world size whose chunks start at the same global rows
+    /// (`--mini-batch-size` dividing every rank's slice) draws the very same masks, and a resume
+    /// needs no RNG position.
+    PerChunk {
+        seed: u64,
+        step: u64,
+        /// Global row of this rank's first row (set by the data-parallel step).
+        first_row: usize,
+    },
+}
+
+impl Dropout<'_> {
+    fn stream(&mut self) -> Option<&mut DropoutRng> {
+        match self {
+            Dropout::Stream(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The chunk's own stream (per-chunk seeding only).
+    fn chunk_rng(&self, column: usize, start: usize) -> Option<DropoutRng> {
+        let Dropout::PerChunk {
+            seed,
+            step,
+            first_row,
+        } = *self
+        else {
+            return None;
+        };
+        let row = (first_row + start) as u64;
+        let mix = [step, column as u64, row]
+            .iter()
+            .fold(seed ^ 0x6A09_E667_F3BC_C908, |h, &x| splitmix(h ^ x));
+        Some(DropoutRng::new(mix))
+    }
+}
+
+/// SplitMix64's finaliser: well-spread seeds from small, structured inputs.
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 /// GradCache step 3: re-embeds each chunk with a graph (replaying its dropout masks) and
@@ -310,12 +364,15 @@ pub fn loss_and_grads_distributed(
     cols: &Columns,
     loss: LossConfig,
     mini_batch: Option<usize>,
-    rng: Option<&mut DropoutRng>,
+    mut dropout: Dropout,
     coll: &dyn Collective,
 ) -> Result<StepGrads> {
     let rows = cols.anchor.ids.dims()[0];
     let m = mini_batch.unwrap_or(rows).clamp(1, rows.max(1));
-    let (pieces, embs) = embed_pieces(model, cols, m, rng)?;
+    if let Dropout::PerChunk { first_row, .. } = &mut dropout {
+        *first_row = coll.rank() * rows;
+    }
+    let (pieces, embs) = embed_pieces(model, cols, m, dropout)?;
     let leaves: Vec<Var> = embs
         .iter()
         .map(|parts| {

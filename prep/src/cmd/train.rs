@@ -96,11 +96,8 @@ pub struct Args {
     /// JSONL log: one line per step (step, loss, lr, grad_norm before clipping, dataset, seconds).
     #[arg(long)]
     pub log: Option<PathBuf>,
-    /// This process's rank for data-parallel training (each rank reads its own slice of every batch).
-    #[arg(long, default_value_t = 0)]
-    pub rank: usize,
-    #[arg(long, default_value_t = 1)]
-    pub world_size: usize,
+    #[command(flatten)]
+    pub parallel: Parallel,
     /// max_seq_length written into the saved sentence_bert_config.json.
     #[arg(long, default_value_t = 256)]
     pub max_seq_length: usize,
@@ -110,6 +107,35 @@ pub struct Args {
     /// Threads for the math (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+}
+
+/// Data-parallel training: W ranks started by a launcher (`mpirun -np W`, `srun`) train one model.
+#[derive(clap::Args, Clone)]
+pub struct Parallel {
+    /// This process's rank [default: the launcher's: OMPI_COMM_WORLD_RANK, PMI_RANK or
+    /// SLURM_PROCID; 0 without one]. An override: it must match MPI's rank.
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Ranks in the run [default: the launcher's: OMPI_COMM_WORLD_SIZE, PMI_SIZE or
+    /// SLURM_NTASKS; 1 without one]. More than 1 needs a build with `--features mpi`.
+    #[arg(long)]
+    pub world_size: Option<usize>,
+    /// Seconds a collective (embedding all-gather, gradient all-reduce, start-up checks) may
+    /// wait for the other ranks before this rank aborts the whole MPI job: a rank that died or
+    /// hangs never holds the others forever. It covers rank 0's checkpoint saves and the
+    /// ranks' differing start-up times (shard verification), so keep it well above those.
+    #[arg(long, default_value_t = 120)]
+    pub collective_timeout: u64,
+}
+
+impl Default for Parallel {
+    fn default() -> Self {
+        Parallel {
+            rank: None,
+            world_size: None,
+            collective_timeout: 120,
+        }
+    }
 }
 
 impl Args {
@@ -139,8 +165,9 @@ impl Args {
             mini_batch_size: self.mini_batch_size,
             save_steps: self.save_steps,
             max_seq_length: self.max_seq_length,
-            rank: self.rank,
-            world_size: self.world_size,
+            rank: 0,
+            world_size: 1,
+            dropout_per_chunk: false,
         }
     }
 }
@@ -150,14 +177,102 @@ pub fn run(args: Args) -> Result<()> {
         // candle's CPU kernels size their pools from this.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    let summary = run_with(&args, &Bar::new())?;
+    let launch = Launch::start(&args.parallel)?;
+    let coll = launch.collective();
+    let summary = if coll.rank() == 0 {
+        train_on(&args, &Bar::new(), coll)
+    } else {
+        train_on(&args, &schemas::NoProgress, coll)
+    };
+    let summary = launch.or_abort(summary)?;
+    if coll.world_size() > 1 {
+        eprintln!(
+            "rank {} of {}: final weights sha256 {}",
+            coll.rank(),
+            coll.world_size(),
+            summary.weights_sha256
+        );
+    }
     if let Some(ck) = &summary.last_checkpoint {
         println!("model saved to {}", ck.display());
     }
     Ok(())
 }
 
-/// Runs training and prints a one-line summary; `prep demo` calls this too.
+/// This process's place in a data-parallel run, and the collective its ranks exchange through.
+enum Launch {
+    Single(train::Single),
+    #[cfg(feature = "mpi")]
+    Mpi(train::mpi::Mpi),
+}
+
+impl Launch {
+    /// One process, or (launcher with several ranks, or `--world-size` > 1) MPI, checked
+    /// against the overrides.
+    fn start(p: &Parallel) -> Result<Launch> {
+        let env = train::Placement::from_env().context("reading the launcher's environment")?;
+        let world = p.world_size.unwrap_or(env.world_size);
+        if world <= 1 && env.world_size <= 1 {
+            if let Some(r) = p.rank.filter(|&r| r != 0) {
+                bail!("--rank {r} in a world of 1: give --world-size, or start the ranks with mpirun/srun");
+            }
+            return Ok(Launch::Single(train::Single));
+        }
+        Self::start_mpi(p, world)
+    }
+
+    #[cfg(feature = "mpi")]
+    fn start_mpi(p: &Parallel, world: usize) -> Result<Launch> {
+        use train::Collective;
+        let timeout = std::time::Duration::from_secs(p.collective_timeout.max(1));
+        let mpi = train::mpi::Mpi::init(timeout).context("starting MPI")?;
+        let (rank, size) = (mpi.rank(), mpi.world_size());
+        if size != world || p.rank.is_some_and(|r| r != rank) {
+            let msg = format!(
+                "rank {rank}: MPI started {size} ranks and this is rank {rank}, but {} {} was asked                  for (--rank/--world-size must match the launcher's, e.g. mpirun -np {world})",
+                p.rank.map_or("this rank".to_owned(), |r| format!("rank {r}")),
+                format_args!("of {world}")
+            );
+            eprintln!("error: {msg}");
+            mpi.abort(2);
+        }
+        Ok(Launch::Mpi(mpi))
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn start_mpi(_: &Parallel, world: usize) -> Result<Launch> {
+        bail!(
+            "a world of {world} ranks needs MPI, and this prep was built without it: build with \
+             `cargo build --release -p prep --features mpi` (Open MPI: openmpi-bin, libopenmpi-dev, \
+             libclang-dev) and start the ranks with `mpirun -np {world} prep train ...` or srun"
+        )
+    }
+
+    fn collective(&self) -> &dyn train::Collective {
+        match self {
+            Launch::Single(s) => s,
+            #[cfg(feature = "mpi")]
+            Launch::Mpi(m) => m,
+        }
+    }
+
+    /// Under MPI, a failing rank says why and ends every rank of the job (the others would
+    /// otherwise wait in their next collective until the watchdog's timeout).
+    fn or_abort<T>(&self, r: Result<T>) -> Result<T> {
+        match (self, r) {
+            #[cfg(feature = "mpi")]
+            (Launch::Mpi(m), Err(e)) if train::Collective::world_size(m) > 1 => {
+                let rank = train::Collective::rank(m);
+                eprintln!("error: rank {rank}: {e:#}");
+                // Ranks failing the same check at once (a mismatch) all get to say so.
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                m.abort(1)
+            }
+            (_, r) => r,
+        }
+    }
+}
+
 /// The run folder: `--output`, else the run being resumed, else `run`.
 fn output_folder(args: &Args) -> PathBuf {
     match (&args.output, &args.resume) {
@@ -177,7 +292,12 @@ fn notice_incomplete(shards: &std::path::Path, allow: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
+/// Runs training as one rank of `coll`'s world; rank 0 prints a one-line summary.
+fn train_on(
+    args: &Args,
+    bar: &dyn schemas::Progress,
+    coll: &dyn train::Collective,
+) -> Result<train::TrainSummary> {
     let mut opts = RunOptions::new(output_folder(args));
     opts.log = args.log.clone();
     opts.prefetch = args.prefetch;
@@ -192,7 +312,7 @@ pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
             let dir = train::checkpoint::find_latest(from).with_context(context)?;
             let state = train::checkpoint::read_state(&dir).with_context(context)?;
             notice_incomplete(&state.shards, args.allow_incomplete)?;
-            train::resume(from, &opts, bar)
+            train::resume_with(from, &opts, bar, coll)
                 .with_context(|| format!("resuming from {}", from.display()))?
         }
         None => {
@@ -204,12 +324,14 @@ pub fn run_with(args: &Args, bar: &Bar) -> Result<train::TrainSummary> {
             };
             notice_incomplete(shards, args.allow_incomplete)?;
             let model = crate::model::resolve(model)?;
-            train::train(shards, &model, &args.config(), &opts, bar)
+            let mut config = args.config();
+            (config.rank, config.world_size) = (coll.rank(), coll.world_size());
+            train::train_with(shards, &model, &config, &opts, bar, coll)
                 .with_context(|| format!("training on {}", shards.display()))?
         }
     };
     let n = summary.records.len();
-    if n > 0 {
+    if n > 0 && coll.rank() == 0 {
         let last = summary.records.last().expect("n > 0");
         let mean_loss_tail: f64 = summary.records[n.saturating_sub(10)..]
             .iter()

@@ -6,4 +6,5 @@ mod fault_injection;
 mod hub_download;
 mod inspect;
 mod mix_upstream;
+mod mpi;
 mod train_cli;

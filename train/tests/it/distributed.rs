@@ -8,8 +8,8 @@ use crate::common;
 
 use loader::{Loader, LoaderOptions, LoaderState};
 use train::{
-    loss_and_grads, loss_and_grads_distributed, Collective, Columns, LossConfig, LossKind, Single,
-    Trainable,
+    loss_and_grads, loss_and_grads_distributed, Collective, Columns, Dropout, LossConfig, LossKind,
+    Single, Trainable,
 };
 
 /// Threads as ranks: each call deposits its buffer, waits for all, and reads the others'.
@@ -105,7 +105,7 @@ fn two_ranks_give_the_global_batch_loss_and_gradients() {
             &Columns::of(&whole),
             loss,
             mini,
-            None,
+            Dropout::Off,
             &Single,
         )
         .unwrap();
@@ -127,7 +127,7 @@ fn two_ranks_give_the_global_batch_loss_and_gradients() {
                             &Columns::of(&slice),
                             loss,
                             mini,
-                            None,
+                            Dropout::Off,
                             &coll,
                         )
                         .unwrap()
