@@ -1,0 +1,144 @@
+//! `prep embed` and `prep search` through the binary, on the real test model: each output format
+//! reads back through `schemas::embeddings`, search finds the text a query asks about from an
+//! embedding file or a cached `--embeddings` file, and files it cannot trust are refused by name.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use schemas::embeddings::{read_jsonl, read_npy, read_parquet, EmbeddingMeta, EmbeddingWriter};
+
+const CORPUS: &str = "\
+Canberra is the capital city of Australia.
+Preheat the oven to 220 degrees before baking the bread.
+The cheetah is the fastest land animal.
+A violin has four strings tuned in fifths.
+";
+
+fn prep(args: &[&str], paths: &[&Path]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prep"));
+    cmd.args(args);
+    for p in paths {
+        cmd.arg(p);
+    }
+    cmd.output().expect("running prep")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "prep failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The top hit's text of a `--json -k 1` search.
+fn top_text(stdout: &str) -> String {
+    let line: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    line["results"][0]["text"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn embed_formats_read_back_and_search_finds_the_answer() {
+    let Some(model) = testdata::test_model_dir() else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, CORPUS).unwrap();
+    for name in ["e.parquet", "e.npy", "e.jsonl"] {
+        let out = dir.path().join(name);
+        ok(&prep(
+            &["embed", "--model", m, "--input"],
+            &[&corpus, Path::new("--out"), &out],
+        ));
+    }
+    let pq = read_parquet(&dir.path().join("e.parquet")).unwrap();
+    let npy = read_npy(&dir.path().join("e.npy")).unwrap();
+    let jsonl = read_jsonl(&dir.path().join("e.jsonl")).unwrap();
+    assert_eq!((pq.rows(), pq.dim), (4, 384));
+    assert_eq!(
+        pq.texts.as_ref().unwrap()[2],
+        "The cheetah is the fastest land animal."
+    );
+    assert_eq!(
+        npy.vectors, pq.vectors,
+        "npy holds the Parquet file's vectors"
+    );
+    assert_eq!(
+        jsonl.vectors, pq.vectors,
+        "jsonl holds the Parquet file's vectors"
+    );
+    let meta = pq.meta.unwrap();
+    assert_eq!(
+        meta.input_sha256.unwrap(),
+        schemas::sha256_file(&corpus).unwrap()
+    );
+    assert_eq!((meta.pooling.as_str(), meta.normalize), ("mean", true));
+
+    let query = ["search", "--model", m, "-k", "1", "--json", "--query"];
+    let hits = ok(&prep(
+        &[&query[..], &["which animal runs fastest?", "--corpus"]].concat(),
+        &[&dir.path().join("e.parquet")],
+    ));
+    assert_eq!(top_text(&hits), "The cheetah is the fastest land animal.");
+
+    // A text corpus with --embeddings: written by the first search, reused by the next.
+    let cache = dir.path().join("cache.parquet");
+    let args = [&query[..], &["how hot should the oven be?", "--corpus"]].concat();
+    let first = prep(&args, &[&corpus, Path::new("--embeddings"), &cache]);
+    assert!(top_text(&ok(&first)).starts_with("Preheat the oven"));
+    let second = prep(&args, &[&corpus, Path::new("--embeddings"), &cache]);
+    assert!(top_text(&ok(&second)).starts_with("Preheat the oven"));
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert!(said.contains("using embeddings from"), "{said}");
+}
+
+#[test]
+fn files_search_cannot_trust_are_refused_naming_them() {
+    let Some(model) = testdata::test_model_dir() else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Vectors recorded as made by other weights.
+    let other = dir.path().join("other.parquet");
+    let meta = EmbeddingMeta {
+        model: "elsewhere".into(),
+        model_sha256: "0123456789abcdef".into(),
+        input_sha256: None,
+        dim: 384,
+        normalize: true,
+        pooling: "mean".into(),
+        max_seq_length: 256,
+    };
+    let format = schemas::embeddings::EmbeddingFormat::Parquet;
+    let mut w = EmbeddingWriter::create(&other, format, 384, 1, &meta).unwrap();
+    w.write(&["a text".to_owned()], &[vec![0.05; 384]]).unwrap();
+    w.finish().unwrap();
+    let out = prep(
+        &["search", "--model", m, "--query", "q", "--corpus"],
+        &[&other],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains(&format!(
+            "{} was embedded with another model",
+            other.display()
+        )),
+        "{said}"
+    );
+    // An output name of no known format fails before the model loads.
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "one\n").unwrap();
+    let out = prep(
+        &["embed", "--model", m, "--input"],
+        &[&input, Path::new("--out"), &dir.path().join("out.csv")],
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("unknown embedding format `.csv`"), "{said}");
+    assert!(!dir.path().join("out.csv").exists());
+}
