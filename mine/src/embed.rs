@@ -1,0 +1,168 @@
+//! Distinct texts and their vectors: every text is embedded once, whatever the number of rows
+//! (or roles: anchor and candidate) it appears in.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use encoder::SentenceEncoder;
+
+use crate::error::Result;
+
+/// Distinct texts in first-seen order; a text's id is its position.
+///
+/// Texts are held once: the index maps a 64-bit hash to the id, and the rare texts whose hash
+/// collides with an earlier, different text go to a small map keyed by the text itself.
+#[derive(Debug, Default)]
+pub struct TextTable {
+    texts: Vec<String>,
+    by_hash: HashMap<u64, u32>,
+    collided: HashMap<String, u32>,
+}
+
+fn hash_text(s: &str) -> u64 {
+    let mut h = DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+impl TextTable {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of `text`, adding it if new.
+    pub fn intern(&mut self, text: &str) -> u32 {
+        if let Some(id) = self.get(text) {
+            return id;
+        }
+        let id = u32::try_from(self.texts.len()).expect("more than 4 billion distinct texts");
+        match self.by_hash.entry(hash_text(text)) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(text.to_owned(), id);
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+        }
+        self.texts.push(text.to_owned());
+        id
+    }
+
+    pub fn get(&self, text: &str) -> Option<u32> {
+        match self.by_hash.get(&hash_text(text)) {
+            Some(&id) if self.texts[id as usize] == text => Some(id),
+            Some(_) => self.collided.get(text).copied(),
+            None => None,
+        }
+    }
+
+    pub fn text(&self, id: u32) -> &str {
+        &self.texts[id as usize]
+    }
+
+    pub fn texts(&self) -> &[String] {
+        &self.texts
+    }
+
+    pub fn len(&self) -> usize {
+        self.texts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
+/// One L2-normalised vector per row, row-major: dot products are cosine similarities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub dim: usize,
+    pub data: Vec<f32>,
+}
+
+impl Embeddings {
+    pub fn new(dim: usize) -> Self {
+        Embeddings {
+            dim,
+            data: Vec::new(),
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+
+    /// Rows `range` as one contiguous slice.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> &[f32] {
+        &self.data[range.start * self.dim..range.end * self.dim]
+    }
+
+    /// `rows` zero vectors.
+    pub fn zeros(rows: usize, dim: usize) -> Self {
+        Embeddings {
+            dim,
+            data: vec![0.0; rows * dim],
+        }
+    }
+
+    /// Appends one vector, scaled to unit length (a zero vector stays zero).
+    pub fn push_normalized(&mut self, v: &[f32]) {
+        let i = self.rows();
+        self.data.resize((i + 1) * self.dim, 0.0);
+        self.set_normalized(i, v);
+    }
+
+    /// Sets row `i` to `v` scaled to unit length.
+    pub fn set_normalized(&mut self, i: usize, v: &[f32]) {
+        assert_eq!(
+            v.len(),
+            self.dim,
+            "vector of {} dims into {}",
+            v.len(),
+            self.dim
+        );
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        // As torch's F.normalize (which sentence-transformers calls): divide by max(norm, eps).
+        let scale = 1.0 / norm.max(1e-12);
+        let row = &mut self.data[i * self.dim..(i + 1) * self.dim];
+        for (d, x) in row.iter_mut().zip(v) {
+            *d = x * scale;
+        }
+    }
+}
+
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// How texts are turned into vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct EmbedOptions {
+    /// Sequences per forward pass.
+    pub batch_size: usize,
+}
+
+impl Default for EmbedOptions {
+    fn default() -> Self {
+        EmbedOptions { batch_size: 64 }
+    }
+}
+
+/// Texts per encoder call: sorting by length happens inside one; this size already groups
+/// lengths well, and token ids never pile up for a whole corpus.
+pub const CHUNK: usize = 8192;
+
+/// The encoder's vectors of `texts`, in order (as it returns them: not re-normalised).
+pub fn encode(
+    encoder: &SentenceEncoder,
+    texts: &[&str],
+    options: EmbedOptions,
+) -> Result<Vec<Vec<f32>>> {
+    let ids = encoder.tokenize(texts)?;
+    Ok(encoder.encode_ids(&ids, options.batch_size, &schemas::NoProgress)?)
+}

@@ -1,0 +1,283 @@
+//! Hard-negative selection with the semantics of sentence-transformers' `mine_hard_negatives`
+//! (`sentence_transformers/util/hard_negatives.py`, as of sentence-transformers 6.3.0), same
+//! option names:
+//!
+//! 1. each distinct anchor retrieves its `range_max + max_positives + 1` best candidates (exact);
+//! 2. candidates that are a positive of that anchor, or the anchor's own text, are removed, then
+//!    those within
+//!    `absolute_margin` of the anchor's lowest positive score (`score + margin > positive`), then
+//!    those above `positive - |positive| · relative_margin`, above `max_score` or below
+//!    `min_score`;
+//! 3. of what is left, best first, the first `range_max` are kept and the first `range_min` of
+//!    those skipped (so `range_min` counts surviving candidates, after the filters);
+//! 4. `top` keeps the first `num_negatives`; `random` draws `num_negatives` of them (seeded, one
+//!    stream per anchor) and orders the draw best first.
+//!
+//! Unlike sentence-transformers, ties keep the lower corpus index (torch.topk leaves their
+//! order unspecified), rows keep the input order instead of being regrouped by anchor, and a
+//! repeated (anchor, positive) row is written as often as it was read.
+
+use std::collections::BTreeMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use schemas::{Arity, PairRecord, Progress};
+use serde::Serialize;
+
+use crate::embed::{dot, Embeddings};
+use crate::error::{MineError, Result};
+use crate::knn::{top_k, Hit, SearchOptions};
+use crate::problem::Problem;
+use crate::Curated;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampling {
+    Top,
+    Random,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NegativeOptions {
+    pub range_min: usize,
+    /// `None`: `range_min + num_negatives (×10 with a margin or max_score) + max_positives`.
+    pub range_max: Option<usize>,
+    pub absolute_margin: Option<f32>,
+    pub relative_margin: Option<f32>,
+    pub max_score: Option<f32>,
+    pub min_score: Option<f32>,
+    pub num_negatives: usize,
+    pub sampling: Sampling,
+    pub seed: u64,
+}
+
+impl Default for NegativeOptions {
+    fn default() -> Self {
+        NegativeOptions {
+            range_min: 0,
+            range_max: None,
+            absolute_margin: None,
+            relative_margin: None,
+            max_score: None,
+            min_score: None,
+            num_negatives: 1,
+            sampling: Sampling::Top,
+            seed: 42,
+        }
+    }
+}
+
+impl NegativeOptions {
+    /// `range_max` as given, or sentence-transformers' default for it.
+    pub fn effective_range_max(&self, max_positives: usize) -> usize {
+        self.range_max.unwrap_or_else(|| {
+            let filtered = self.absolute_margin.is_some()
+                || self.relative_margin.is_some()
+                || self.max_score.is_some();
+            let per = if filtered { 10 } else { 1 };
+            self.range_min + self.num_negatives * per + max_positives
+        })
+    }
+
+    fn check(&self, range_max: usize) -> Result<()> {
+        let bad = |m: String| Err(MineError::Options(m));
+        if self.num_negatives < 1 {
+            return bad("--num-negatives must be at least 1".into());
+        }
+        if self.range_min >= range_max {
+            return bad(format!(
+                "--range-min ({}) must be smaller than --range-max ({range_max})",
+                self.range_min
+            ));
+        }
+        if self.num_negatives > range_max - self.range_min {
+            return bad(format!(
+                "cannot mine {} negatives per anchor: only {} candidates remain after skipping the \
+                 first --range-min {} of --range-max {range_max}",
+                self.num_negatives,
+                range_max - self.range_min,
+                self.range_min
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Candidates removed per reason (each counted once, under the first reason that removes it).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Skipped {
+    pub positive: u64,
+    pub anchor: u64,
+    pub absolute_margin: u64,
+    pub relative_margin: u64,
+    pub max_score: u64,
+    pub min_score: u64,
+    pub range_min: u64,
+}
+
+impl Skipped {
+    fn add(&mut self, o: &Skipped) {
+        self.positive += o.positive;
+        self.anchor += o.anchor;
+        self.absolute_margin += o.absolute_margin;
+        self.relative_margin += o.relative_margin;
+        self.max_score += o.max_score;
+        self.min_score += o.min_score;
+        self.range_min += o.range_min;
+    }
+}
+
+/// Steps 2–4 for one anchor: `hits` best first, `anchor` the anchor's own corpus id (if its
+/// text is a candidate), `min_positive` its lowest positive score.
+#[allow(clippy::too_many_arguments)]
+pub fn select(
+    hits: &[Hit],
+    anchor: Option<u32>,
+    positives: &[u32],
+    min_positive: f32,
+    range_max: usize,
+    opts: &NegativeOptions,
+    rng: &mut ChaCha8Rng,
+    skipped: &mut Skipped,
+) -> Vec<Hit> {
+    let mut valid = Vec::with_capacity(range_max.min(hits.len()));
+    for h in hits {
+        let s = h.score;
+        if positives.contains(&h.index) {
+            skipped.positive += 1;
+        } else if anchor == Some(h.index) {
+            skipped.anchor += 1;
+        } else if opts.absolute_margin.is_some_and(|m| s + m > min_positive) {
+            skipped.absolute_margin += 1;
+        } else if opts
+            .relative_margin
+            .is_some_and(|m| s > min_positive - min_positive.abs() * m)
+        {
+            skipped.relative_margin += 1;
+        } else if opts.max_score.is_some_and(|m| s > m) {
+            skipped.max_score += 1;
+        } else if opts.min_score.is_some_and(|m| s < m) {
+            skipped.min_score += 1;
+        } else if valid.len() < range_max {
+            valid.push(*h);
+        }
+    }
+    let skip = opts.range_min.min(valid.len());
+    skipped.range_min += skip as u64;
+    let window = &valid[skip..];
+    match opts.sampling {
+        Sampling::Top => window.iter().take(opts.num_negatives).copied().collect(),
+        Sampling::Random => {
+            let n = opts.num_negatives.min(window.len());
+            let mut picked: Vec<usize> = rand::seq::index::sample(rng, window.len(), n).into_vec();
+            // Best first, as sentence-transformers re-sorts the draw.
+            picked.sort_unstable();
+            picked.into_iter().map(|i| window[i]).collect()
+        }
+    }
+}
+
+/// The chosen negatives of every query (corpus ids, best first) and what was skipped.
+pub fn choose(
+    problem: &Problem,
+    emb: &Embeddings,
+    opts: &NegativeOptions,
+    search: SearchOptions,
+    progress: &dyn Progress,
+) -> Result<(Vec<Vec<Hit>>, Skipped, usize)> {
+    let max_positives = problem.max_positives();
+    let range_max = opts.effective_range_max(max_positives);
+    opts.check(range_max)?;
+    let hits = top_k(
+        emb,
+        &problem.queries,
+        0..problem.corpus_len,
+        // One more than the positives: room for the anchor's own text among the candidates.
+        range_max + max_positives + 1,
+        search,
+        progress,
+    );
+    let per_query: Vec<(Vec<Hit>, Skipped)> = hits
+        .par_iter()
+        .enumerate()
+        .map(|(q, hits)| {
+            let qid = problem.queries[q];
+            let qv = emb.row(qid as usize);
+            let anchor = ((qid as usize) < problem.corpus_len).then_some(qid);
+            let positives = &problem.positives[q];
+            let min_positive = positives
+                .iter()
+                .map(|&p| dot(qv, emb.row(p as usize)))
+                .fold(f32::INFINITY, f32::min);
+            // One stream per anchor: the draw does not depend on threads or on other anchors.
+            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+            rng.set_stream(q as u64);
+            let mut skipped = Skipped::default();
+            let chosen = select(
+                hits,
+                anchor,
+                positives,
+                min_positive,
+                range_max,
+                opts,
+                &mut rng,
+                &mut skipped,
+            );
+            (chosen, skipped)
+        })
+        .collect();
+    let mut total = Skipped::default();
+    let chosen = per_query
+        .into_iter()
+        .map(|(c, s)| {
+            total.add(&s);
+            c
+        })
+        .collect();
+    Ok((chosen, total, range_max))
+}
+
+/// Triplets: each input row once per negative its anchor got (input order); rows whose anchor
+/// got none are dropped and counted.
+pub fn triplets(pairs: &[PairRecord], problem: &Problem, chosen: &[Vec<Hit>]) -> Curated {
+    let mut records = Vec::new();
+    let mut dropped = BTreeMap::new();
+    for (row, pair) in pairs.iter().enumerate() {
+        let negs = &chosen[problem.row_query[row] as usize];
+        if negs.is_empty() {
+            *dropped
+                .entry("no negative candidate left".to_owned())
+                .or_insert(0) += 1;
+        }
+        for n in negs {
+            records.push(PairRecord {
+                anchor: pair.anchor.clone(),
+                positive: pair.positive.clone(),
+                negative: Some(problem.table.text(n.index).to_owned()),
+                source_id: pair.source_id.clone(),
+            });
+        }
+    }
+    Curated {
+        records,
+        arity: Arity::Triplet,
+        dropped,
+        counts: BTreeMap::new(),
+        embedded: Default::default(),
+    }
+}
+
+/// Skip counts as manifest entries.
+pub fn skipped_counts(s: &Skipped, counts: &mut BTreeMap<String, u64>) {
+    let mut put = |k: &str, v: u64| {
+        counts.insert(format!("candidates skipped: {k}"), v);
+    };
+    put("positive of the anchor", s.positive);
+    put("the anchor itself", s.anchor);
+    put("absolute_margin", s.absolute_margin);
+    put("relative_margin", s.relative_margin);
+    put("max_score", s.max_score);
+    put("min_score", s.min_score);
+    put("range_min", s.range_min);
+}

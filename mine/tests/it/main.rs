@@ -1,0 +1,8 @@
+//! mine's integration tests: one binary, so the crate's tests link once.
+
+mod cache;
+mod common;
+mod dataset;
+mod filters;
+mod knn;
+mod negatives;
