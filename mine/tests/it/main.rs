@@ -6,3 +6,4 @@ mod dataset;
 mod filters;
 mod knn;
 mod negatives;
+mod reference;
