@@ -31,6 +31,8 @@ enum Command {
     Download(cmd::download::Args),
     /// Normalize a source's raw dump into Parquet pairs/triplets.
     Ingest(cmd::ingest::Args),
+    /// Curate a pairs dataset with a model: hard negatives, consistency filter, semantic dedup.
+    Mine(cmd::mine::Args),
     /// Sample datasets by data_config.json weights into tokenized training shards.
     Mix(cmd::mix::Args),
     /// Summarize a pairs dataset or a shard folder (counts, lengths, duplicates, samples).
@@ -68,6 +70,7 @@ fn main() {
     let result = match cli.command {
         Command::Download(a) => cmd::download::run(a),
         Command::Ingest(a) => cmd::ingest::run(a),
+        Command::Mine(a) => cmd::mine::run(a),
         Command::Mix(a) => cmd::mix::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Train(a) => cmd::train::run(a),

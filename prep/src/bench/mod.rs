@@ -2,6 +2,7 @@
 
 pub mod encode;
 pub mod ingest;
+pub mod mine;
 pub mod mix;
 pub mod train;
 

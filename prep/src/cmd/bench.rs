@@ -12,6 +12,8 @@ pub struct Args {
 enum Stage {
     /// Ingest throughput (MB/s, rows/s) on generated jsonl.gz and StackExchange XML.
     Ingest(crate::bench::ingest::Args),
+    /// Hard-negative mining (texts/s embedded, queries/s searched) against sentence-transformers.
+    Mine(crate::bench::mine::Args),
     /// Mix throughput (pairs/s, tokens/s) on the bench corpus.
     Mix(crate::bench::mix::Args),
     /// Encoder throughput (sentences/s, tokens/s) on the bench corpus.
@@ -23,6 +25,7 @@ enum Stage {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.stage {
         Stage::Ingest(a) => crate::bench::ingest::run(a),
+        Stage::Mine(a) => crate::bench::mine::run(a),
         Stage::Mix(a) => crate::bench::mix::run(a),
         Stage::Encode(a) => crate::bench::encode::run(a),
         Stage::Train(a) => crate::bench::train::run(a),

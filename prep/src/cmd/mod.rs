@@ -7,6 +7,7 @@ pub mod embed;
 pub mod eval;
 pub mod ingest;
 pub mod inspect;
+pub mod mine;
 pub mod mix;
 pub mod search;
 pub mod train;

@@ -1,0 +1,314 @@
+//! `prep bench mine`: hard-negative mining end to end (embed every distinct text, exact search,
+//! selection) on pairs generated from the bench corpus, in a child process of its own (so its
+//! peak RSS is its own), against sentence-transformers' `mine_hard_negatives` on the same pairs,
+//! same model and options, in the same run; and how often both chose the same negatives.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use mine::negatives::{choose, NegativeOptions};
+use mine::{EmbedOptions, Embedder, Problem, SearchOptions};
+use schemas::{Arity, NoProgress, PairRecord, PairWriter, PairWriterOptions};
+use serde_json::{json, Value};
+
+use super::{cpu_seconds, peak_rss_bytes, with_threads};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model folder (default: the all-MiniLM-L6-v2 test model from scripts/fetch-test-model.sh).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// One text per line (default: shared/bench/corpus.txt).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Pairs generated (each positive distinct: the corpus has this many candidates).
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    #[arg(long, default_value_t = 3)]
+    pub num_negatives: usize,
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Python with sentence-transformers, for the peer.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Skip the sentence-transformers peer.
+    #[arg(long)]
+    pub no_python: bool,
+    /// Scratch folder (pairs, the peer's output).
+    #[arg(long, default_value = "bench-mine")]
+    pub work: PathBuf,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Internal: run our measurement in this process.
+    #[arg(long, hide = true)]
+    pub child: bool,
+}
+
+/// Pair `i`: an anchor line and a positive of two lines, so every positive is distinct for up to
+/// `lines²` rows, and anchors are distinct too.
+fn pair(lines: &[String], i: usize) -> PairRecord {
+    let n = lines.len();
+    let positive = format!("{} {}", lines[i % n], lines[(i / n) % n]);
+    let anchor = format!("{} {}", lines[(i * 7 + 3) % n], lines[(i / n + 11) % n]);
+    PairRecord::pair(anchor, positive)
+}
+
+fn model_dir(a: &Args) -> Result<PathBuf> {
+    match &a.model {
+        Some(m) => crate::model::resolve(m),
+        None => Ok(super::default_test_model()),
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let threads = a.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
+    if a.child {
+        return with_threads(threads, || child(&a));
+    }
+    let corpus = a.corpus.clone().unwrap_or_else(super::default_corpus);
+    let text = std::fs::read_to_string(&corpus)
+        .with_context(|| format!("reading {}", corpus.display()))?;
+    let lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    if lines.len() * lines.len() < a.rows {
+        bail!(
+            "{}: {} lines make at most {} distinct pairs",
+            corpus.display(),
+            lines.len(),
+            lines.len().pow(2)
+        );
+    }
+    std::fs::create_dir_all(&a.work)?;
+    let pairs = a.work.join("pairs");
+    let _ = std::fs::remove_dir_all(&pairs);
+    let mut w = PairWriter::new(&pairs, Arity::Pair, PairWriterOptions::default());
+    for i in 0..a.rows {
+        w.push(&pair(&lines, i))?;
+    }
+    w.finish()?;
+    let model = model_dir(&a)?;
+    println!(
+        "mine: {} pairs from {} ({} lines), model {}, num_negatives {}, top, {threads} threads",
+        a.rows,
+        corpus.display(),
+        lines.len(),
+        model.display(),
+        a.num_negatives
+    );
+    let ours = measure_child(&a, threads)?;
+    print_row("prep mine", &ours);
+    if a.no_python {
+        return Ok(());
+    }
+    let peer = python_peer(&a, &model, threads)?;
+    print_row(
+        &format!(
+            "sentence-transformers {}",
+            peer["version"].as_str().unwrap_or("?")
+        ),
+        &peer,
+    );
+    let agree = agreement(&a.work.join("ours.json"), &a.work.join("peer.json"))?;
+    println!(
+        "end-to-end speed-up {:.2}x; identical negative sets for {:.2}% of {} anchors",
+        peer["secs"].as_f64().unwrap_or(0.0) / ours["secs"].as_f64().unwrap_or(f64::NAN),
+        100.0 * agree.0 as f64 / agree.1.max(1) as f64,
+        agree.1
+    );
+    Ok(())
+}
+
+fn print_row(name: &str, v: &Value) {
+    let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "{name:<28} {:>8.1} s total  {:>8.1} texts/s embedded ({:.1} s)  {:>9.1} queries/s searched ({:.2} s)  peak RSS {:.0} MiB",
+        f("secs"),
+        f("texts_per_s"),
+        f("embed_secs"),
+        f("queries_per_s"),
+        f("search_secs"),
+        f("peak_rss_bytes") / (1024.0 * 1024.0)
+    );
+}
+
+fn measure_child(a: &Args, threads: usize) -> Result<Value> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "bench",
+        "mine",
+        "--child",
+        "--threads",
+        &threads.to_string(),
+    ])
+    .arg("--work")
+    .arg(&a.work)
+    .args([
+        "--num-negatives",
+        &a.num_negatives.to_string(),
+        "--batch-size",
+        &a.batch_size.to_string(),
+    ]);
+    if let Some(m) = &a.model {
+        cmd.args(["--model", m]);
+    }
+    let out = cmd.output().context("running the measurement child")?;
+    if !out.status.success() {
+        bail!(
+            "measurement failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("parsing child output {line:?}"))
+}
+
+/// Our measurement: embed, search and select, timed apart; writes the chosen negatives' hashes.
+fn child(a: &Args) -> Result<()> {
+    let records = mine::io::read_dataset(&a.work.join("pairs"))?.records;
+    let encoder = crate::cmd::embed::load_encoder(&model_dir(a)?.display().to_string(), None)?;
+    let embedder = Embedder::new(
+        &encoder,
+        EmbedOptions {
+            batch_size: a.batch_size,
+        },
+    );
+    let opts = NegativeOptions {
+        num_negatives: a.num_negatives,
+        ..Default::default()
+    };
+    let (t0, c0) = (Instant::now(), cpu_seconds());
+    let problem = Problem::new(&records, None);
+    let emb = embedder.embed(problem.table.texts(), &NoProgress)?;
+    let embed_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let (chosen, _, _) = choose(&problem, &emb, &opts, SearchOptions::default(), &NoProgress)?;
+    let _ = mine::negatives::triplets(&records, &problem, &chosen);
+    let search_secs = t1.elapsed().as_secs_f64();
+    let secs = t0.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
+    let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (q, c) in chosen.iter().enumerate() {
+        let anchor = sha(problem.table.text(problem.queries[q]));
+        negatives.insert(
+            anchor,
+            c.iter().map(|h| sha(problem.table.text(h.index))).collect(),
+        );
+    }
+    std::fs::write(
+        a.work.join("ours.json"),
+        serde_json::to_vec(&json!({ "negatives": negatives }))?,
+    )?;
+    println!(
+        "{}",
+        json!({
+            "secs": secs, "cpu_s": cpu,
+            "texts": problem.table.len(), "queries": problem.queries.len(),
+            "embed_secs": embed_secs, "texts_per_s": problem.table.len() as f64 / embed_secs,
+            "search_secs": search_secs, "queries_per_s": problem.queries.len() as f64 / search_secs,
+            "peak_rss_bytes": peak_rss_bytes(),
+        })
+    );
+    Ok(())
+}
+
+fn sha(text: &str) -> String {
+    mine::cache::key(text)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+const PEER: &str = r#"
+import glob, hashlib, json, os, resource, sys, time
+import datasets, pyarrow.parquet as pq, sentence_transformers, torch
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.util import mine_hard_negatives
+model_dir, pairs, out, num_negatives, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+anchors, positives = [], []
+for p in sorted(glob.glob(os.path.join(pairs, "part-*.parquet"))):
+    t = pq.read_table(p, columns=["anchor", "positive"])
+    anchors += t.column("anchor").to_pylist(); positives += t.column("positive").to_pylist()
+ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
+model = SentenceTransformer(model_dir, device="cpu")
+sha = lambda s: hashlib.sha256(s.encode("utf-8")).hexdigest()
+texts = list(dict.fromkeys(positives + anchors))
+t0 = time.perf_counter(); c0 = time.process_time()
+mined = mine_hard_negatives(ds, model, num_negatives=num_negatives, sampling_strategy="top",
+    output_format="triplet", batch_size=batch_size, verbose=False)
+secs = time.perf_counter() - t0; cpu = time.process_time() - c0
+neg = {}
+for a, n in zip(mined["anchor"], mined["negative"]):
+    l = neg.setdefault(sha(a), [])
+    if sha(n) not in l: l.append(sha(n))
+json.dump({"negatives": neg}, open(out, "w"))
+print(json.dumps({"secs": secs, "cpu_s": cpu, "texts": len(texts), "texts_per_s": len(texts) / secs,
+    "queries": len(set(anchors)), "queries_per_s": len(set(anchors)) / secs,
+    "version": sentence_transformers.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+"#;
+
+/// sentence-transformers end to end (its embed and search are not timed apart: both rates are
+/// over the whole call).
+fn python_peer(a: &Args, model: &Path, threads: usize) -> Result<Value> {
+    let script = a.work.join("peer.py");
+    std::fs::write(&script, PEER)?;
+    let out = Command::new(&a.python)
+        .arg(&script)
+        .arg(model)
+        .arg(a.work.join("pairs"))
+        .arg(a.work.join("peer.json"))
+        .args([a.num_negatives.to_string(), a.batch_size.to_string()])
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .env("TOKENIZERS_PARALLELISM", "false")
+        .output()
+        .with_context(|| {
+            format!(
+                "running {} (pip install sentence-transformers datasets pyarrow)",
+                a.python
+            )
+        })?;
+    if !out.status.success() {
+        bail!(
+            "python peer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v: Value = serde_json::from_str(text.lines().last().unwrap_or_default())?;
+    v["embed_secs"] = v["secs"].clone();
+    v["search_secs"] = v["secs"].clone();
+    Ok(v)
+}
+
+/// (anchors with identical negative sets, anchors in either output).
+fn agreement(ours: &Path, peer: &Path) -> Result<(usize, usize)> {
+    let read = |p: &Path| -> Result<BTreeMap<String, BTreeSet<String>>> {
+        let v: Value = serde_json::from_slice(&std::fs::read(p)?)?;
+        let mut m = BTreeMap::new();
+        for (k, list) in v["negatives"].as_object().context("negatives")? {
+            let set: BTreeSet<String> = list
+                .as_array()
+                .context("list")?
+                .iter()
+                .filter_map(|h| h.as_str().map(str::to_owned))
+                .collect();
+            if !set.is_empty() {
+                m.insert(k.clone(), set);
+            }
+        }
+        Ok(m)
+    };
+    let (a, b) = (read(ours)?, read(peer)?);
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    let same = keys.iter().filter(|k| a.get(**k) == b.get(**k)).count();
+    Ok((same, keys.len()))
+}

@@ -1,0 +1,242 @@
+//! `prep mine`: model-based curation of a pairs dataset into a new dataset (the `mine` crate):
+//! hard negatives (default), `--filter consistency` or `--filter dedup`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use mine::io::{read_corpus, read_dataset, write_dataset, Provenance};
+use mine::{DedupOn, EmbedOptions, Embedder, Mode, NegativeOptions, Sampling, SearchOptions};
+use schemas::InputFile;
+
+use crate::progress::Bar;
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Filter {
+    /// Keep a row only if its positive ranks in its anchor's top --top-k.
+    Consistency,
+    /// Drop rows whose --on text has cosine >= --threshold to an earlier kept row's.
+    Dedup,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    Top,
+    Random,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum On {
+    Anchor,
+    Positive,
+}
+
+/// Hard negatives follow sentence-transformers' `mine_hard_negatives` (same option names):
+/// each anchor's `range_max + max_positives + 1` nearest candidates, minus its positives and its
+/// own text, minus those failing a margin/score bound; of the rest the first `range_max` are
+/// kept, the first `range_min` skipped, and `num_negatives` taken (`top`, or a seeded `random`
+/// draw). One (anchor, positive, negative) row per negative, input order kept.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Model folder or Hub id (sentence-transformers layout).
+    #[arg(long)]
+    pub model: String,
+    /// The dataset to curate (a pairs folder, e.g. data/pairs/squad).
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// The new dataset's folder (its name is the dataset id), replaced whole when complete.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// A filter instead of mining negatives.
+    #[arg(long, value_enum)]
+    pub filter: Option<Filter>,
+    /// Extra candidates besides the dataset's positives: a pairs dataset (its positives and
+    /// negatives) or a .txt file (one text per line).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Negatives: skip the first N surviving candidates.
+    #[arg(long, default_value_t = 0)]
+    pub range_min: usize,
+    /// Negatives: consider only the first N surviving candidates (default: range_min +
+    /// num_negatives [x10 with a margin or --max-score] + the most positives of one anchor).
+    #[arg(long)]
+    pub range_max: Option<usize>,
+    /// Negatives: drop candidates with score + M > the anchor's lowest positive score.
+    #[arg(long, visible_alias = "margin")]
+    pub absolute_margin: Option<f32>,
+    /// Negatives: drop candidates above positive - |positive| x R.
+    #[arg(long)]
+    pub relative_margin: Option<f32>,
+    /// Negatives: drop candidates scoring above this.
+    #[arg(long)]
+    pub max_score: Option<f32>,
+    /// Negatives: drop candidates scoring below this.
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Negatives per anchor (one output row each).
+    #[arg(long, default_value_t = 1)]
+    pub num_negatives: usize,
+    /// Negatives: the best ones, or a seeded random draw from the window.
+    #[arg(long, value_enum, default_value = "top", visible_alias = "sampling")]
+    pub sampling_strategy: Strategy,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Consistency: the rank a positive must reach.
+    #[arg(long, default_value_t = 1)]
+    pub top_k: usize,
+    /// Dedup: cosine at or above which a row is a near-duplicate.
+    #[arg(long, default_value_t = 0.95)]
+    pub threshold: f32,
+    /// Dedup: which text to compare.
+    #[arg(long, value_enum, default_value = "anchor")]
+    pub on: On,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// Truncation length in tokens (default: the model's max_seq_length).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Search: queries per block (memory per thread: query-block x corpus-block scores).
+    #[arg(long, default_value_t = 256)]
+    pub query_block: usize,
+    /// Search: corpus rows per block.
+    #[arg(long, default_value_t = 4096)]
+    pub corpus_block: usize,
+    /// Embedding cache folder (vectors keyed by model sha256 and text sha256), read and extended.
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl Args {
+    fn mode(&self) -> Mode {
+        match self.filter {
+            Some(Filter::Consistency) => Mode::Consistency { top_k: self.top_k },
+            Some(Filter::Dedup) => Mode::Dedup {
+                threshold: self.threshold,
+                on: match self.on {
+                    On::Anchor => DedupOn::Anchor,
+                    On::Positive => DedupOn::Positive,
+                },
+            },
+            None => Mode::Negatives(NegativeOptions {
+                range_min: self.range_min,
+                range_max: self.range_max,
+                absolute_margin: self.absolute_margin,
+                relative_margin: self.relative_margin,
+                max_score: self.max_score,
+                min_score: self.min_score,
+                num_negatives: self.num_negatives,
+                sampling: match self.sampling_strategy {
+                    Strategy::Top => Sampling::Top,
+                    Strategy::Random => Sampling::Random,
+                },
+                seed: self.seed,
+            }),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let threads = args.threads.unwrap_or_else(super::embed::num_cpus);
+    crate::bench::with_threads(threads, || run_inner(&args))
+}
+
+fn run_inner(args: &Args) -> Result<()> {
+    let started = Instant::now();
+    let mode = args.mode();
+    let input = read_dataset(&args.pairs).context("reading --pairs")?;
+    let corpus = match &args.corpus {
+        Some(p) => Some(read_corpus(p).context("reading --corpus")?),
+        None => None,
+    };
+    let encoder = super::embed::load_encoder(&args.model, args.max_seq_length)?;
+    let weights = encoder.dir().join("model.safetensors");
+    let model_sha256 = super::embed::model_sha256(encoder.dir())?;
+    let mut embedder = Embedder::new(
+        &encoder,
+        EmbedOptions {
+            batch_size: args.batch_size,
+        },
+    );
+    if let Some(dir) = &args.cache {
+        embedder = embedder
+            .with_cache(dir, &model_sha256)
+            .with_context(|| format!("opening the embedding cache {}", dir.display()))?;
+    }
+    let search = SearchOptions {
+        query_block: args.query_block,
+        corpus_block: args.corpus_block,
+    };
+    let bar = Bar::new();
+    let texts = corpus.as_ref().map(|(t, _)| t.as_slice());
+    let curated = mine::curate(&embedder, &input.records, texts, &mode, search, &bar)?;
+
+    let mut inputs = input.files.clone();
+    inputs.extend(corpus.iter().flat_map(|(_, f)| f.iter().cloned()));
+    inputs.push(InputFile {
+        path: weights.display().to_string(),
+        bytes: std::fs::metadata(&weights)?.len(),
+        sha256: model_sha256.clone(),
+    });
+    let prov = Provenance {
+        inputs,
+        options: options(args, &mode, &model_sha256, encoder.max_seq_length()),
+    };
+    let manifest = write_dataset(&args.out, &curated, &prov)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    let dropped: Vec<String> = manifest
+        .skipped
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect();
+    eprintln!(
+        "{}: {} rows from {} in {:.1}s{}",
+        args.out.display(),
+        manifest.rows,
+        input.records.len(),
+        started.elapsed().as_secs_f64(),
+        if dropped.is_empty() {
+            String::new()
+        } else {
+            format!("; dropped {}", dropped.join(", "))
+        }
+    );
+    eprintln!(
+        "  texts encoded: {}, read from the cache: {}",
+        curated.embedded.encoded, curated.embedded.cached
+    );
+    for (k, v) in &curated.counts {
+        eprintln!("  {k}: {v}");
+    }
+    Ok(())
+}
+
+/// Every option of the run, as the manifest records it.
+fn options(
+    args: &Args,
+    mode: &Mode,
+    model_sha256: &str,
+    max_seq_length: usize,
+) -> BTreeMap<String, serde_json::Value> {
+    let mut o = BTreeMap::new();
+    let mut put = |k: &str, v: serde_json::Value| {
+        o.insert(k.to_owned(), v);
+    };
+    put("model", args.model.clone().into());
+    put("model_sha256", model_sha256.into());
+    put("pairs", args.pairs.display().to_string().into());
+    put(
+        "corpus",
+        args.corpus.as_ref().map(|p| p.display().to_string()).into(),
+    );
+    put("mode", serde_json::to_value(mode).expect("serialisable"));
+    put("batch_size", args.batch_size.into());
+    put("max_seq_length", max_seq_length.into());
+    put("query_block", args.query_block.into());
+    put("corpus_block", args.corpus_block.into());
+    o
+}
