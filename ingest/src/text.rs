@@ -107,7 +107,7 @@ pub const POLICY: &[TextPolicy] = &[
         whitespace: "collapsed to single spaces (questions; TriviaQA/SearchQA contexts)",
     },
     TextPolicy {
-        source: "gooaq, quora, squad, msmarco, paq, jsonl",
+        source: "gooaq, quora, squad, msmarco, paq, jsonl, table",
         unescape: false,
         tags: "kept",
         whitespace: TRIM,
