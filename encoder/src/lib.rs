@@ -13,6 +13,7 @@ pub mod error;
 pub mod linalg;
 pub mod model;
 pub mod ops;
+pub mod precision;
 pub mod retrieval;
 pub mod simd;
 
@@ -25,5 +26,6 @@ pub use model::{
     cls_pool, l2_normalize, max_pool, mean_pool, pool, softmax_last_dim, BertModel, DropoutRng,
     DropoutRngState, LayerNorm, Linear,
 };
+pub use precision::{DeviceSpec, Precision};
 pub use retrieval::{EvalSet, RetrievalMetrics};
 pub use tokenizers;

@@ -1,0 +1,107 @@
+//! Where the model runs and in what number format: `--device` and `--precision`, one parser and
+//! one compatibility check for every command that encodes or trains.
+
+use std::fmt;
+use std::str::FromStr;
+
+use candle_core::Device;
+
+use crate::error::{EncoderError, Result};
+
+/// Number format of the matrix products (statistics, softmax and losses stay f32 everywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// Full f32.
+    #[default]
+    F32,
+    /// f32 storage, TF32 tensor-core products (GPU only).
+    Tf32,
+    /// bf16 products, f32 accumulation.
+    Bf16,
+    /// int8 weights and activations, f32 accumulation (CPU inference only).
+    Int8,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 4] = [Self::F32, Self::Tf32, Self::Bf16, Self::Int8];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Tf32 => "tf32",
+            Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = EncoderError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                EncoderError::Invalid(format!("precision {s:?}: expected f32, tf32, bf16 or int8"))
+            })
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`, as given on the command line (or `PREP_DEVICE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceSpec {
+    #[default]
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = EncoderError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || EncoderError::Invalid(format!("device {s:?}: expected cpu, cuda or cuda:N"));
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match s.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(Self::Cuda).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+}
+
+impl fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// Opens the device: a one-line error when the binary has no CUDA or the GPU is absent.
+    pub fn open(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::Cpu),
+            Self::Cuda(n) if !candle_core::utils::cuda_is_available() => {
+                Err(EncoderError::Invalid(format!(
+                    "device cuda:{n}: this binary was built without CUDA (rebuild with --features cuda: scripts/build-cuda.sh)"
+                )))
+            }
+            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| {
+                EncoderError::Invalid(format!(
+                    "device cuda:{n}: no such GPU or CUDA failed to start: {e}"
+                ))
+            }),
+        }
+    }
+}
