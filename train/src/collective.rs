@@ -18,6 +18,10 @@ pub trait Collective {
     /// Overwrites `buf` with `root`'s bytes.
     fn broadcast(&self, buf: &mut [u8], root: usize) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// Bytes this rank has handed to collectives so far (0 where nothing leaves the process).
+    fn bytes_sent(&self) -> u64 {
+        0
+    }
 }
 
 /// One process: every collective is the identity.

@@ -157,6 +157,8 @@ pub struct TrainSummary {
     pub seconds: f64,
     /// sha256 of this rank's final parameters (ranks of one run print it: they must agree).
     pub weights_sha256: String,
+    /// Bytes this rank handed to collectives per step (mean over this call's steps; 0 alone).
+    pub bytes_per_step: f64,
 }
 
 /// What a shard folder holds, as far as training is concerned.
@@ -530,6 +532,7 @@ fn run_loop(
     progress.begin("train", Some(total), Unit::Items);
     progress.advance(state.step);
     let started = Instant::now();
+    let sent_before = coll.bytes_sent();
     let mut records = Vec::new();
     let mut last_checkpoint = None;
     while state.step < total {
@@ -586,9 +589,11 @@ fn run_loop(
         }
     }
     progress.finish();
+    let bytes_per_step = (coll.bytes_sent() - sent_before) as f64 / records.len().max(1) as f64;
     // A rank never returns before the others are done (rank 0's last save included).
     coll.barrier()?;
     Ok(TrainSummary {
+        bytes_per_step,
         records,
         last_checkpoint,
         steps_done: state.step,

@@ -5,6 +5,7 @@
 //! Only the calling thread talks to MPI (candle's worker threads never do), so the library is
 //! initialised with `MPI_THREAD_FUNNELED`.
 
+use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
@@ -28,6 +29,8 @@ pub struct Mpi {
     rank: usize,
     size: usize,
     timeout: Duration,
+    /// Bytes handed to collectives (this rank's buffers), for `bytes_sent`.
+    sent: Cell<u64>,
     _universe: mpi::environment::Universe,
 }
 
@@ -42,6 +45,7 @@ impl Mpi {
             size: world.size() as usize,
             world,
             timeout,
+            sent: Cell::new(0),
             _universe: universe,
         })
     }
@@ -49,6 +53,10 @@ impl Mpi {
     /// Ends every rank of the job with `code` (after this rank printed why). Never returns.
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)
+    }
+
+    fn count(&self, bytes: usize) {
+        self.sent.set(self.sent.get() + bytes as u64);
     }
 
     /// Polls `req` until it completes; past the deadline, aborts the job naming `what`.
@@ -93,6 +101,7 @@ impl Collective for Mpi {
 
     fn all_gather(&self, local: &[f32]) -> Result<Vec<f32>> {
         let n = local.len();
+        self.count(n * 4);
         let mut out = vec![0f32; n * self.size];
         if n <= MAX_COUNT {
             mpi::request::scope(|scope| {
@@ -130,6 +139,8 @@ impl Collective for Mpi {
     /// weights never drift apart.
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<()> {
         let root = self.world.process_at_rank(0);
+        // The reduction sends the buffer once, the broadcast once more (from rank 0).
+        self.count(buf.len() * 4 * 2);
         for piece in buf.chunks_mut(MAX_COUNT) {
             let send = piece.to_vec();
             mpi::request::scope(|scope| {
@@ -162,6 +173,7 @@ impl Collective for Mpi {
             )));
         }
         let from = self.world.process_at_rank(root as i32);
+        self.count(buf.len());
         for piece in buf.chunks_mut(MAX_COUNT) {
             mpi::request::scope(|scope| {
                 let req = from.immediate_broadcast_into(scope, piece);
@@ -175,5 +187,9 @@ impl Collective for Mpi {
         let req = self.world.immediate_barrier();
         self.wait("barrier", req);
         Ok(())
+    }
+
+    fn bytes_sent(&self) -> u64 {
+        self.sent.get()
     }
 }

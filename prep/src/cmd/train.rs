@@ -187,10 +187,11 @@ pub fn run(args: Args) -> Result<()> {
     let summary = launch.or_abort(summary)?;
     if coll.world_size() > 1 {
         eprintln!(
-            "rank {} of {}: final weights sha256 {}",
+            "rank {} of {}: final weights sha256 {}; {:.2} MB sent to collectives per step",
             coll.rank(),
             coll.world_size(),
-            summary.weights_sha256
+            summary.weights_sha256,
+            summary.bytes_per_step / 1e6
         );
     }
     if let Some(ck) = &summary.last_checkpoint {

@@ -248,7 +248,10 @@ fn ranks_hashes(stderr: &str) -> Vec<String> {
     stderr
         .lines()
         .filter(|l| l.contains("final weights sha256"))
-        .map(|l| l.rsplit(' ').next().unwrap().to_owned())
+        .map(|l| {
+            let at = l.find("sha256 ").unwrap() + 7;
+            l[at..].split(';').next().unwrap().to_owned()
+        })
         .collect()
 }
 
