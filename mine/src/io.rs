@@ -6,8 +6,8 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use schemas::{
-    part_files, AtomicDir, InputFile, Manifest, OutputLock, PairReader, PairRecord, PairWriter,
-    PairWriterOptions, PREP_VERSION,
+    part_files, DatasetWriter, InputFile, Manifest, OutputLock, PairReader, PairRecord,
+    PairWriterOptions,
 };
 
 use crate::error::{MineError, Result};
@@ -123,29 +123,26 @@ pub fn write_dataset(out: &Path, curated: &Curated, prov: &Provenance) -> Result
         ));
     }
     let _lock = OutputLock::acquire(out)?;
-    let dir = AtomicDir::create(out)?;
-    let mut writer = PairWriter::new(dir.path(), curated.arity, PairWriterOptions::default());
-    for r in &curated.records {
-        writer.push(r)?;
-    }
-    let files = writer.finish()?;
     let mut options = prov.options.clone();
     options.insert(
         "counts".to_owned(),
         serde_json::to_value(&curated.counts).expect("map"),
     );
-    let manifest = Manifest {
+    let mut writer = DatasetWriter::create(
+        out,
         dataset,
-        source: "mine".to_owned(),
-        columns: curated.arity,
-        rows: curated.records.len() as u64,
-        skipped: curated.dropped.clone(),
-        files,
-        inputs: prov.inputs.clone(),
-        prep_version: PREP_VERSION.to_owned(),
-        options,
-    };
-    manifest.write(dir.path())?;
-    dir.commit()?;
+        "mine",
+        curated.arity,
+        PairWriterOptions::default(),
+    )?
+    .with_options(options);
+    writer.set_inputs(prov.inputs.clone());
+    for (reason, count) in &curated.dropped {
+        writer.skip(reason, *count);
+    }
+    for r in &curated.records {
+        writer.push(r)?;
+    }
+    let manifest = writer.finish()?;
     Ok(manifest)
 }
