@@ -186,18 +186,28 @@ pub fn run(args: Args) -> Result<()> {
     };
     let summary = launch.or_abort(summary)?;
     if coll.world_size() > 1 {
-        eprintln!(
+        stderr_line(&format!(
             "rank {} of {}: final weights sha256 {}; {:.2} MB sent to collectives per step",
             coll.rank(),
             coll.world_size(),
             summary.weights_sha256,
             summary.bytes_per_step / 1e6
-        );
+        ));
     }
     if let Some(ck) = &summary.last_checkpoint {
         println!("model saved to {}", ck.display());
     }
     Ok(())
+}
+
+/// Writes `line` and its newline to stderr in one `write` call. Rust's stderr is unbuffered, so
+/// `eprintln!` issues a write per formatted piece, and the ranks of an `mpirun` job (which share
+/// one forwarded stderr) would interleave mid-line.
+fn stderr_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }
 
 /// This process's place in a data-parallel run, and the collective its ranks exchange through.
@@ -339,13 +349,13 @@ fn train_on(
             .map(|r| r.loss)
             .sum::<f64>()
             / n.min(10) as f64;
-        eprintln!(
+        stderr_line(&format!(
             "trained {n} steps (to step {}) in {:.1}s, {:.3} s/step; loss (last 10 mean) {mean_loss_tail:.4}, lr {:.2e}",
             summary.steps_done,
             summary.seconds,
             summary.seconds / n as f64,
             last.lr
-        );
+        ));
     }
     Ok(summary)
 }

@@ -243,14 +243,19 @@ fn assert_same_run(what: &str, got: (&Path, &Path), want: (&Path, &Path)) {
     }
 }
 
-/// The final-weights sha256 every rank prints; they must all be the same.
+/// The final-weights sha256 every rank prints; they must all be the same. Found by pattern, not
+/// by line: the ranks share mpirun's stderr, so another rank's output may sit on the same line.
 fn ranks_hashes(stderr: &str) -> Vec<String> {
+    const NEEDLE: &str = "final weights sha256 ";
     stderr
-        .lines()
-        .filter(|l| l.contains("final weights sha256"))
-        .map(|l| {
-            let at = l.find("sha256 ").unwrap() + 7;
-            l[at..].split(';').next().unwrap().to_owned()
+        .match_indices(NEEDLE)
+        .map(|(at, _)| {
+            let hex = &stderr[at + NEEDLE.len()..];
+            let end = hex
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .unwrap_or(hex.len())
+                .min(64);
+            hex[..end].to_owned()
         })
         .collect()
 }
@@ -296,6 +301,10 @@ fn two_ranks_train_the_one_process_model_bit_identically_on_both_ranks() {
             hashes.len(),
             2,
             "{what}: every rank reports its weights:\n{stderr}"
+        );
+        assert!(
+            hashes.iter().all(|h| h.len() == 64),
+            "{what}: a rank's sha256 is cut short:\n{stderr}"
         );
         assert_eq!(
             hashes[0], hashes[1],
