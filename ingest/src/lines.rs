@@ -77,22 +77,33 @@ fn parse_chunk(chunk: &Chunk, parser: &dyn LineParser) -> Parsed {
     out
 }
 
-fn apply(sink: &mut Sink, path: &Path, parsed: Parsed) -> Result<()> {
-    for (line, outcome) in parsed {
+/// Hands parsed outcomes to the sink in input order; `unit` names a record in errors ("line",
+/// "row").
+pub(crate) fn apply_outcomes(
+    sink: &mut Sink,
+    path: &Path,
+    outcomes: Vec<(u64, Outcome)>,
+    unit: &'static str,
+) -> Result<()> {
+    for (record, outcome) in outcomes {
         match outcome {
             Outcome::Row(ds, rec) => sink.emit(ds, rec)?,
             Outcome::Skip(ds, reason) => sink.skip(ds, reason),
             Outcome::Malformed(kind, msg) => {
                 let location = Location {
                     path: path.to_path_buf(),
-                    record: line,
-                    unit: "line",
+                    record,
+                    unit,
                 };
                 sink.malformed(location, kind, msg)?
             }
         }
     }
     Ok(())
+}
+
+fn apply(sink: &mut Sink, path: &Path, parsed: Parsed) -> Result<()> {
+    apply_outcomes(sink, path, parsed, "line")
 }
 
 /// Reads the next chunk of whole lines (about [`CHUNK_BYTES`]); `None` at EOF. Lines over `cap`

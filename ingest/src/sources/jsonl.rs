@@ -189,6 +189,11 @@ pub fn dataset_id_for(path: &Path) -> String {
         .strip_suffix(".jsonl")
         .or_else(|| name.strip_suffix(".json"))
         .unwrap_or(&name);
+    dataset_id_from_stem(stem)
+}
+
+/// A file stem as a dataset id: lowercase ASCII alphanumerics, everything else `_`.
+pub fn dataset_id_from_stem(stem: &str) -> String {
     stem.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {

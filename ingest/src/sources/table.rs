@@ -31,9 +31,9 @@ use parquet::arrow::ProjectionMask;
 use schemas::{Arity, PairRecord};
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 
-use super::jsonl::{query_rows, set_rows};
+use super::jsonl::{dataset_id_from_stem, query_rows, set_rows};
 use crate::input::base_name;
-use crate::lines::{ingest_lines, Outcome};
+use crate::lines::{apply_outcomes, ingest_lines, Outcome};
 use crate::text::non_empty;
 use crate::{IngestError, IngestOptions, Location, Result, Sink, Source};
 
@@ -559,22 +559,7 @@ fn decode_row_group(path: &Path, rg: usize, first_row: u64, map: &ColumnMap) -> 
 }
 
 fn apply(sink: &mut Sink, path: &Path, decoded: Decoded) -> Result<()> {
-    for (row, outcome) in decoded {
-        match outcome {
-            Outcome::Row(ds, rec) => sink.emit(ds, rec)?,
-            Outcome::Skip(ds, reason) => sink.skip(ds, reason),
-            Outcome::Malformed(kind, msg) => {
-                let location = Location {
-                    path: path.to_path_buf(),
-                    record: row,
-                    unit: "row",
-                };
-                sink.malformed(location, kind, msg)?
-            }
-        }
-    }
-    sink.report();
-    Ok(())
+    apply_outcomes(sink, path, decoded, "row")
 }
 
 /// Every row group of a Parquet file, decoded on `threads` threads and applied in order.
@@ -650,15 +635,7 @@ pub fn dataset_id_for(path: &Path) -> String {
         .iter()
         .find_map(|ext| name.strip_suffix(ext))
         .unwrap_or(&name);
-    stem.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect()
+    dataset_id_from_stem(stem)
 }
 
 impl Source for Table {
