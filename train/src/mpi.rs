@@ -78,13 +78,13 @@ impl Mpi {
                 self.abort(WATCHDOG_EXIT);
             }
             // Open MPI advances a non-blocking collective only inside calls like `test`, so a
-            // large one (the gradients: ~90 MB, many segments) needs polling without pauses:
-            // yield (which hands the core to any other runnable thread) for the first 200 ms,
-            // then sleep between polls so a rank waiting for a slow one leaves the cores free.
+            // large one (the gradients: ~90 MB in many fragments) needs frequent polls: yield
+            // (handing the core to any other runnable thread) for the first 200 ms, then short
+            // sleeps, so a rank waiting for a slow one leaves the cores free (~1% of one).
             if start.elapsed() < Duration::from_millis(200) {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }
