@@ -109,19 +109,20 @@ impl<'a> Timed<'a> {
         self.reduce_bytes.set(0);
     }
 
-    /// Waits for every rank, then runs `f`, adding its seconds and the bytes it handed to the
-    /// inner collective.
-    fn account<T>(&self, secs: &Cell<f64>, bytes: &Cell<u64>, f: impl FnOnce() -> T) -> T {
+    /// Waits for every rank (timed as waiting), then starts timing a collective.
+    fn start(&self) -> (Instant, u64) {
         let t0 = Instant::now();
-        // Errors surface in `f` (the same collective world); the barrier only times the wait.
+        // Errors surface in the collective that follows; the barrier only times the wait.
         let _ = self.inner.barrier();
         self.wait_s
             .set(self.wait_s.get() + t0.elapsed().as_secs_f64());
-        let (t0, b0) = (Instant::now(), self.inner.bytes_sent());
-        let out = f();
+        (Instant::now(), self.inner.bytes_sent())
+    }
+
+    /// Adds the seconds since `start` and the bytes handed to the inner collective since.
+    fn stop(&self, (t0, b0): (Instant, u64), secs: &Cell<f64>, bytes: &Cell<u64>) {
         secs.set(secs.get() + t0.elapsed().as_secs_f64());
         bytes.set(bytes.get() + self.inner.bytes_sent() - b0);
-        out
     }
 }
 
@@ -133,14 +134,16 @@ impl Collective for Timed<'_> {
         self.inner.world_size()
     }
     fn all_gather(&self, local: &[f32]) -> train::Result<Vec<f32>> {
-        self.account(&self.gather_s, &self.gather_bytes, || {
-            self.inner.all_gather(local)
-        })
+        let started = self.start();
+        let out = self.inner.all_gather(local);
+        self.stop(started, &self.gather_s, &self.gather_bytes);
+        out
     }
     fn all_reduce_sum(&self, buf: &mut [f32]) -> train::Result<()> {
-        self.account(&self.reduce_s, &self.reduce_bytes, || {
-            self.inner.all_reduce_sum(buf)
-        })
+        let started = self.start();
+        let out = self.inner.all_reduce_sum(buf);
+        self.stop(started, &self.reduce_s, &self.reduce_bytes);
+        out
     }
     fn broadcast(&self, buf: &mut [u8], root: usize) -> train::Result<()> {
         self.inner.broadcast(buf, root)
