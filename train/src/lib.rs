@@ -25,7 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use encoder::DropoutRng;
 use loader::{Loader, LoaderOptions, LoaderState, Verify};
 use schemas::{OutputLock, Progress, ShardIndex, Unit};
@@ -36,9 +36,10 @@ pub use collective::{Collective, Placement, Single};
 pub use error::{Result, TrainError};
 pub use loss::LossKind;
 pub use model::Trainable;
-pub use optim::{AdamW, AdamWConfig, ScheduleKind};
+pub use optim::{AdamW, AdamWConfig, ClipScope, ScheduleKind};
 pub use step::{
-    loss_and_grads, loss_and_grads_distributed, Columns, Dropout, LossConfig, StepGrads,
+    all_reduce_grads, clip_per_rank_and_average, loss_and_grads, loss_and_grads_distributed,
+    rank_loss_and_grads, Columns, Dropout, LossConfig, StepGrads,
 };
 
 /// Everything that decides the numbers a run produces. Saved in every checkpoint; a resume
@@ -73,6 +74,10 @@ pub struct TrainConfig {
     /// same chunk boundaries draws the same masks. Checkpoints without it: `false`.
     #[serde(default)]
     pub dropout_per_chunk: bool,
+    /// What `max_grad_norm` clips on several ranks (the exact global gradient by default).
+    /// Checkpoints without it: `Global`.
+    #[serde(default)]
+    pub clip_scope: ClipScope,
 }
 
 impl Default for TrainConfig {
@@ -95,6 +100,7 @@ impl Default for TrainConfig {
             rank: 0,
             world_size: 1,
             dropout_per_chunk: false,
+            clip_scope: ClipScope::Global,
         }
     }
 }
@@ -393,7 +399,8 @@ struct StepOutcome {
 }
 
 /// Forward, backward (exchanging embeddings and gradients across ranks when there are several),
-/// clipping on the global gradient's norm, and the AdamW update: identical on every rank.
+/// clipping (on the global gradient's norm, or upstream's per-rank clip then average), and the
+/// AdamW update: identical on every rank.
 #[allow(clippy::too_many_arguments)]
 fn one_step(
     model: &Trainable,
@@ -411,7 +418,7 @@ fn one_step(
         scale: cfg.scale,
     };
     let cols = Columns::of(batch);
-    let StepGrads { loss, mut grads } = if cfg.dropout_per_chunk || coll.world_size() > 1 {
+    let (loss, grads, grad_norm) = if cfg.dropout_per_chunk || coll.world_size() > 1 {
         let dropout = if model.dropout > 0.0 {
             Dropout::PerChunk {
                 seed: dropout_seed(cfg),
@@ -421,9 +428,21 @@ fn one_step(
         } else {
             Dropout::Off
         };
-        loss_and_grads_distributed(model, &cols, loss_cfg, cfg.mini_batch_size, dropout, coll)?
+        let mini = cfg.mini_batch_size;
+        match cfg.clip_scope {
+            ClipScope::Global => {
+                let g = loss_and_grads_distributed(model, &cols, loss_cfg, mini, dropout, coll)?;
+                clip_global(g, cfg.max_grad_norm)?
+            }
+            ClipScope::PerRank => {
+                let g = rank_loss_and_grads(model, &cols, loss_cfg, mini, dropout, coll)?;
+                let (grads, norm) = clip_per_rank_and_average(g.grads, cfg.max_grad_norm, coll)?;
+                (g.loss, grads, norm)
+            }
+        }
     } else {
-        loss_and_grads(model, &cols, loss_cfg, cfg.mini_batch_size, rng)?
+        let g = loss_and_grads(model, &cols, loss_cfg, cfg.mini_batch_size, rng)?;
+        clip_global(g, cfg.max_grad_norm)?
     };
     if !loss.is_finite() {
         return Err(TrainError::NonFinite {
@@ -431,8 +450,6 @@ fn one_step(
             loss,
         });
     }
-    let grad_norm = optim::clip_grad_norm(&mut grads, cfg.max_grad_norm)
-        .map_err(|e| candle_err("clipping", e))?;
     opt.step(&model.vars, &grads, lr)
         .map_err(|e| candle_err("AdamW step", e))?;
     Ok(StepOutcome {
@@ -440,6 +457,14 @@ fn one_step(
         lr,
         grad_norm,
     })
+}
+
+/// Clips the (global-batch) gradients on their norm: loss, clipped gradients, norm before.
+fn clip_global(g: StepGrads, max_norm: f64) -> Result<(f64, Vec<Tensor>, f64)> {
+    let StepGrads { loss, mut grads } = g;
+    let norm =
+        optim::clip_grad_norm(&mut grads, max_norm).map_err(|e| candle_err("clipping", e))?;
+    Ok((loss, grads, norm))
 }
 
 /// The steps this run takes, checked against what the shards hold.

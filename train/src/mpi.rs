@@ -62,7 +62,6 @@ impl Mpi {
     /// Polls `req` until it completes; past the deadline, aborts the job naming `what`.
     fn wait<'a, D: ?Sized, S: Scope<'a>>(&self, what: &str, mut req: Request<'a, D, S>) {
         let start = Instant::now();
-        let mut polls = 0u32;
         loop {
             match req.test() {
                 Ok(_) => return,
@@ -78,13 +77,14 @@ impl Mpi {
                 );
                 self.abort(WATCHDOG_EXIT);
             }
-            // Spin briefly (collectives of a step usually complete within microseconds of the
-            // last rank arriving), then sleep so a waiting rank leaves the cores to the others.
-            polls += 1;
-            if polls < 1000 {
+            // Open MPI advances a non-blocking collective only inside calls like `test`, so a
+            // large one (the gradients: ~90 MB in many fragments) needs frequent polls: yield
+            // (handing the core to any other runnable thread) for the first 200 ms, then short
+            // sleeps, so a rank waiting for a slow one leaves the cores free (~1% of one).
+            if start.elapsed() < Duration::from_millis(200) {
                 std::thread::yield_now();
             } else {
-                std::thread::sleep(Duration::from_micros(200));
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }

@@ -136,6 +136,20 @@ pub enum ScheduleKind {
     Constant,
 }
 
+/// What `max_grad_norm` clips when several ranks train one model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClipScope {
+    /// The norm of the exact global-batch gradient (the ranks' summed gradients): the same
+    /// update as one process on the whole batch, at any world size.
+    #[default]
+    Global,
+    /// Upstream's TPU semantics (`clip_grad_norm_` before `xm.optimizer_step`): each rank clips
+    /// its own share of the gradient (the global loss backpropagated through its rows only),
+    /// then the ranks average. Depends on the world size; equals `Global` on one process.
+    PerRank,
+}
+
 /// The learning rate for optimizer step `step` (0-based), as transformers' LambdaLR gives it:
 /// the first step of a warmup uses lr 0, exactly like upstream.
 pub fn lr_at(kind: ScheduleKind, base: f64, warmup: u64, total: u64, step: u64) -> f64 {

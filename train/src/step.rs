@@ -128,6 +128,22 @@ fn embed_bucketed(
         .ctx("bucketing")
 }
 
+/// Rows `start..start+len` of a column embedded as [`embed_bucketed`] does: a GradCache chunk
+/// (or a rank's whole slice) of short rows does not pay for its longest row's padding.
+fn embed_rows(
+    model: &Trainable,
+    col: &Column,
+    start: usize,
+    len: usize,
+    rng: Option<&mut DropoutRng>,
+) -> Result<Tensor> {
+    let rows = Column {
+        ids: col.ids.narrow(0, start, len).ctx("chunk rows")?,
+        mask: col.mask.narrow(0, start, len).ctx("chunk rows")?,
+    };
+    embed_bucketed(model, &rows, rng)
+}
+
 fn collect(model: &Trainable, store: &candle_core::backprop::GradStore) -> Result<Vec<Tensor>> {
     model
         .vars
@@ -238,11 +254,7 @@ fn embed_pieces(
             let mut own = dropout.chunk_rng(ci, start);
             let saved = own.clone().or_else(|| dropout.stream().cloned());
             let rng = own.as_mut().or(dropout.stream());
-            let (ids, mask) = chunk(col, start, len).ctx("trimming padding")?;
-            let e = model
-                .embed(&ids, &mask, rng)
-                .ctx("GradCache embedding pass")?
-                .detach();
+            let e = embed_rows(model, col, start, len, rng)?.detach();
             parts.push(e);
             pieces.push(Piece {
                 col: ci,
@@ -319,10 +331,7 @@ fn backprop_pieces(
     let mut grads: Option<Vec<Tensor>> = None;
     for p in pieces {
         let mut replay = p.rng;
-        let (ids, mask) = chunk(all[p.col], p.start, p.len).ctx("trimming padding")?;
-        let e = model
-            .embed(&ids, &mask, replay.as_mut())
-            .ctx("GradCache forward")?;
+        let e = embed_rows(model, all[p.col], p.start, p.len, replay.as_mut())?;
         let g = cached[p.col].narrow(0, p.start, p.len).ctx("GradCache")?;
         let surrogate = (e * g)
             .and_then(|x| x.sum_all())
@@ -364,6 +373,25 @@ pub fn loss_and_grads_distributed(
     cols: &Columns,
     loss: LossConfig,
     mini_batch: Option<usize>,
+    dropout: Dropout,
+    coll: &dyn Collective,
+) -> Result<StepGrads> {
+    let StepGrads { loss, grads } =
+        rank_loss_and_grads(model, cols, loss, mini_batch, dropout, coll)?;
+    Ok(StepGrads {
+        loss,
+        grads: all_reduce_grads(grads, coll)?,
+    })
+}
+
+/// [`loss_and_grads_distributed`] before the gradients are summed: the global-batch loss and
+/// this rank's share of its gradient (the loss backpropagated through this rank's rows only;
+/// the ranks' shares sum to the global-batch gradient).
+pub fn rank_loss_and_grads(
+    model: &Trainable,
+    cols: &Columns,
+    loss: LossConfig,
+    mini_batch: Option<usize>,
     mut dropout: Dropout,
     coll: &dyn Collective,
 ) -> Result<StepGrads> {
@@ -393,15 +421,35 @@ pub fn loss_and_grads_distributed(
         })
         .collect::<candle_core::Result<_>>()
         .ctx("this rank's embedding gradients")?;
-    let local = backprop_pieces(model, cols, pieces, &cached)?;
     Ok(StepGrads {
         loss: l.to_scalar::<f32>().ctx("loss")? as f64,
-        grads: all_reduce_grads(local, coll)?,
+        grads: backprop_pieces(model, cols, pieces, &cached)?,
     })
 }
 
+/// Upstream's per-replica clipping ([`crate::optim::ClipScope::PerRank`]): clips this rank's
+/// share of the gradient to `max_norm`, then averages the shares over ranks. Returns the
+/// averaged gradients and the ranks' mean norm before clipping (the same on every rank).
+pub fn clip_per_rank_and_average(
+    mut grads: Vec<Tensor>,
+    max_norm: f64,
+    coll: &dyn Collective,
+) -> Result<(Vec<Tensor>, f64)> {
+    let norm = crate::optim::clip_grad_norm(&mut grads, max_norm).ctx("clipping")?;
+    let w = coll.world_size() as f64;
+    let norms = coll.all_gather(&[norm as f32])?;
+    let mean_norm = norms.iter().map(|&n| n as f64).sum::<f64>() / w;
+    let summed = all_reduce_grads(grads, coll)?;
+    let averaged = summed
+        .iter()
+        .map(|g| g / w)
+        .collect::<candle_core::Result<_>>()
+        .ctx("averaging gradients")?;
+    Ok((averaged, mean_norm))
+}
+
 /// Sums each parameter gradient over ranks (one flat buffer, one collective).
-fn all_reduce_grads(grads: Vec<Tensor>, coll: &dyn Collective) -> Result<Vec<Tensor>> {
+pub fn all_reduce_grads(grads: Vec<Tensor>, coll: &dyn Collective) -> Result<Vec<Tensor>> {
     if coll.world_size() == 1 {
         return Ok(grads);
     }

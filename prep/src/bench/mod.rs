@@ -5,6 +5,7 @@ pub mod ingest;
 pub mod mine;
 pub mod mix;
 pub mod train;
+pub mod train_dp;
 
 /// The bench corpus when `--corpus` is not given: `$PREP_SHARED/bench/corpus.txt`, else
 /// `../shared/bench/corpus.txt` (the layout of this project's checkouts).
@@ -57,4 +58,11 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T 
         Ok(pool) => pool.install(f),
         Err(_) => f(),
     }
+}
+
+/// Lowers the peak RSS mark (`VmHWM`) to the current RSS (Linux: `5` into
+/// `/proc/self/clear_refs`), so the next phase of a benchmark reports a peak of its own. False
+/// where the kernel refuses (the figure then covers every phase so far).
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }

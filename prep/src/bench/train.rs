@@ -36,6 +36,18 @@ pub struct Args {
     /// Batches in the loader measurement.
     #[arg(long, default_value_t = 200)]
     pub loader_batches: u64,
+    /// Data-parallel comparison (needs a build with `--features mpi` and Open MPI's mpirun):
+    /// W ranks started by `mpirun -np W`, each with --threads threads (default 1) and B/W rows
+    /// of the batch, against one process with W × --threads threads on the whole batch, in one
+    /// run: seconds per step, time in collectives, bytes exchanged per step, peak RSS.
+    #[arg(long, default_value_t = 1)]
+    pub world_size: usize,
+    /// The MPI launcher for --world-size.
+    #[arg(long, default_value = "mpirun")]
+    pub mpirun: String,
+    /// Internal: this process is one rank of the --world-size comparison (started by mpirun).
+    #[arg(long, hide = true)]
+    pub rank_worker: bool,
 }
 
 fn default_model() -> Result<PathBuf> {
@@ -67,10 +79,45 @@ fn default_corpus() -> Result<PathBuf> {
     bail!("no --corpus given and shared/bench/corpus.txt is missing (set PREP_SHARED)")
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if let Some(t) = args.threads {
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+/// The benchmark's global batch: B anchors and B positives from the corpus, tokenized.
+pub struct Prepared {
+    pub model_dir: PathBuf,
+    pub corpus: PathBuf,
+    pub anchors: Vec<Vec<u32>>,
+    pub positives: Vec<Vec<u32>>,
+}
+
+impl Prepared {
+    /// Rows `range` of both columns, padded to their own longest row (as the loader pads a
+    /// rank's slice).
+    pub fn columns(&self, range: std::ops::Range<usize>) -> Result<(Column, Column)> {
+        let column = |rows: &[Vec<u32>]| -> Result<Column> {
+            let (ids, mask, t) = loader::pad(rows, 0);
+            Ok(Column {
+                ids: Tensor::from_vec(ids, (rows.len(), t), &Device::Cpu)?,
+                mask: Tensor::from_vec(mask, (rows.len(), t), &Device::Cpu)?,
+            })
+        };
+        Ok((
+            column(&self.anchors[range.clone()])?,
+            column(&self.positives[range])?,
+        ))
     }
+
+    /// Real (unpadded) tokens in rows `range` of both columns.
+    pub fn tokens(&self, range: std::ops::Range<usize>) -> usize {
+        self.anchors[range.clone()]
+            .iter()
+            .chain(&self.positives[range])
+            .map(Vec::len)
+            .sum()
+    }
+}
+
+/// Resolves the model and corpus and tokenizes the batch: anchors are corpus lines 0..B,
+/// positives the next B lines (bench corpus lines are paragraphs, so both columns fill the
+/// 128 tokens, the worst case for the step).
+pub fn prepare(args: &Args) -> Result<Prepared> {
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
         None => default_model()?,
@@ -86,7 +133,6 @@ pub fn run(args: Args) -> Result<()> {
     if lines.len() < 2 * b {
         bail!("{}: needs at least {} lines", corpus.display(), 2 * b);
     }
-
     let mut tok = Tokenizer::from_file(model_dir.join("tokenizer.json"))
         .map_err(|e| anyhow::anyhow!("{}: {e}", model_dir.join("tokenizer.json").display()))?;
     tok.with_truncation(Some(TruncationParams {
@@ -107,23 +153,67 @@ pub fn run(args: Args) -> Result<()> {
             })
             .collect()
     };
-    // Anchors: lines 0..B; positives: the next B lines (bench corpus lines are paragraphs, so
-    // both columns fill the 128 tokens, the worst case for the step).
-    let anchors = encode(&lines[..b])?;
-    let positives = encode(&lines[b..2 * b])?;
-    let column = |rows: &[Vec<u32>]| -> Result<Column> {
-        let (ids, mask, t) = loader::pad(rows, 0);
-        Ok(Column {
-            ids: Tensor::from_vec(ids, (rows.len(), t), &Device::Cpu)?,
-            mask: Tensor::from_vec(mask, (rows.len(), t), &Device::Cpu)?,
-        })
-    };
-    let (a, p) = (column(&anchors)?, column(&positives)?);
-    let tokens: usize = anchors.iter().chain(&positives).map(Vec::len).sum();
-    let (ta, tp) = (a.ids.dims()[1], p.ids.dims()[1]);
+    Ok(Prepared {
+        anchors: encode(&lines[..b])?,
+        positives: encode(&lines[b..2 * b])?,
+        model_dir,
+        corpus,
+    })
+}
 
-    // Upstream's training mode: dropout 0.1 on.
-    let model = Trainable::from_pretrained(&model_dir, None, &Device::Cpu)?;
+/// Wall seconds of each timed step (after one untimed warm-up), and CPU seconds (user +
+/// system, all threads) per step: steadier than wall time on a shared machine.
+pub struct Timing {
+    pub times: Vec<f64>,
+    pub cpu_per_step: Option<f64>,
+}
+
+impl Timing {
+    pub fn mean(&self) -> f64 {
+        self.times.iter().sum::<f64>() / self.times.len().max(1) as f64
+    }
+
+    pub fn min(&self) -> f64 {
+        self.times.iter().cloned().fold(f64::INFINITY, f64::min)
+    }
+
+    pub fn cpu(&self) -> String {
+        self.cpu_per_step
+            .map_or_else(|| "?".to_owned(), |c| format!("{c:.2}"))
+    }
+}
+
+/// Runs `step` once untimed (allocator and thread pools warm up), calls `warm`, then runs
+/// `step` `steps` times timed.
+pub fn time_steps(
+    steps: usize,
+    mut step: impl FnMut() -> Result<()>,
+    warm: impl FnOnce(),
+) -> Result<Timing> {
+    step()?;
+    warm();
+    let mut times = Vec::new();
+    let cpu0 = crate::bench::cpu_seconds();
+    for _ in 0..steps {
+        let t0 = Instant::now();
+        step()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    let cpu_per_step = match (cpu0, crate::bench::cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) / times.len().max(1) as f64),
+        _ => None,
+    };
+    Ok(Timing {
+        times,
+        cpu_per_step,
+    })
+}
+
+/// One process: loss and gradients in one graph (what `prep train` does alone), clipping and
+/// AdamW, upstream's training mode (dropout 0.1 on).
+pub fn time_one_process(args: &Args, prepared: &Prepared) -> Result<Timing> {
+    let (a, p) = prepared.columns(0..args.batch_size)?;
+    let model = Trainable::from_pretrained(&prepared.model_dir, None, &Device::Cpu)?;
     let mut opt = AdamW::new(&model.vars, AdamWConfig::default())?;
     let mut rng = encoder::DropoutRng::new(1);
     let cols = Columns {
@@ -131,7 +221,7 @@ pub fn run(args: Args) -> Result<()> {
         positive: &p,
         negative: None,
     };
-    let mut step = || -> Result<f64> {
+    let step = || -> Result<()> {
         let mut out = loss_and_grads(
             &model,
             &cols,
@@ -141,40 +231,48 @@ pub fn run(args: Args) -> Result<()> {
         )?;
         train::optim::clip_grad_norm(&mut out.grads, 1.0)?;
         opt.step(&model.vars, &out.grads, 2e-5)?;
-        Ok(out.loss)
+        Ok(())
     };
+    time_steps(args.steps, step, || ())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.rank_worker {
+        return crate::bench::train_dp::rank_worker(&args);
+    }
+    if args.world_size > 1 {
+        return crate::bench::train_dp::run(&args);
+    }
+    if let Some(t) = args.threads {
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let prepared = prepare(&args)?;
+    let b = args.batch_size;
+    let (a, p) = prepared.columns(0..b)?;
+    let (ta, tp) = (a.ids.dims()[1], p.ids.dims()[1]);
+    let tokens = prepared.tokens(0..b);
     let threads = args.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     });
     eprintln!(
-        "model {}, batch {b} pairs, padded lengths {ta}/{tp} ({tokens} real tokens), {threads} threads, dropout {}",
-        model_dir.display(),
-        model.dropout
+        "model {}, batch {b} pairs, padded lengths {ta}/{tp} ({tokens} real tokens), {threads} threads, dropout as configured",
+        prepared.model_dir.display(),
     );
-    step()?; // warm-up: allocator and thread pools
-    let mut times = Vec::new();
-    let cpu0 = crate::bench::cpu_seconds();
-    for _ in 0..args.steps {
-        let t0 = Instant::now();
-        step()?;
-        times.push(t0.elapsed().as_secs_f64());
-    }
-    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
-    // CPU seconds (user + system, all threads) per step: steadier than wall time on a shared
-    // machine, and what a quiet machine would need at most.
-    let cpu_per_step = match (cpu0, crate::bench::cpu_seconds()) {
-        (Some(a), Some(b)) => format!("{:.2}", (b - a) / times.len().max(1) as f64),
-        _ => "?".to_owned(),
-    };
-    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    let timing = time_one_process(&args, &prepared)?;
+    let (mean, min) = (timing.mean(), timing.min());
     let rss = crate::bench::peak_rss_mib();
 
     // Loader: shards of the same shape (B pairs of 128 tokens per batch), read with checksum
     // verification, padding and tensor building, as the trainer consumes them.
     let tmp = tempfile::tempdir()?;
-    write_bench_shards(tmp.path(), &anchors, &positives, args.loader_batches)?;
+    write_bench_shards(
+        tmp.path(),
+        &prepared.anchors,
+        &prepared.positives,
+        args.loader_batches,
+    )?;
     let t0 = Instant::now();
     let mut n = 0u64;
     for batch in Loader::open(
@@ -188,9 +286,10 @@ pub fn run(args: Args) -> Result<()> {
     let loader_rate = n as f64 / t0.elapsed().as_secs_f64();
 
     println!(
-        "train step (fwd+bwd+clip+AdamW, batch {b} pairs, max len {}): {mean:.3} s/step (min {min:.3}) over {} steps, {cpu_per_step} CPU s/step, {:.0} tokens/s, peak RSS {rss}",
+        "train step (fwd+bwd+clip+AdamW, batch {b} pairs, max len {}): {mean:.3} s/step (min {min:.3}) over {} steps, {} CPU s/step, {:.0} tokens/s, peak RSS {rss}",
         args.max_length,
-        times.len(),
+        timing.times.len(),
+        timing.cpu(),
         tokens as f64 / mean
     );
     println!(

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use train::{AdamWConfig, LossKind, RunOptions, ScheduleKind, TrainConfig};
+use train::{AdamWConfig, ClipScope, LossKind, RunOptions, ScheduleKind, TrainConfig};
 
 use crate::progress::Bar;
 
@@ -20,6 +20,17 @@ pub enum Loss {
 pub enum Schedule {
     Linear,
     Constant,
+}
+
+/// What --max-grad-norm clips on several ranks.
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Clip {
+    /// The exact global-batch gradient's norm: the same update as one process on the whole
+    /// batch, at any world size
+    Global,
+    /// Upstream's TPU semantics: each rank clips its own share of the gradient, then the ranks
+    /// average (depends on the world size; the same as global on one process)
+    PerRank,
 }
 
 /// How shards are checked before the first step.
@@ -76,6 +87,9 @@ pub struct Args {
     /// Gradient-norm clip (0: off).
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
+    /// On several ranks: clip the global gradient, or each rank's share then average (upstream).
+    #[arg(long, value_enum, default_value = "global")]
+    pub clip_scope: Clip,
     /// Dropout for hidden states and attention (default: the model config's, 0.1 for MiniLM).
     #[arg(long)]
     pub dropout: Option<f64>,
@@ -168,6 +182,10 @@ impl Args {
             rank: 0,
             world_size: 1,
             dropout_per_chunk: false,
+            clip_scope: match self.clip_scope {
+                Clip::Global => ClipScope::Global,
+                Clip::PerRank => ClipScope::PerRank,
+            },
         }
     }
 }
@@ -239,10 +257,14 @@ impl Launch {
         let mpi = train::mpi::Mpi::init(timeout).context("starting MPI")?;
         let (rank, size) = (mpi.rank(), mpi.world_size());
         if size != world || p.rank.is_some_and(|r| r != rank) {
+            let asked = p
+                .rank
+                .map_or("this rank".to_owned(), |r| format!("rank {r}"));
             let msg = format!(
-                "rank {rank}: MPI started {size} ranks and this is rank {rank}, but {} {} was asked                  for (--rank/--world-size must match the launcher's, e.g. mpirun -np {world})",
-                p.rank.map_or("this rank".to_owned(), |r| format!("rank {r}")),
-                format_args!("of {world}")
+                "rank {rank}: MPI started {size} rank(s) and this is rank {rank}, but {asked} of \
+                 {world} was asked for (--rank/--world-size must match the launcher's, e.g. \
+                 mpirun -np {world}; processes not started together by mpirun or srun cannot \
+                 exchange gradients)"
             );
             eprintln!("error: {msg}");
             mpi.abort(2);

@@ -575,3 +575,35 @@ fn a_hung_rank_trips_the_collective_watchdog() {
         "no watchdog message:\n{stderr}"
     );
 }
+
+/// `--clip-scope per-rank` (upstream's clip of each rank's share, then the average) reaches the
+/// step: with a limit that binds, 2 ranks stay bit-identical but follow another path than the
+/// global clip from step 2 on (step 1's loss is taken before any update).
+#[test]
+fn per_rank_clipping_keeps_the_ranks_identical_and_changes_the_updates() {
+    let Some(mpirun) = mpirun() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    let data = tmp.path().join("pairs");
+    shards(&data, 5, false, 51);
+    let t = |n: &str| tmp.path().join(n);
+    let clip = ["--max-grad-norm", "0.01"];
+    let global = train_args(&data, &model, &t("global"), &t("global.jsonl"), &clip);
+    ok(mpi_train(&mpirun, &global), "global clip");
+    let mut per_rank_flags = clip.to_vec();
+    per_rank_flags.extend(["--clip-scope", "per-rank"]);
+    let per_rank = train_args(&data, &model, &t("per"), &t("per.jsonl"), &per_rank_flags);
+    let out = ok(mpi_train(&mpirun, &per_rank), "per-rank clip");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let hashes = ranks_hashes(&stderr);
+    assert_eq!(hashes.len(), 2, "{stderr}");
+    assert_eq!(hashes[0], hashes[1], "the ranks' weights differ:\n{stderr}");
+    let (g, p) = (losses(&t("global.jsonl")), losses(&t("per.jsonl")));
+    assert_eq!(g.len(), 5);
+    assert_eq!(g[0], p[0], "step 1 runs before any update");
+    assert!(
+        g[1..].iter().zip(&p[1..]).any(|(a, b)| a.1 != b.1),
+        "per-rank clipping changed nothing: {g:?} vs {p:?}"
+    );
+}

@@ -275,3 +275,46 @@ fn incomplete_mix_needs_allow_incomplete_and_says_what_it_trains_on() {
     );
     assert!(tmp.path().join("run/checkpoint-4").is_dir());
 }
+
+/// Processes started one by one cannot exchange gradients, so `--rank/--world-size` without a
+/// launcher (a plain shell loop) is refused before anything is written: it would otherwise
+/// train W different models on W slices of every batch.
+#[test]
+fn rank_and_world_size_without_a_launcher_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (shards, model) = tiny_setup(tmp.path(), 4);
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let run = tmp.path().join("run");
+    let base = [
+        s(&shards),
+        "--model".into(),
+        s(&model),
+        "-o".into(),
+        s(&run),
+    ];
+    for (flags, needle) in [
+        (&["--rank", "1", "--world-size", "2"][..], "mpirun -np 2"),
+        (&["--world-size", "2"][..], "mpirun -np 2"),
+        (&["--rank", "1"][..], "--rank 1 in a world of 1"),
+    ] {
+        let mut cmd = prep();
+        cmd.current_dir(tmp.path())
+            .arg("train")
+            .args(&base)
+            .args(flags);
+        // As a plain shell loop would run it: no launcher's variables.
+        for (k, _) in std::env::vars() {
+            if ["OMPI_", "PMI_", "PMIX_", "SLURM_"]
+                .iter()
+                .any(|p| k.starts_with(p))
+            {
+                cmd.env_remove(k);
+            }
+        }
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flags:?} was accepted:\n{err}");
+        assert!(err.contains(needle), "{flags:?}: no {needle:?} in:\n{err}");
+        assert!(!run.exists(), "{flags:?}: the run folder was written");
+    }
+}

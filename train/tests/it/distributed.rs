@@ -8,8 +8,8 @@ use crate::common;
 
 use loader::{Loader, LoaderOptions, LoaderState};
 use train::{
-    loss_and_grads, loss_and_grads_distributed, Collective, Columns, Dropout, LossConfig, LossKind,
-    Single, Trainable,
+    clip_per_rank_and_average, loss_and_grads, loss_and_grads_distributed, rank_loss_and_grads,
+    Collective, Columns, Dropout, LossConfig, LossKind, Single, Trainable,
 };
 
 /// Threads as ranks: each call deposits its buffer, waits for all, and reads the others'.
@@ -156,4 +156,98 @@ fn two_ranks_give_the_global_batch_loss_and_gradients() {
         }
         assert_eq!(ranks[0].loss, ranks[1].loss, "{what}: ranks' losses differ");
     }
+}
+
+/// Runs `f(rank, collective)` on 2 threads as ranks of one world; results in rank order.
+fn on_two_ranks<T: Send>(f: impl Fn(usize, &Rank) -> T + Sync) -> Vec<T> {
+    let shared = Threads {
+        world: 2,
+        barrier: Barrier::new(2),
+        slots: Mutex::new(vec![Vec::new(); 2]),
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..2)
+            .map(|rank| {
+                let (shared, f) = (&shared, &f);
+                s.spawn(move || f(rank, &Rank { rank, shared }))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+fn norm(grads: &[candle_core::Tensor]) -> f64 {
+    grads
+        .iter()
+        .map(|g| {
+            g.sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap() as f64
+        })
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// `--clip-scope per-rank` (upstream's TPU step): each rank's share of the gradient (the global
+/// loss through its rows only; the shares sum to the global gradient) is clipped on its own
+/// norm, then the ranks average.
+#[test]
+fn per_rank_clipping_clips_each_share_then_averages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    common::tiny_model(&model_dir);
+    let shards = tmp.path().join("shards");
+    common::write_shards(&shards, common::vocab_size(&model_dir), 3, 10, 3);
+    let cfg = encoder::BertConfig::from_file(&model_dir.join("config.json")).unwrap();
+    let model = || Trainable::fresh(&cfg, 3, Some(0.0), &common::cpu()).unwrap();
+    let loss = LossConfig::default();
+    let whole = batch(&shards, 0, 0, 1);
+    let full = loss_and_grads(&model(), &Columns::of(&whole), loss, None, None).unwrap();
+    let shares = on_two_ranks(|rank, coll| {
+        let slice = batch(&shards, 0, rank, 2);
+        rank_loss_and_grads(
+            &model(),
+            &Columns::of(&slice),
+            loss,
+            None,
+            Dropout::Off,
+            coll,
+        )
+        .unwrap()
+        .grads
+    });
+    // The shares sum to the global-batch gradient.
+    for (i, f) in full.grads.iter().enumerate() {
+        let sum = (&shares[0][i] + &shares[1][i]).unwrap();
+        assert!(common::max_abs_diff(&sum, f) < 1e-4, "parameter {i}");
+    }
+    let norms = [norm(&shares[0]), norm(&shares[1])];
+    // A limit below both norms, so both shares are clipped.
+    let max = 0.5 * norms[0].min(norms[1]);
+    let out = on_two_ranks(|rank, coll| {
+        clip_per_rank_and_average(shares[rank].clone(), max, coll).unwrap()
+    });
+    let want_norm = (norms[0] + norms[1]) / 2.0;
+    for (rank, (grads, mean_norm)) in out.iter().enumerate() {
+        assert!(
+            (mean_norm - want_norm).abs() < 1e-5 * want_norm,
+            "rank {rank}: mean norm {mean_norm} vs {want_norm}"
+        );
+        for (i, g) in grads.iter().enumerate() {
+            let clipped = |r: usize| (&shares[r][i] * (max / (norms[r] + 1e-6))).unwrap();
+            let want = ((clipped(0) + clipped(1)).unwrap() / 2.0).unwrap();
+            assert!(
+                common::max_abs_diff(g, &want) < 1e-6,
+                "rank {rank}: parameter {i}"
+            );
+        }
+    }
+    for (a, b) in out[0].0.iter().zip(&out[1].0) {
+        assert_eq!(common::max_abs_diff(a, b), 0.0, "ranks disagree");
+    }
+    // Each clipped share has norm `max`, so their average has norm at most `max`.
+    assert!(norm(&out[0].0) <= max * (1.0 + 1e-5));
 }
