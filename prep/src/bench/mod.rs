@@ -4,6 +4,7 @@ pub mod encode;
 pub mod ingest;
 pub mod mine;
 pub mod mix;
+pub mod parity;
 pub mod train;
 
 /// The bench corpus when `--corpus` is not given: `$PREP_SHARED/bench/corpus.txt`, else
