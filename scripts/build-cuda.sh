@@ -12,6 +12,8 @@
 #   build's artifacts.
 #
 # Usage: scripts/build-cuda.sh [extra cargo args]   -> target-cuda/release/prep
+# (PREP_CUDA_PACKAGE=encoder builds only the encoder crate with its cuda feature: candle's CUDA
+# backend and kernels, without the rest of prep; a quicker check of the toolchain.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,5 +47,10 @@ export CUDA_COMPUTE_CAP="${CUDA_COMPUTE_CAP:-90}"
 echo "nvcc: $nvcc ($("$nvcc" --version | tail -n 1)); CUDA_COMPUTE_CAP=$CUDA_COMPUTE_CAP" >&2
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target-cuda}"
-cargo build --release -p prep --features cuda "$@"
-echo "built $CARGO_TARGET_DIR/release/prep (cuda, sm_$CUDA_COMPUTE_CAP)" >&2
+package="${PREP_CUDA_PACKAGE:-prep}"
+if [ "$package" = prep ]; then
+    cargo build --release -p prep --features cuda "$@"
+    echo "built $CARGO_TARGET_DIR/release/prep (cuda, sm_$CUDA_COMPUTE_CAP)" >&2
+else
+    cargo build --release -p "$package" --features cuda "$@"
+fi
