@@ -22,10 +22,11 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
 # Every piece pinned: nvcc 13.0 alone pulls the newest nvvm (which writes the PTX), crt and
-# runtime headers, and a 13.5 nvvm's PTX does not load under the 13.0 driver.
+# runtime headers, and a 13.5 nvvm's PTX does not load under the 13.0 driver. CCCL (libcu++:
+# `nv/target`, included by cuda_fp16.h) is a wheel of its own, not a dependency of nvcc's.
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
     "nvidia-cuda-nvcc==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==13.0.*" \
-    "nvidia-cuda-runtime==13.0.*"
+    "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*"
 
 # The wheel's layout has moved between releases (nvidia/cuda_nvcc/bin, nvidia/cu13/bin): find it.
 nvcc="$(find "$venv" -path '*nvidia*' -name nvcc -type f | head -n 1)"
@@ -37,7 +38,7 @@ chmod +x "$nvcc"
 cuda_root="$(dirname "$(dirname "$nvcc")")"
 export PATH="$cuda_root/bin:$PATH"
 export CUDA_ROOT="$cuda_root" CUDA_PATH="$cuda_root" CUDA_HOME="$cuda_root"
-export NVCC_PREPEND_FLAGS="${NVCC_PREPEND_FLAGS:-} -I$cuda_root/include"
+export NVCC_PREPEND_FLAGS="${NVCC_PREPEND_FLAGS:-} -I$cuda_root/include -I$cuda_root/include/cccl"
 # candle-kernels links its static MoE kernels against cudart (`-lcudart`): the wheel ships only
 # libcudart.so.13, so give the linker the unversioned name. At run time the binary needs
 # libcudart.so.13 (scripts/gpu-check.sh finds it, or uses the copy bundled beside the binary).
