@@ -10,7 +10,8 @@ use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
 use crate::config::{read_json, BertConfig, ModuleEntry, Pooling, PoolingMode, SentenceBertConfig};
 use crate::cpu::CpuBert;
 use crate::error::{CandleContext, EncoderError, Result};
-use crate::model::{l2_normalize, pool, BertModel};
+use crate::model::{l2_normalize, pool, BertModel, Compute};
+use crate::precision::Precision;
 
 /// Which forward computes embeddings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +204,15 @@ impl SentenceEncoder {
     /// many batches as threads.
     pub fn set_batch_parallel(&mut self, on: bool) {
         self.batch_parallel = on;
+    }
+
+    /// Runs the candle graph's matrix products at `precision`, refused where the device cannot
+    /// (the CPU takes f32 only: [`Precision::check`]). Sets candle's process-wide TF32 switch.
+    pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
+        let compute = Compute::new(&self.device, precision)?;
+        precision.apply();
+        self.model.set_compute(compute);
+        Ok(())
     }
 
     /// Changes the truncation length (at most the position table).

@@ -23,8 +23,8 @@ pub use config::{BertConfig, HiddenAct, ModuleEntry, Pooling, PoolingMode, Sente
 pub use encoder::{pad_batch, Backend, SentenceEncoder};
 pub use error::{EncoderError, Result};
 pub use model::{
-    cls_pool, l2_normalize, max_pool, mean_pool, pool, softmax_last_dim, BertModel, DropoutRng,
-    DropoutRngState, LayerNorm, Linear,
+    cls_pool, l2_normalize, max_pool, mean_pool, pool, softmax_last_dim, BertModel, Compute,
+    DropoutRng, DropoutRngState, LayerNorm, Linear, OpsPath,
 };
 pub use precision::{DeviceSpec, Precision};
 pub use retrieval::{EvalSet, RetrievalMetrics};

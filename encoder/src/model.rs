@@ -1,7 +1,13 @@
 //! BERT in candle ops that all have a backward pass, so the trainer trains this same code.
 //!
 //! candle's fused `layer_norm`/`softmax_last_dim` have no backward (gradients silently stop), so
-//! LayerNorm and softmax are composed from basic ops here. Position ids come from the attention
+//! LayerNorm and softmax are composed from basic ops here ([`OpsPath::Composed`], what every
+//! device runs); on the CPU the model uses `crate::ops`' fused kernels instead
+//! ([`OpsPath::Fused`], which have their own backward). The path is chosen per model from its
+//! device ([`Compute::for_device`]), and a test can force the composed path on the CPU to check
+//! the graph a GPU trains. Matrix products may run in bf16 ([`Compute::matmul`]): their inputs
+//! are cast down and their outputs back to f32, so weights, gradients, LayerNorm statistics,
+//! softmax and pooling stay f32. Position ids come from the attention
 //! mask (running count of real tokens), so padding may sit anywhere in a row and the real tokens
 //! still see positions 0, 1, 2, ... exactly as when encoded alone.
 
@@ -15,6 +21,69 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BertConfig, HiddenAct, PoolingMode};
+use crate::error::EncoderError;
+use crate::precision::Precision;
+
+/// Which implementation of LayerNorm, the attention softmax and GELU a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpsPath {
+    /// `crate::ops`' fused CPU kernels (f32 tensors on the CPU; others fall back to composed).
+    Fused,
+    /// Composed candle ops, each with a backward: any device (the GPU's path).
+    Composed,
+}
+
+/// How a model computes: the ops path and the dtype of its matrix products.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compute {
+    pub ops: OpsPath,
+    /// dtype the matrix products run in (inputs cast down, outputs back to f32): F32 or BF16.
+    pub matmul: DType,
+}
+
+impl Compute {
+    /// The device's path at f32: fused on the CPU (unless `PREP_FUSED_OPS=0`, kept for A/B
+    /// timing), composed elsewhere.
+    pub fn for_device(device: &Device) -> Self {
+        static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        let fused_allowed =
+            *FUSED.get_or_init(|| std::env::var("PREP_FUSED_OPS").map_or(true, |v| v != "0"));
+        Compute {
+            ops: if device.is_cpu() && fused_allowed {
+                OpsPath::Fused
+            } else {
+                OpsPath::Composed
+            },
+            matmul: DType::F32,
+        }
+    }
+
+    /// The device's path at `precision`, refused where the device cannot run it
+    /// ([`Precision::check`]). TF32 is candle's process-wide cuBLAS switch
+    /// ([`Precision::apply`]), not a property of the graph: products stay f32 here.
+    pub fn new(device: &Device, precision: Precision) -> std::result::Result<Self, EncoderError> {
+        precision.check(device)?;
+        Ok(Compute {
+            matmul: precision.matmul_dtype(),
+            ..Self::for_device(device)
+        })
+    }
+
+    fn fused(self, x: &Tensor) -> bool {
+        self.ops == OpsPath::Fused && crate::ops::fused_ok(x)
+    }
+}
+
+/// `a · b` with both operands cast to `dtype` and the product cast back to `a`'s dtype (bf16
+/// tensor-core products, f32 everywhere else; casts have a backward, so gradients stay f32).
+fn matmul_in(a: &Tensor, b: &Tensor, dtype: DType) -> Result<Tensor> {
+    if dtype == a.dtype() {
+        return a.matmul(b);
+    }
+    a.to_dtype(dtype)?
+        .matmul(&b.to_dtype(dtype)?)?
+        .to_dtype(a.dtype())
+}
 
 /// A seeded, replayable stream of dropout masks. Cloning it before a forward and passing the
 /// clone to a later forward draws exactly the same masks (GradCache recomputes with it).
@@ -64,6 +133,9 @@ impl DropoutRng {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
+        if !device.is_cpu() {
+            return self.device_mask(shape, p, dtype, device);
+        }
         let n: usize = shape.iter().product();
         // Keep when the 32-bit draw is at or above p·2³²: exact to 2⁻³².
         let threshold = (p * 4294967296.0).round().min(u32::MAX as f64) as u32;
@@ -77,6 +149,24 @@ impl DropoutRng {
             });
         }
         Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
+    }
+
+    /// The mask drawn on a GPU by its own generator (cuRAND), seeded from this stream (one
+    /// u64 per mask), so a clone or a restored state replays it exactly. Host draws would not
+    /// do there: at the recipe's shape the attention-probability masks alone are B·heads·T²
+    /// values per layer (~0.8 G at 1,024 × 12 × 250²), seconds of ChaCha and of uploading per
+    /// step. The masks differ from the CPU's for the same seed (each device's are still
+    /// reproducible).
+    fn device_mask(
+        &mut self,
+        shape: &[usize],
+        p: f64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        device.set_seed(self.rng.next_u64())?;
+        let keep = Tensor::rand(0f32, 1f32, shape, device)?.ge(p as f32)?;
+        (keep.to_dtype(DType::F32)? * (1.0 / (1.0 - p)))?.to_dtype(dtype)
     }
 
     fn apply(&mut self, x: &Tensor, p: f64) -> Result<Tensor> {
@@ -101,6 +191,8 @@ fn dropout(x: Tensor, p: f64, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
+    /// dtype of the product (see [`Compute::matmul`]).
+    matmul: DType,
 }
 
 impl Linear {
@@ -114,7 +206,12 @@ impl Linear {
             },
         )?;
         let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-        Ok(Linear { weight, bias })
+        let matmul = weight.dtype();
+        Ok(Linear {
+            weight,
+            bias,
+            matmul,
+        })
     }
 }
 
@@ -123,9 +220,7 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("non-scalar input");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&self.weight.t()?)?
+        let y = matmul_in(&x.reshape((rows, in_dim))?, &self.weight.t()?, self.matmul)?
             .broadcast_add(&self.bias)?;
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.bias.dim(0)?;
@@ -139,6 +234,7 @@ pub struct LayerNorm {
     pub weight: Tensor,
     pub bias: Tensor,
     pub eps: f64,
+    compute: Compute,
 }
 
 impl LayerNorm {
@@ -151,13 +247,19 @@ impl LayerNorm {
         };
         let weight = vb.get_with_hints(dim, w, Init::Const(1.0))?;
         let bias = vb.get_with_hints(dim, b, Init::Const(0.0))?;
-        Ok(LayerNorm { weight, bias, eps })
+        let compute = Compute::for_device(weight.device());
+        Ok(LayerNorm {
+            weight,
+            bias,
+            eps,
+            compute,
+        })
     }
 }
 
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if crate::ops::fused_ok(x) {
+        if self.compute.fused(x) {
             return crate::ops::layer_norm(x, &self.weight, &self.bias, self.eps);
         }
         let mean = x.mean_keepdim(D::Minus1)?;
@@ -193,10 +295,10 @@ impl Activation {
         }
     }
 
-    fn apply(self, x: &Tensor) -> Result<Tensor> {
+    fn apply(self, x: &Tensor, compute: Compute) -> Result<Tensor> {
         match self {
             // gelu_erf and gelu both have a backward in candle 0.11.
-            Activation::GeluErf if crate::ops::fused_ok(x) => crate::ops::gelu_erf(x),
+            Activation::GeluErf if compute.fused(x) => crate::ops::gelu_erf(x),
             Activation::GeluErf => x.gelu_erf(),
             Activation::GeluTanh => x.gelu(),
             Activation::Relu => x.relu(),
@@ -270,9 +372,10 @@ pub enum AttentionMask {
 }
 
 impl AttentionMask {
-    /// From `mask` `[B, T]` (f32, 1 real, 0 padding), for scores of `like`'s device and dtype.
-    pub fn new(mask: &Tensor, like: &Tensor) -> Result<Self> {
-        if crate::ops::fused_ok(like) {
+    /// From `mask` `[B, T]` (f32, 1 real, 0 padding), for scores of `like`'s device and dtype,
+    /// in the form `compute`'s softmax takes.
+    pub fn new(mask: &Tensor, like: &Tensor, compute: Compute) -> Result<Self> {
+        if compute.fused(like) {
             let m = mask.flatten_all()?.to_vec1::<f32>()?;
             return Ok(AttentionMask::Keep(Arc::new(
                 m.into_iter().map(|v| v > 0.0).collect(),
@@ -305,6 +408,8 @@ pub struct BertSelfAttention {
     heads: usize,
     head_dim: usize,
     dropout: f64,
+    /// dtype of the two attention products (see [`Compute::matmul`]).
+    matmul: DType,
 }
 
 impl BertSelfAttention {
@@ -318,6 +423,7 @@ impl BertSelfAttention {
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_probs_dropout_prob,
+            matmul: vb.dtype(),
         })
     }
 
@@ -337,9 +443,11 @@ impl BertSelfAttention {
         let k = split(self.key.forward(x)?)?;
         let v = split(self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let probs = mask.softmax(&q.matmul(&k.t()?)?, scale)?;
-        let probs = dropout(probs, self.dropout, rng)?;
-        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, h))
+        let scores = matmul_in(&q, &k.t()?, self.matmul)?;
+        let probs = dropout(mask.softmax(&scores, scale)?, self.dropout, rng)?;
+        matmul_in(&probs, &v, self.matmul)?
+            .transpose(1, 2)?
+            .reshape((b, t, h))
     }
 }
 
@@ -427,6 +535,7 @@ impl BertAttention {
 pub struct BertIntermediate {
     pub dense: Linear,
     act: Activation,
+    compute: Compute,
 }
 
 impl BertIntermediate {
@@ -436,11 +545,12 @@ impl BertIntermediate {
         Ok(BertIntermediate {
             dense: Linear::load(vb.pp("dense"), h, i, cfg.initializer_range)?,
             act: Activation::from_config(cfg.hidden_act),
+            compute: Compute::for_device(vb.device()),
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.act.apply(&self.dense.forward(x)?)
+        self.act.apply(&self.dense.forward(x)?, self.compute)
     }
 }
 
@@ -530,6 +640,7 @@ pub struct BertModel {
     pub encoder: BertEncoder,
     config: BertConfig,
     device: Device,
+    compute: Compute,
 }
 
 impl BertModel {
@@ -549,7 +660,35 @@ impl BertModel {
             encoder: BertEncoder::load(vb.pp("encoder"), cfg)?,
             config: cfg.clone(),
             device: vb.device().clone(),
+            compute: Compute {
+                matmul: vb.dtype(),
+                ..Compute::for_device(vb.device())
+            },
         })
+    }
+
+    pub fn compute(&self) -> Compute {
+        self.compute
+    }
+
+    /// Switches every layer to `compute` (the weights are untouched: they stay f32).
+    pub fn set_compute(&mut self, compute: Compute) {
+        self.compute = compute;
+        self.embeddings.layer_norm.compute = compute;
+        for layer in &mut self.encoder.layers {
+            let att = &mut layer.attention;
+            let sa = &mut att.self_attention;
+            sa.matmul = compute.matmul;
+            for lin in [&mut sa.query, &mut sa.key, &mut sa.value] {
+                lin.matmul = compute.matmul;
+            }
+            layer.intermediate.compute = compute;
+            layer.intermediate.dense.matmul = compute.matmul;
+            for rn in [&mut att.output.0, &mut layer.output.0] {
+                rn.dense.matmul = compute.matmul;
+                rn.layer_norm.compute = compute;
+            }
+        }
     }
 
     pub fn config(&self) -> &BertConfig {
@@ -587,7 +726,7 @@ impl BertModel {
         let x = self
             .embeddings
             .forward(&ids, &positions, dropout_rng.as_deref_mut())?;
-        let mask = AttentionMask::new(&mask, &x)?;
+        let mask = AttentionMask::new(&mask, &x, self.compute)?;
         self.encoder.forward(&x, &mask, dropout_rng)
     }
 }

@@ -12,12 +12,10 @@ use std::sync::Arc;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether the fused ops apply to `x` (CPU, f32; `PREP_FUSED_OPS=0` turns them off, for A/B
-/// timing and for checking the composed path).
+/// Whether the fused ops can run on `x` (CPU, f32). Whether a model uses them is its
+/// [`crate::model::Compute`]'s choice (by device; `PREP_FUSED_OPS=0` turns them off for A/B timing).
 pub fn fused_ok(x: &Tensor) -> bool {
-    static ENABLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ENABLED.get_or_init(|| std::env::var("PREP_FUSED_OPS").map_or(true, |v| v != "0"));
-    on && x.device().is_cpu() && x.dtype() == DType::F32
+    x.device().is_cpu() && x.dtype() == DType::F32
 }
 
 fn cpu_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 
 use crate::error::{EncoderError, Result};
 
@@ -32,6 +32,48 @@ impl Precision {
             Self::Bf16 => "bf16",
             Self::Int8 => "int8",
         }
+    }
+}
+
+impl Precision {
+    /// Refuses what `device` cannot run: the CPU takes f32 only (TF32 and bf16 tensor-core
+    /// products are a GPU's; candle's CPU bf16 gemm is slower than its f32 one), a GPU takes
+    /// f32, tf32 and bf16 (int8 is a CPU-inference format; no training or GPU path uses it).
+    pub fn check(self, device: &Device) -> Result<()> {
+        let ok = match self {
+            Self::F32 => true,
+            Self::Tf32 | Self::Bf16 => device.is_cuda(),
+            Self::Int8 => false,
+        };
+        if ok {
+            return Ok(());
+        }
+        let on = if device.is_cuda() { "a GPU" } else { "the CPU" };
+        let allowed = if device.is_cuda() {
+            "f32, tf32 or bf16"
+        } else {
+            "f32 (tf32 and bf16 need --device cuda)"
+        };
+        Err(EncoderError::Invalid(format!(
+            "precision {self} is not available on {on}: use {allowed}"
+        )))
+    }
+
+    /// The dtype matrix products run in: bf16 for [`Precision::Bf16`], else f32 (TF32 is f32
+    /// storage; the tensor cores round the products' inputs).
+    pub fn matmul_dtype(self) -> DType {
+        match self {
+            Self::Bf16 => DType::BF16,
+            _ => DType::F32,
+        }
+    }
+
+    /// Sets candle's process-wide cuBLAS switch for f32 products: on for [`Precision::Tf32`]
+    /// (TF32 tensor cores, as PyTorch's `allow_tf32`), off otherwise. bf16 products keep f32
+    /// accumulation (candle's bf16 reduced-precision switch stays off). A no-op without CUDA.
+    pub fn apply(self) {
+        candle_core::cuda::set_gemm_reduced_precision_f32(self == Self::Tf32);
+        candle_core::cuda::set_gemm_reduced_precision_bf16(false);
     }
 }
 

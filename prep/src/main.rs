@@ -3,6 +3,7 @@
 
 mod bench;
 mod cmd;
+mod compute;
 mod holdout;
 mod model;
 mod progress;

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use encoder::DropoutRng;
+use encoder::{DropoutRng, OpsPath, Precision};
 use loader::{Loader, LoaderOptions, LoaderState, Verify};
 use schemas::{OutputLock, Progress, ShardIndex, Unit};
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,15 @@ pub struct RunOptions {
     pub output: PathBuf,
     /// JSONL log, one line per step.
     pub log: Option<PathBuf>,
+    /// Where the run computes. Checkpoints hold no trace of it (weights and moments are saved as
+    /// plain f32 tensors), so a run saved on one device resumes on any other.
     pub device: Device,
+    /// Number format of the matrix products ([`Precision::check`]: the CPU takes f32 only).
+    /// Master weights, gradients, AdamW moments, LayerNorm, softmax and the loss stay f32.
+    pub precision: Precision,
+    /// The ops path, when not the device's own ([`Compute::for_device`]): tests force
+    /// [`OpsPath::Composed`] on the CPU to train the graph a GPU trains.
+    pub ops: Option<OpsPath>,
     /// Batches the loader reads ahead.
     pub prefetch: usize,
     /// Stop (without a final save) after this many total steps: simulates an interruption.
@@ -132,6 +140,8 @@ impl RunOptions {
             output: output.into(),
             log: None,
             device: Device::Cpu,
+            precision: Precision::F32,
+            ops: None,
             prefetch: 4,
             stop_after: None,
             fail_save_at: None,
@@ -237,6 +247,12 @@ pub fn open_model(dir: &Path, cfg: &TrainConfig, device: &Device) -> Result<Trai
     }
 }
 
+/// Sets `model` to compute as `run` asks: the device's ops path (or `run.ops`) with matrix
+/// products at `run.precision` (refused where the device cannot run it).
+pub fn configure_compute(model: &mut Trainable, run: &RunOptions) -> Result<()> {
+    model.set_precision(run.precision, run.ops)
+}
+
 /// Trains from the start of `shards` with the model in `model_dir`, in one process.
 pub fn train(
     shards: &Path,
@@ -268,7 +284,8 @@ pub fn train_with(
     }
     cfg.dropout_per_chunk |= coll.world_size() > 1;
     let cfg = &cfg;
-    let model = open_model(model_dir, cfg, &run.device)?;
+    let mut model = open_model(model_dir, cfg, &run.device)?;
+    configure_compute(&mut model, run)?;
     let opt = AdamW::new(&model.vars, cfg.adamw).map_err(|e| candle_err("optimizer", e))?;
     let rng = (model.dropout > 0.0).then(|| DropoutRng::new(dropout_seed(cfg)));
     let state = TrainerState {
@@ -347,6 +364,7 @@ pub fn resume_with(
     state.config.world_size = coll.world_size();
     state.config.dropout_per_chunk |= coll.world_size() > 1;
     let mut model = Trainable::from_pretrained(&dir, state.config.dropout, &run.device)?;
+    configure_compute(&mut model, run)?;
     let mut opt =
         AdamW::new(&model.vars, state.config.adamw).map_err(|e| candle_err("optimizer", e))?;
     checkpoint::load_optimizer(&dir, &model, &mut opt, state.step)?;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use encoder::{l2_normalize, mean_pool, BertConfig, BertModel, DropoutRng};
+use encoder::{
+    l2_normalize, mean_pool, BertConfig, BertModel, Compute, DropoutRng, OpsPath, Precision,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -130,6 +132,22 @@ impl Trainable {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Computes at `precision` on the model's device (refused where the device cannot run it:
+    /// the CPU takes f32 only), on the device's ops path unless `ops` forces one. Parameters,
+    /// gradients and AdamW moments stay f32 whatever the precision (bf16 casts happen inside
+    /// the matrix products), so checkpoints do not depend on it either. Sets candle's
+    /// process-wide TF32 switch.
+    pub fn set_precision(&mut self, precision: Precision, ops: Option<OpsPath>) -> Result<()> {
+        let mut compute =
+            Compute::new(&self.device, precision).map_err(|e| TrainError::Config(e.to_string()))?;
+        if let Some(ops) = ops {
+            compute.ops = ops;
+        }
+        precision.apply();
+        self.model.set_compute(compute);
+        Ok(())
     }
 
     /// Sentence vectors `[B, H]`: BERT, mean pooling over the mask, L2 normalisation (the

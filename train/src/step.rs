@@ -76,11 +76,19 @@ fn chunk(col: &Column, start: usize, len: usize) -> candle_core::Result<(Tensor,
     Ok((ids.narrow(1, 0, t)?, mask.narrow(1, 0, t)?))
 }
 
-/// Rows per length bucket in the one-graph path.
-const BUCKET: usize = 8;
+/// Rows per length bucket in the one-graph path: small on the CPU (less padding, and a CPU
+/// gains nothing from bigger products), large on a GPU (each bucket is a round of kernel
+/// launches; a GPU needs big products to be busy).
+fn bucket_rows(device: &candle_core::Device) -> usize {
+    if device.is_cpu() {
+        8
+    } else {
+        128
+    }
+}
 
 /// One column's embeddings with a graph, computed over rows sorted by length in buckets of
-/// [`BUCKET`], each cut to its own longest row, then put back in batch order. Same vectors as one
+/// [`bucket_rows`], each cut to its own longest row, then put back in batch order. Same vectors as one
 /// padded forward (padding is masked everywhere), without the compute a batch padded to its one
 /// long row wastes (attention is quadratic in the padded length).
 fn embed_bucketed(
@@ -89,7 +97,8 @@ fn embed_bucketed(
     mut rng: Option<&mut DropoutRng>,
 ) -> Result<Tensor> {
     let n = col.ids.dims()[0];
-    if n <= BUCKET {
+    let bucket = bucket_rows(col.ids.device());
+    if n <= bucket {
         let (ids, mask) = chunk(col, 0, n).ctx("trimming padding")?;
         return model.embed(&ids, &mask, rng).ctx("forward");
     }
@@ -109,8 +118,8 @@ fn embed_bucketed(
         mask: col.mask.index_select(&perm, 0).ctx("bucketing")?,
     };
     let mut parts = Vec::new();
-    for start in (0..n).step_by(BUCKET) {
-        let len = BUCKET.min(n - start);
+    for start in (0..n).step_by(bucket) {
+        let len = bucket.min(n - start);
         let (ids, mask) = chunk(&sorted, start, len).ctx("trimming padding")?;
         parts.push(
             model

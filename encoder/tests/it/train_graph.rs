@@ -3,7 +3,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use encoder::{l2_normalize, mean_pool, BertConfig, BertModel, DropoutRng};
+use encoder::{l2_normalize, mean_pool, BertConfig, BertModel, Compute, DropoutRng, OpsPath};
 
 fn tiny() -> BertConfig {
     BertConfig {
@@ -102,26 +102,70 @@ fn dropout_keeps_about_1_minus_p_scaled() {
     assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
 }
 
-#[test]
-fn gradients_reach_every_parameter() {
-    let varmap = VarMap::new();
-    let m = model(&varmap);
+/// A loss touching every output dimension unevenly, with dropout, and the gradient norm of
+/// every parameter (panics where none flows).
+fn loss_and_grad_norms(m: &BertModel, varmap: &VarMap) -> (f32, Vec<(String, f32)>) {
     let (ids, mask) = batch();
     let mut rng = DropoutRng::new(3);
     let hidden = m.forward(&ids, &mask, Some(&mut rng)).unwrap();
     let pooled = l2_normalize(&mean_pool(&hidden, &mask).unwrap()).unwrap();
-    // A loss touching every output dimension unevenly.
     let w = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap();
     let loss = pooled.broadcast_mul(&w).unwrap().sum_all().unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
-    for (name, var) in data.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+    let mut norms: Vec<(String, f32)> = data
+        .iter()
+        .map(|(name, var)| {
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("no gradient for {name}"));
+            (
+                name.clone(),
+                g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap(),
+            )
+        })
+        .collect();
+    norms.sort_by(|a, b| a.0.cmp(&b.0));
+    (loss.to_scalar().unwrap(), norms)
+}
+
+#[test]
+fn gradients_reach_every_parameter() {
+    let varmap = VarMap::new();
+    let m = model(&varmap);
+    for (name, norm) in loss_and_grad_norms(&m, &varmap).1 {
         // The type embedding has 2 rows; only row 0 is used, but the tensor still gets a grad.
         assert!(norm > 0.0, "zero gradient for {name}");
+    }
+}
+
+/// The GPU's path (composed LayerNorm, softmax and GELU: candle's fused ones have no backward,
+/// the CPU's `ops` run on the CPU only) built on the CPU: gradients everywhere, and the same
+/// loss and gradients as the fused CPU path up to float noise.
+#[test]
+fn the_composed_path_is_differentiable_and_matches_the_fused_one() {
+    let varmap = VarMap::new();
+    let mut m = model(&varmap);
+    assert_eq!(m.compute(), Compute::for_device(&Device::Cpu));
+    assert_eq!(m.compute().ops, OpsPath::Fused);
+    let (fused_loss, fused) = loss_and_grad_norms(&m, &varmap);
+    m.set_compute(Compute {
+        ops: OpsPath::Composed,
+        matmul: DType::F32,
+    });
+    let (loss, composed) = loss_and_grad_norms(&m, &varmap);
+    assert!(
+        ((loss - fused_loss) / fused_loss).abs() < 1e-5,
+        "loss {loss} (composed) vs {fused_loss} (fused)"
+    );
+    for ((name, n), (_, f)) in composed.iter().zip(&fused) {
+        assert!(*n > 0.0, "zero gradient for {name} on the composed path");
+        // The key bias's gradient is analytically zero (softmax ignores a per-query constant):
+        // both paths give float noise there, ~1e-21 here, not comparable figures.
+        if name.ends_with("attention.self.key.bias") {
+            continue;
+        }
+        assert!((n - f).abs() <= 1e-4 * f, "{name}: |g|² {n} vs {f} (fused)");
     }
 }
 

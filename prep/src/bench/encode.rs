@@ -7,6 +7,10 @@
 //! stock candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
 //! sentence-transformers (PyTorch) in a child process on the same texts, model folder and batch
 //! sizes (`st_peer.py`), its peak RSS its own.
+//!
+//! With `--device cuda[:N]` (a build with `--features cuda`) it measures the candle graph on
+//! the GPU at `--precision` over the batch sizes instead, checks its vectors against the CPU's
+//! packed path (min cosine), and runs the sentence-transformers peer on the same GPU.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -47,6 +51,8 @@ pub struct Args {
     /// Also write the results here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -147,6 +153,7 @@ impl Bench<'_> {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let device = args.compute.open()?;
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
         None => super::default_test_model(),
@@ -162,6 +169,14 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{}: no texts", corpus.display());
     }
     let all = args.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
+    if !device.is_cpu() {
+        let on = Corpus {
+            path: &corpus,
+            texts: &texts,
+            model: &model_dir,
+        };
+        return gpu::run(&args, &on, &device, all);
+    }
     let mut enc = SentenceEncoder::load(&model_dir, &Device::Cpu)
         .with_context(|| format!("loading {}", model_dir.display()))?;
     let tokens = describe_corpus(&corpus, &enc, &texts, all)?;
@@ -196,6 +211,7 @@ pub fn run(args: Args) -> Result<()> {
             model: &model_dir,
             batches: &batches,
             threads: all,
+            device: None,
         };
         peer.bench(&mut bench, &reference)?;
     }
@@ -329,6 +345,8 @@ struct PythonPeer<'a> {
     model: &'a Path,
     batches: &'a [usize],
     threads: usize,
+    /// A GPU (`cuda:N`) and the precision to run it at; `None`: the CPU, f32.
+    device: Option<(String, encoder::Precision)>,
 }
 
 /// One line `st_peer.py` prints per configuration.
@@ -401,16 +419,24 @@ impl PythonPeer<'_> {
             cmd.arg("--batch").arg(b.to_string());
         }
         let mut threads = vec![self.threads];
-        if self.threads != 1 {
+        if self.threads != 1 && self.device.is_none() {
             threads.push(1);
         }
         for t in threads {
             cmd.arg("--threads").arg(t.to_string());
         }
-        // Offline, and no GPU: the peer runs where we run.
+        // Offline, and on the device we run on.
         cmd.env("HF_HUB_OFFLINE", "1")
-            .env("CUDA_VISIBLE_DEVICES", "")
             .env("OMP_NUM_THREADS", self.threads.to_string());
+        match &self.device {
+            Some((device, precision)) => {
+                cmd.arg("--device").arg(device);
+                cmd.arg("--precision").arg(precision.to_string());
+            }
+            None => {
+                cmd.env("CUDA_VISIBLE_DEVICES", "");
+            }
+        }
         let out = cmd
             .stderr(std::process::Stdio::inherit())
             .output()
@@ -424,6 +450,94 @@ impl PythonPeer<'_> {
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// The corpus a run measures on.
+struct Corpus<'a> {
+    path: &'a Path,
+    texts: &'a [&'a str],
+    model: &'a Path,
+}
+
+mod gpu {
+    //! `prep bench encode --device cuda`: the candle graph on a GPU, checked against the CPU.
+
+    use anyhow::{Context, Result};
+    use encoder::candle_core::Device;
+    use encoder::SentenceEncoder;
+
+    use super::{describe_corpus, Args, Bench, Corpus, PythonPeer};
+
+    pub fn run(args: &Args, on: &Corpus, device: &Device, all: usize) -> Result<()> {
+        let texts = on.texts;
+        let load = |d: &Device| {
+            SentenceEncoder::load(on.model, d)
+                .with_context(|| format!("loading {}", on.model.display()))
+        };
+        let mut enc = load(device)?;
+        enc.set_precision(args.compute.precision)?;
+        let tokens = describe_corpus(on.path, &enc, texts, all)?;
+        let mut bench = Bench {
+            texts,
+            tokens,
+            rounds: args.rounds.max(1),
+            rows: Vec::new(),
+        };
+        let first = &texts[..texts.len().min(64)];
+        enc.encode(first, 32)?; // warm-up: kernels loaded, allocator grown
+        let engine = format!("prep {} {}", args.compute.device, args.compute.precision);
+        for &b in &args.batch_sizes {
+            // Vectors come back to the host, so each round includes the GPU's whole work.
+            bench.time(&engine, all, b, &|| {
+                enc.encode(texts, b)?;
+                Ok(())
+            })?;
+        }
+        let ours = enc.encode(first, 32)?;
+        let cpu = load(&Device::Cpu)?.encode(first, 32)?;
+        println!(
+            "  {engine} vs CPU packed f32: min cosine {:.6} over {} texts",
+            min_cosine(&ours, &cpu),
+            ours.len()
+        );
+        if let Some(python) = &args.peer_python {
+            let peer = PythonPeer {
+                python,
+                model: on.model,
+                batches: &args.batch_sizes,
+                threads: all,
+                device: Some((args.compute.device.to_string(), args.compute.precision)),
+            };
+            peer.bench(&mut bench, &ours)?;
+        }
+        if let Some(path) = &args.json {
+            let report = serde_json::json!({
+                "corpus": on.path.display().to_string(),
+                "texts": texts.len(),
+                "tokens": tokens,
+                "model": on.model.display().to_string(),
+                "device": args.compute.device.to_string(),
+                "precision": args.compute.precision.to_string(),
+                "min_cosine_vs_cpu": min_cosine(&ours, &cpu),
+                "rows": bench.rows,
+            });
+            schemas::AtomicFile::write_json(path, &report)?;
+        }
+        Ok(())
+    }
+
+    /// The smallest cosine between paired vectors.
+    pub fn min_cosine(a: &[Vec<f32>], b: &[Vec<f32>]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| {
+                let dot: f64 = x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum();
+                let nx: f64 = x.iter().map(|p| (*p as f64).powi(2)).sum::<f64>().sqrt();
+                let ny: f64 = y.iter().map(|q| (*q as f64).powi(2)).sum::<f64>().sqrt();
+                dot / (nx * ny).max(1e-30)
+            })
+            .fold(1.0, f64::min)
     }
 }
 

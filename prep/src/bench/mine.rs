@@ -174,7 +174,11 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
 /// Our measurement: embed, search and select, timed apart; writes the chosen negatives' hashes.
 fn child(a: &Args) -> Result<()> {
     let records = mine::io::read_dataset(&a.work.join("pairs"))?.records;
-    let encoder = crate::cmd::embed::load_encoder(&model_dir(a)?.display().to_string(), None)?;
+    let encoder = crate::cmd::embed::load_encoder(
+        &model_dir(a)?.display().to_string(),
+        None,
+        &crate::compute::ComputeArgs::from_env()?,
+    )?;
     let embedder = Embedder::new(
         &encoder,
         EmbedOptions {

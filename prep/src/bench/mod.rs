@@ -4,6 +4,7 @@ pub mod encode;
 pub mod ingest;
 pub mod mine;
 pub mod mix;
+pub mod parity;
 pub mod train;
 pub mod train_dp;
 

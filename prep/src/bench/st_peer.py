@@ -1,5 +1,8 @@
 """`prep bench encode --peer-python PY`: sentence-transformers on the same texts and model folder.
 
+On a GPU (`--device cuda:N`) at `--precision` f32, tf32 (TF32 matmuls) or bf16 (the model cast to
+bfloat16, as `model.half()` would for fp16); there each line also has the peak GPU memory.
+
 Prints one JSON object per configuration (threads, batch, best seconds of --rounds, CPU seconds of
 that round, peak RSS since the configuration began), then saves the first 64 texts' vectors as
 float32 .npy for the comparison with prep's.
@@ -41,6 +44,8 @@ def main():
     p.add_argument("--threads", type=int, action="append", required=True)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--npy", required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="f32", choices=["f32", "tf32", "bf16"])
     a = p.parse_args()
 
     import numpy as np
@@ -50,7 +55,12 @@ def main():
 
     with open(a.texts, encoding="utf-8") as f:
         texts = f.read().split("\n")
-    model = SentenceTransformer(a.model, device="cpu")
+    model = SentenceTransformer(a.model, device=a.device)
+    gpu = a.device.startswith("cuda")
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = a.precision == "tf32"
+        if a.precision == "bf16":
+            model = model.to(torch.bfloat16)
     print(json.dumps({
         "versions": {
             "sentence_transformers": sentence_transformers.__version__,
@@ -63,6 +73,8 @@ def main():
         torch.set_num_threads(threads)
         for batch in a.batch:
             reset_peak_rss()
+            if gpu:
+                torch.cuda.reset_peak_memory_stats()
             best, best_cpu = math.inf, math.inf
             for _ in range(a.rounds):
                 t, c = time.perf_counter(), cpu_seconds()
@@ -75,8 +87,9 @@ def main():
                 "seconds": best,
                 "cpu_seconds": best_cpu,
                 "peak_rss_bytes": peak_rss_bytes(),
+                "peak_gpu_bytes": torch.cuda.max_memory_allocated() if gpu else None,
             }), flush=True)
-    v = model.encode(texts[:64], batch_size=32, convert_to_numpy=True)
+    v = model.encode(texts[:64], batch_size=32, convert_to_tensor=True).float().cpu().numpy()
     np.save(a.npy, np.ascontiguousarray(v, dtype="<f4"))
 
 

@@ -1,6 +1,9 @@
 //! `prep bench train`: seconds per training step (forward + backward + clip + AdamW) on a batch
 //! of 32 pairs at max length 128 with all-MiniLM-L6-v2, peak RSS, and the loader's batches/s on
 //! shards of the same shape beside it (the loader must never be the bottleneck).
+//!
+//! `--device cuda --precision bf16 --batch-size 1024 --max-length 64 --max-length-positive 250`
+//! is the recipe's step on a GPU (scripts/gpu-check.sh runs it beside PyTorch).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -9,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use encoder::candle_core::{Device, Tensor};
 use encoder::tokenizers::{Tokenizer, TruncationParams};
 use loader::{Column, Loader, LoaderOptions, LoaderState};
+use serde_json::json;
 use train::{loss_and_grads, AdamW, AdamWConfig, Columns, LossConfig, Trainable};
 
 #[derive(clap::Args)]
@@ -22,8 +26,12 @@ pub struct Args {
     pub corpus: Option<PathBuf>,
     #[arg(long, default_value_t = 32)]
     pub batch_size: usize,
+    /// Truncation of the anchors (and of the positives without --max-length-positive).
     #[arg(long, default_value_t = 128)]
     pub max_length: usize,
+    /// Truncation of the positives (the recipe: 64 for questions, 250 for answers).
+    #[arg(long)]
+    pub max_length_positive: Option<usize>,
     /// Timed steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
@@ -33,7 +41,7 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Batches in the loader measurement.
+    /// Batches in the loader measurement (0: skip it).
     #[arg(long, default_value_t = 200)]
     pub loader_batches: u64,
     /// Data-parallel comparison (needs a build with `--features mpi` and Open MPI's mpirun):
@@ -48,6 +56,11 @@ pub struct Args {
     /// Internal: this process is one rank of the --world-size comparison (started by mpirun).
     #[arg(long, hide = true)]
     pub rank_worker: bool,
+    /// Also write the figures here as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 fn default_model() -> Result<PathBuf> {
@@ -78,6 +91,284 @@ fn default_corpus() -> Result<PathBuf> {
     }
     bail!("no --corpus given and shared/bench/corpus.txt is missing (set PREP_SHARED)")
 }
+
+/// The benchmark's batch: token rows of both columns and their padded tensors.
+struct BenchBatch {
+    anchors: Vec<Vec<u32>>,
+    positives: Vec<Vec<u32>>,
+    a: Column,
+    p: Column,
+}
+
+impl BenchBatch {
+    /// Real (unpadded) tokens of both columns.
+    fn tokens(&self) -> usize {
+        self.anchors
+            .iter()
+            .chain(&self.positives)
+            .map(Vec::len)
+            .sum()
+    }
+
+    /// Tokens the step computes on (padded to each column's longest row).
+    fn padded_tokens(&self) -> usize {
+        self.a.ids.elem_count() + self.p.ids.elem_count()
+    }
+}
+
+/// Anchors are corpus lines 0..B, positives the next B, cut at their max lengths; a corpus
+/// shorter than 2B lines is cycled (the recipe's batch of 1,024 needs 2,048 texts).
+fn bench_batch(
+    args: &Args,
+    model_dir: &Path,
+    lines: &[&str],
+    device: &Device,
+) -> Result<BenchBatch> {
+    let b = args.batch_size;
+    let tokenizer = |max_length: usize| -> Result<Tokenizer> {
+        let path = model_dir.join("tokenizer.json");
+        let mut tok =
+            Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        tok.with_truncation(Some(TruncationParams {
+            max_length,
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tok.with_padding(None);
+        Ok(tok)
+    };
+    let encode = |tok: &Tokenizer, first: usize| -> Result<Vec<Vec<u32>>> {
+        (first..first + b)
+            .map(|i| {
+                let text = lines[i % lines.len()];
+                let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(enc.get_ids().to_vec())
+            })
+            .collect()
+    };
+    let anchors = encode(&tokenizer(args.max_length)?, 0)?;
+    let positive_length = args.max_length_positive.unwrap_or(args.max_length);
+    let positives = encode(&tokenizer(positive_length)?, b)?;
+    let column = |rows: &[Vec<u32>]| -> Result<Column> {
+        let (ids, mask, t) = loader::pad(rows, 0);
+        Ok(Column {
+            ids: Tensor::from_vec(ids, (rows.len(), t), device)?,
+            mask: Tensor::from_vec(mask, (rows.len(), t), device)?,
+        })
+    };
+    Ok(BenchBatch {
+        a: column(&anchors)?,
+        p: column(&positives)?,
+        anchors,
+        positives,
+    })
+}
+
+/// Seconds of each timed step (after one untimed warm-up), the device drained after each so
+/// a GPU's queued work is inside the step that queued it.
+fn time_steps_on_device(args: &Args, model: &Trainable, batch: &BenchBatch) -> Result<Vec<f64>> {
+    let mut opt = AdamW::new(&model.vars, AdamWConfig::default())?;
+    let mut rng = encoder::DropoutRng::new(1);
+    let cols = Columns {
+        anchor: &batch.a,
+        positive: &batch.p,
+        negative: None,
+    };
+    let device = model.device().clone();
+    let mut step = || -> Result<f64> {
+        let mut out = loss_and_grads(
+            model,
+            &cols,
+            LossConfig::default(),
+            args.mini_batch_size,
+            Some(&mut rng),
+        )?;
+        train::optim::clip_grad_norm(&mut out.grads, 1.0)?;
+        opt.step(&model.vars, &out.grads, 2e-5)?;
+        device.synchronize()?;
+        Ok(out.loss)
+    };
+    step()?; // warm-up: allocator, thread pools, GPU kernels loaded
+    let mut times = Vec::new();
+    for _ in 0..args.steps.max(1) {
+        let t0 = Instant::now();
+        step()?;
+        times.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(times)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if args.rank_worker {
+        return crate::bench::train_dp::rank_worker(&args);
+    }
+    if args.world_size > 1 {
+        if args.compute.device != encoder::DeviceSpec::Cpu {
+            bail!("--world-size compares MPI ranks on the CPU; NCCL between GPUs is not implemented yet: leave out --device");
+        }
+        return crate::bench::train_dp::run(&args);
+    }
+    if let Some(t) = args.threads {
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let device = args.compute.open()?;
+    let model_dir = match &args.model {
+        Some(m) => crate::model::resolve(m)?,
+        None => default_model()?,
+    };
+    let corpus = match &args.corpus {
+        Some(c) => c.clone(),
+        None => default_corpus()?,
+    };
+    let text = std::fs::read_to_string(&corpus)
+        .with_context(|| format!("reading {}", corpus.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() || args.batch_size == 0 {
+        bail!("{}: no texts (or --batch-size 0)", corpus.display());
+    }
+    let batch = bench_batch(&args, &model_dir, &lines, &device)?;
+    // Upstream's training mode: dropout 0.1 on.
+    let mut model = Trainable::from_pretrained(&model_dir, None, &device)?;
+    model.set_precision(args.compute.precision, None)?;
+    let threads = args.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
+    let (ta, tp) = (batch.a.ids.dims()[1], batch.p.ids.dims()[1]);
+    eprintln!(
+        "model {}, batch {} pairs, padded lengths {ta}/{tp} ({} real tokens), {}, {}, {threads} CPU threads, dropout {}, {}",
+        model_dir.display(),
+        args.batch_size,
+        batch.tokens(),
+        args.compute.device,
+        args.compute.precision,
+        model.dropout,
+        args.mini_batch_size
+            .map_or("one graph".to_owned(), |m| format!("GradCache chunks of {m}"))
+    );
+    let cpu0 = crate::bench::cpu_seconds();
+    let times = time_steps_on_device(&args, &model, &batch)?;
+    let cpu = match (cpu0, crate::bench::cpu_seconds()) {
+        (Some(a), Some(b)) => Some((b - a) / (times.len() + 1) as f64),
+        _ => None,
+    };
+    let mean = report(&args, &batch, &times, cpu)?;
+    if args.loader_batches > 0 {
+        bench_loader(&args, &batch, mean)?;
+    }
+    Ok(())
+}
+
+/// Prints (and with --json writes) the step's figures; returns the mean seconds per step.
+fn report(args: &Args, batch: &BenchBatch, times: &[f64], cpu: Option<f64>) -> Result<f64> {
+    let mean = times.iter().sum::<f64>() / times.len().max(1) as f64;
+    let min = times.iter().cloned().fold(f64::INFINITY, f64::min);
+    // CPU seconds (user + system, all threads) per step: steadier than wall time on a shared
+    // machine, and what a quiet machine would need at most.
+    let cpu_per_step = cpu.map_or("?".to_owned(), |c| format!("{c:.2}"));
+    let rss = crate::bench::peak_rss_mib();
+    let lengths = match args.max_length_positive {
+        Some(p) => format!("{}/{p}", args.max_length),
+        None => args.max_length.to_string(),
+    };
+    println!(
+        "train step (fwd+bwd+clip+AdamW, batch {} pairs, max len {lengths}, {} {}): {mean:.3} s/step (min {min:.3}) over {} steps, {cpu_per_step} CPU s/step, {:.0} tokens/s, peak RSS {rss}",
+        args.batch_size,
+        args.compute.device,
+        args.compute.precision,
+        times.len(),
+        batch.tokens() as f64 / mean
+    );
+    if let Some(path) = &args.json {
+        let value = json!({
+            "device": args.compute.device.to_string(),
+            "precision": args.compute.precision.to_string(),
+            "batch_size": args.batch_size,
+            "max_length": args.max_length,
+            "max_length_positive": args.max_length_positive.unwrap_or(args.max_length),
+            "mini_batch_size": args.mini_batch_size,
+            "steps": times.len(),
+            "seconds_per_step": mean,
+            "min_seconds_per_step": min,
+            "tokens": batch.tokens(),
+            "padded_tokens": batch.padded_tokens(),
+            "tokens_per_s": batch.tokens() as f64 / mean,
+            "cpu_seconds_per_step": cpu,
+            "peak_rss_bytes": crate::bench::peak_rss_bytes(),
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&value)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(mean)
+}
+
+/// Loader: shards of the same shape (B pairs per batch), read with checksum verification,
+/// padding and tensor building, as the trainer consumes them.
+fn bench_loader(args: &Args, batch: &BenchBatch, step_seconds: f64) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    write_bench_shards(
+        tmp.path(),
+        &batch.anchors,
+        &batch.positives,
+        args.loader_batches,
+    )?;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    for b in Loader::open(
+        tmp.path(),
+        LoaderState::default(),
+        &LoaderOptions::default(),
+    )? {
+        b?;
+        n += 1;
+    }
+    let loader_rate = n as f64 / t0.elapsed().as_secs_f64();
+    println!(
+        "loader: {loader_rate:.0} batches/s ({:.0}x the trainer's {:.2} steps/s)",
+        loader_rate * step_seconds,
+        1.0 / step_seconds
+    );
+    Ok(())
+}
+
+fn write_bench_shards(
+    dir: &Path,
+    anchors: &[Vec<u32>],
+    positives: &[Vec<u32>],
+    batches: u64,
+) -> Result<()> {
+    let b = anchors.len();
+    let options = schemas::ShardWriterOptions {
+        batch_size: b,
+        keep_text: false,
+    };
+    let per_shard = 50u64;
+    let mut shards = Vec::new();
+    let mut first = 0u64;
+    while first < batches {
+        let count = per_shard.min(batches - first);
+        let file = schemas::shards::shard_file_name(shards.len());
+        let mut w = schemas::ShardWriter::create(dir.join(&file), options)?;
+        for i in first..first + count {
+            let rows: Vec<schemas::ShardRow> = anchors
+                .iter()
+                .zip(positives)
+                .map(|(a, p)| schemas::ShardRow {
+                    batch: i,
+                    dataset: "bench".to_owned(),
+                    anchor_ids: a.clone(),
+                    positive_ids: p.clone(),
+                    ..Default::default()
+                })
+                .collect();
+            w.write_batch(&rows)?;
+        }
+        shards.push(w.finish()?);
+        first += count;
+    }
+    schemas::ShardIndex::hand_made(b as u64, 0, shards, 0).write(dir)?;
+    Ok(())
+}
+
+// The data-parallel comparison (`--world-size`, prep/src/bench/train_dp.rs) runs on the CPU
+// and times its ranks and its one-process baseline with these.
 
 /// The benchmark's global batch: B anchors and B positives from the corpus, tokenized.
 pub struct Prepared {
@@ -234,107 +525,4 @@ pub fn time_one_process(args: &Args, prepared: &Prepared) -> Result<Timing> {
         Ok(())
     };
     time_steps(args.steps, step, || ())
-}
-
-pub fn run(args: Args) -> Result<()> {
-    if args.rank_worker {
-        return crate::bench::train_dp::rank_worker(&args);
-    }
-    if args.world_size > 1 {
-        return crate::bench::train_dp::run(&args);
-    }
-    if let Some(t) = args.threads {
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-    }
-    let prepared = prepare(&args)?;
-    let b = args.batch_size;
-    let (a, p) = prepared.columns(0..b)?;
-    let (ta, tp) = (a.ids.dims()[1], p.ids.dims()[1]);
-    let tokens = prepared.tokens(0..b);
-    let threads = args.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
-    eprintln!(
-        "model {}, batch {b} pairs, padded lengths {ta}/{tp} ({tokens} real tokens), {threads} threads, dropout as configured",
-        prepared.model_dir.display(),
-    );
-    let timing = time_one_process(&args, &prepared)?;
-    let (mean, min) = (timing.mean(), timing.min());
-    let rss = crate::bench::peak_rss_mib();
-
-    // Loader: shards of the same shape (B pairs of 128 tokens per batch), read with checksum
-    // verification, padding and tensor building, as the trainer consumes them.
-    let tmp = tempfile::tempdir()?;
-    write_bench_shards(
-        tmp.path(),
-        &prepared.anchors,
-        &prepared.positives,
-        args.loader_batches,
-    )?;
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    for batch in Loader::open(
-        tmp.path(),
-        LoaderState::default(),
-        &LoaderOptions::default(),
-    )? {
-        batch?;
-        n += 1;
-    }
-    let loader_rate = n as f64 / t0.elapsed().as_secs_f64();
-
-    println!(
-        "train step (fwd+bwd+clip+AdamW, batch {b} pairs, max len {}): {mean:.3} s/step (min {min:.3}) over {} steps, {} CPU s/step, {:.0} tokens/s, peak RSS {rss}",
-        args.max_length,
-        timing.times.len(),
-        timing.cpu(),
-        tokens as f64 / mean
-    );
-    println!(
-        "loader: {loader_rate:.0} batches/s ({:.0}x the trainer's {:.2} steps/s)",
-        loader_rate * mean,
-        1.0 / mean
-    );
-    Ok(())
-}
-
-fn write_bench_shards(
-    dir: &Path,
-    anchors: &[Vec<u32>],
-    positives: &[Vec<u32>],
-    batches: u64,
-) -> Result<()> {
-    let b = anchors.len();
-    let options = schemas::ShardWriterOptions {
-        batch_size: b,
-        keep_text: false,
-    };
-    let per_shard = 50u64;
-    let mut shards = Vec::new();
-    let mut first = 0u64;
-    while first < batches {
-        let count = per_shard.min(batches - first);
-        let file = schemas::shards::shard_file_name(shards.len());
-        let mut w = schemas::ShardWriter::create(dir.join(&file), options)?;
-        for i in first..first + count {
-            let rows: Vec<schemas::ShardRow> = anchors
-                .iter()
-                .zip(positives)
-                .map(|(a, p)| schemas::ShardRow {
-                    batch: i,
-                    dataset: "bench".to_owned(),
-                    anchor_ids: a.clone(),
-                    positive_ids: p.clone(),
-                    ..Default::default()
-                })
-                .collect();
-            w.write_batch(&rows)?;
-        }
-        shards.push(w.finish()?);
-        first += count;
-    }
-    schemas::ShardIndex::hand_made(b as u64, 0, shards, 0).write(dir)?;
-    Ok(())
 }

@@ -20,6 +20,8 @@ enum Stage {
     Encode(crate::bench::encode::Args),
     /// Seconds per training step (forward + backward + AdamW) and loader batches/s.
     Train(crate::bench::train::Args),
+    /// Embeddings and 3 AdamW steps against the PyTorch reference, on --device at --precision.
+    Parity(crate::bench::parity::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -29,5 +31,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stage::Mix(a) => crate::bench::mix::run(a),
         Stage::Encode(a) => crate::bench::encode::run(a),
         Stage::Train(a) => crate::bench::train::run(a),
+        Stage::Parity(a) => crate::bench::parity::run(a),
     }
 }

@@ -15,12 +15,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use encoder::candle_core::Device;
-use encoder::{EvalSet, RetrievalMetrics, SentenceEncoder};
+use encoder::{EvalSet, Precision, RetrievalMetrics, SentenceEncoder};
 use ingest::IngestOptions;
 use mixer::{MixConfig, MixOptions, MixTokenizer};
 use schemas::{part_files, AtomicFile, Manifest, NoProgress, PairReader, PairRecord, PairWriter};
 use train::{RunOptions, TrainConfig};
 
+use crate::compute::ComputeArgs;
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
@@ -49,6 +50,8 @@ pub struct Args {
     /// Share of the distinct queries held out of training for the before/after evaluation.
     #[arg(long, default_value_t = 0.2)]
     pub held_out: f64,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// (source, inputs under the samples folder): the embedded samples and shared/fixtures use the
@@ -88,6 +91,9 @@ pub fn run(args: Args) -> Result<()> {
             args.held_out
         );
     }
+    // Before anything is written: a missing GPU or a precision the device cannot run fails now.
+    let device = args.compute.open()?;
+    let on = (&device, args.compute.precision);
     let out = &args.out;
     clear_out(out)?;
     let fixtures = samples_folder(&args)?;
@@ -108,16 +114,16 @@ pub fn run(args: Args) -> Result<()> {
 
     println!("== 5/6 eval before training");
     let sets = EvalSets::new(&held_out, &in_training);
-    let before = sets.evaluate(&model_dir)?;
+    let before = sets.evaluate(&model_dir, on)?;
     print_metrics("held-out", &before.held_out);
 
     println!("== 6/6 train {} steps", args.steps);
-    let summary = train_model(&args, &shards, &model_dir)?;
+    let summary = train_model(&args, &shards, &model_dir, on)?;
     let ck = summary
         .last_checkpoint
         .clone()
         .context("training wrote no checkpoint")?;
-    let after = sets.evaluate(&ck)?;
+    let after = sets.evaluate(&ck, on)?;
     let loss = loss_ends(&summary);
     print_results(&sets, &before, &after, loss);
 
@@ -177,10 +183,10 @@ impl EvalSets {
         }
     }
 
-    fn evaluate(&self, model: &Path) -> Result<Scores> {
+    fn evaluate(&self, model: &Path, on: On) -> Result<Scores> {
         Ok(Scores {
-            held_out: evaluate(model, &self.held_out)?,
-            in_training: evaluate(model, &self.in_training)?,
+            held_out: evaluate(model, &self.held_out, on)?,
+            in_training: evaluate(model, &self.in_training, on)?,
         })
     }
 }
@@ -221,6 +227,8 @@ fn write_summary(r: &Report) -> Result<PathBuf> {
     let report = serde_json::json!({
         "samples": args.fixtures.as_ref().map_or("embedded".to_owned(), |d| d.display().to_string()),
         "seed": args.seed,
+        "device": args.compute.device.to_string(),
+        "precision": args.compute.precision.to_string(),
         "steps": args.steps,
         "batch_size": args.batch_size,
         "held_out_fraction": args.held_out,
@@ -471,9 +479,19 @@ fn train_config(args: &Args) -> TrainConfig {
     }
 }
 
+/// Where the demo trains and evaluates: the opened device and the precision.
+type On<'a> = (&'a Device, Precision);
+
 /// Trains on `shards` from `model_dir` into `<out>/run`, logging to `<out>/train-log.jsonl`.
-fn train_model(args: &Args, shards: &Path, model_dir: &Path) -> Result<train::TrainSummary> {
+fn train_model(
+    args: &Args,
+    shards: &Path,
+    model_dir: &Path,
+    (device, precision): On,
+) -> Result<train::TrainSummary> {
     let mut opts = RunOptions::new(args.out.join("run"));
+    opts.device = device.clone();
+    opts.precision = precision;
     opts.log = Some(args.out.join("train-log.jsonl"));
     let summary = train::train(shards, model_dir, &train_config(args), &opts, &Bar::new())
         .with_context(|| format!("training on {}", shards.display()))?;
@@ -510,9 +528,10 @@ fn print_metrics(label: &str, m: &RetrievalMetrics) {
     );
 }
 
-fn evaluate(model: &Path, set: &EvalSet) -> Result<RetrievalMetrics> {
-    let enc = SentenceEncoder::load(model, &Device::Cpu)
+fn evaluate(model: &Path, set: &EvalSet, (device, precision): On) -> Result<RetrievalMetrics> {
+    let mut enc = SentenceEncoder::load(model, device)
         .with_context(|| format!("loading {}", model.display()))?;
+    enc.set_precision(precision)?;
     set.evaluate(|texts| enc.encode(texts, 64))
         .context("evaluating")
 }

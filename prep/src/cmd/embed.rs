@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use encoder::candle_core::Device;
 use encoder::SentenceEncoder;
 use schemas::embeddings::{read_texts, EmbeddingFormat, EmbeddingMeta, EmbeddingWriter};
 use schemas::{Progress, Unit};
 
+use crate::compute::ComputeArgs;
 use crate::progress::Bar;
 
 #[derive(clap::Args)]
@@ -41,6 +41,8 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -50,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn run_inner(args: &Args) -> Result<()> {
     let format = EmbeddingFormat::from_path(&args.out)?;
-    let encoder = load_encoder(&args.model, args.max_seq_length)?;
+    let encoder = load_encoder(&args.model, args.max_seq_length, &args.compute)?;
     let texts = read_texts(&args.input, &args.field)?;
     let started = Instant::now();
     let bar = Bar::new();
@@ -76,24 +78,22 @@ pub fn num_cpus() -> usize {
         .unwrap_or(1)
 }
 
-/// Resolves `--model` and loads it on the CPU (or a GPU with the `cuda` feature and
-/// `PREP_DEVICE=cuda`).
-pub fn load_encoder(spec: &str, max_seq_length: Option<usize>) -> Result<SentenceEncoder> {
+/// Resolves `--model` and loads it on `compute`'s device at its precision (the device is
+/// opened first, so a missing GPU fails before any download).
+pub fn load_encoder(
+    spec: &str,
+    max_seq_length: Option<usize>,
+    compute: &ComputeArgs,
+) -> Result<SentenceEncoder> {
+    let device = compute.open()?;
     let dir = crate::model::resolve(spec)?;
-    let device = device()?;
     let mut enc = SentenceEncoder::load(&dir, &device)
         .with_context(|| format!("loading model from {}", dir.display()))?;
+    enc.set_precision(compute.precision)?;
     if let Some(m) = max_seq_length {
         enc.set_max_seq_length(m)?;
     }
     Ok(enc)
-}
-
-fn device() -> Result<Device> {
-    match std::env::var("PREP_DEVICE").as_deref() {
-        Ok("cuda") => Device::new_cuda(0).context("opening CUDA device 0 (PREP_DEVICE=cuda)"),
-        _ => Ok(Device::Cpu),
-    }
 }
 
 /// What an embedding file records about `encoder` (and the text file `input` it embeds).
@@ -160,7 +160,7 @@ mod tests {
             3,
             "blank lines are texts too (one vector per line)"
         );
-        let enc = load_encoder(model.to_str().unwrap(), None).unwrap();
+        let enc = load_encoder(model.to_str().unwrap(), None, &ComputeArgs::default()).unwrap();
         let meta = embedding_meta(&enc, Some(&input)).unwrap();
         let want = enc
             .encode(&texts.iter().map(|s| s.as_str()).collect::<Vec<_>>(), 8)

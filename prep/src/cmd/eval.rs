@@ -34,6 +34,8 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -63,7 +65,7 @@ pub fn load_eval_set(pairs: &std::path::Path, limit: Option<usize>) -> Result<Ev
 }
 
 fn run_inner(args: &Args) -> Result<()> {
-    let encoder = load_encoder(&args.model, args.max_seq_length)?;
+    let encoder = load_encoder(&args.model, args.max_seq_length, &args.compute)?;
     let set = load_eval_set(&args.pairs, args.limit)?;
     if set.queries.is_empty() {
         bail!("{}: no records", args.pairs.display());
@@ -141,7 +143,7 @@ mod tests {
         let Some(model) = testdata::test_model_dir() else {
             return;
         };
-        let enc = load_encoder(model.to_str().unwrap(), None).unwrap();
+        let enc = load_encoder(model.to_str().unwrap(), None, &Default::default()).unwrap();
         let m = set.evaluate(|t| enc.encode(t, 8)).unwrap();
         assert_eq!(m.queries, 3);
         assert_eq!(

@@ -153,7 +153,11 @@ fn run_inner(args: &Args) -> Result<()> {
         Some(p) => Some(read_corpus(p).context("reading --corpus")?),
         None => None,
     };
-    let encoder = super::embed::load_encoder(&args.model, args.max_seq_length)?;
+    let encoder = super::embed::load_encoder(
+        &args.model,
+        args.max_seq_length,
+        &crate::compute::ComputeArgs::from_env()?,
+    )?;
     let weights = encoder.dir().join("model.safetensors");
     let model_sha256 = super::embed::model_sha256(encoder.dir())?;
     let mut embedder = Embedder::new(

@@ -46,6 +46,8 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 /// The corpus as searched: each text and its vector (row-major, the model's dim).
@@ -60,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn run_inner(args: &Args) -> Result<()> {
-    let encoder = load_encoder(&args.model, None)?;
+    let encoder = load_encoder(&args.model, None, &args.compute)?;
     let model_sha = model_sha256(encoder.dir())?;
     let corpus = if is_embedding_parquet(&args.corpus) {
         let f = read_parquet(&args.corpus)?;

@@ -121,6 +121,8 @@ pub struct Args {
     /// Threads for the math (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 /// Data-parallel training: W ranks started by a launcher (`mpirun -np W`, `srun`) train one model.
@@ -332,6 +334,8 @@ fn train_on(
     coll: &dyn train::Collective,
 ) -> Result<train::TrainSummary> {
     let mut opts = RunOptions::new(output_folder(args));
+    opts.device = args.compute.open()?;
+    opts.precision = args.compute.precision;
     opts.log = args.log.clone();
     opts.prefetch = args.prefetch;
     opts.allow_incomplete = args.allow_incomplete;

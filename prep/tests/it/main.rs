@@ -2,6 +2,7 @@
 
 mod cli_ingest;
 mod demo;
+mod device;
 mod embed_search;
 mod fault_injection;
 mod hub_download;
