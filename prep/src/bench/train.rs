@@ -116,51 +116,15 @@ impl BenchBatch {
     }
 }
 
-/// Anchors are corpus lines 0..B, positives the next B, cut at their max lengths; a corpus
-/// shorter than 2B lines is cycled (the recipe's batch of 1,024 needs 2,048 texts).
-fn bench_batch(
-    args: &Args,
-    model_dir: &Path,
-    lines: &[&str],
-    device: &Device,
-) -> Result<BenchBatch> {
-    let b = args.batch_size;
-    let tokenizer = |max_length: usize| -> Result<Tokenizer> {
-        let path = model_dir.join("tokenizer.json");
-        let mut tok =
-            Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        tok.with_truncation(Some(TruncationParams {
-            max_length,
-            ..Default::default()
-        }))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-        tok.with_padding(None);
-        Ok(tok)
-    };
-    let encode = |tok: &Tokenizer, first: usize| -> Result<Vec<Vec<u32>>> {
-        (first..first + b)
-            .map(|i| {
-                let text = lines[i % lines.len()];
-                let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("{e}"))?;
-                Ok(enc.get_ids().to_vec())
-            })
-            .collect()
-    };
-    let anchors = encode(&tokenizer(args.max_length)?, 0)?;
-    let positive_length = args.max_length_positive.unwrap_or(args.max_length);
-    let positives = encode(&tokenizer(positive_length)?, b)?;
-    let column = |rows: &[Vec<u32>]| -> Result<Column> {
-        let (ids, mask, t) = loader::pad(rows, 0);
-        Ok(Column {
-            ids: Tensor::from_vec(ids, (rows.len(), t), device)?,
-            mask: Tensor::from_vec(mask, (rows.len(), t), device)?,
-        })
-    };
+/// The prepared batch padded into tensors on `device`.
+fn bench_batch(prepared: &Prepared, device: &Device) -> Result<BenchBatch> {
+    let n = prepared.anchors.len();
+    let (a, p) = prepared.columns_on(0..n, device)?;
     Ok(BenchBatch {
-        a: column(&anchors)?,
-        p: column(&positives)?,
-        anchors,
-        positives,
+        anchors: prepared.anchors.clone(),
+        positives: prepared.positives.clone(),
+        a,
+        p,
     })
 }
 
@@ -212,23 +176,11 @@ pub fn run(args: Args) -> Result<()> {
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
     let device = args.compute.open()?;
-    let model_dir = match &args.model {
-        Some(m) => crate::model::resolve(m)?,
-        None => default_model()?,
-    };
-    let corpus = match &args.corpus {
-        Some(c) => c.clone(),
-        None => default_corpus()?,
-    };
-    let text = std::fs::read_to_string(&corpus)
-        .with_context(|| format!("reading {}", corpus.display()))?;
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    if lines.is_empty() || args.batch_size == 0 {
-        bail!("{}: no texts (or --batch-size 0)", corpus.display());
-    }
-    let batch = bench_batch(&args, &model_dir, &lines, &device)?;
+    let prepared = prepare(&args)?;
+    let model_dir = &prepared.model_dir;
+    let batch = bench_batch(&prepared, &device)?;
     // Upstream's training mode: dropout 0.1 on.
-    let mut model = Trainable::from_pretrained(&model_dir, None, &device)?;
+    let mut model = Trainable::from_pretrained(model_dir, None, &device)?;
     model.set_precision(args.compute.precision, None)?;
     let threads = args.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
     let (ta, tp) = (batch.a.ids.dims()[1], batch.p.ids.dims()[1]);
@@ -367,9 +319,6 @@ fn write_bench_shards(
     Ok(())
 }
 
-// The data-parallel comparison (`--world-size`, prep/src/bench/train_dp.rs) runs on the CPU
-// and times its ranks and its one-process baseline with these.
-
 /// The benchmark's global batch: B anchors and B positives from the corpus, tokenized.
 pub struct Prepared {
     pub model_dir: PathBuf,
@@ -379,14 +328,22 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Rows `range` of both columns, padded to their own longest row (as the loader pads a
-    /// rank's slice).
+    /// Rows `range` of both columns on the CPU, padded to their own longest row (as the loader
+    /// pads a rank's slice).
     pub fn columns(&self, range: std::ops::Range<usize>) -> Result<(Column, Column)> {
+        self.columns_on(range, &Device::Cpu)
+    }
+
+    fn columns_on(
+        &self,
+        range: std::ops::Range<usize>,
+        device: &Device,
+    ) -> Result<(Column, Column)> {
         let column = |rows: &[Vec<u32>]| -> Result<Column> {
             let (ids, mask, t) = loader::pad(rows, 0);
             Ok(Column {
-                ids: Tensor::from_vec(ids, (rows.len(), t), &Device::Cpu)?,
-                mask: Tensor::from_vec(mask, (rows.len(), t), &Device::Cpu)?,
+                ids: Tensor::from_vec(ids, (rows.len(), t), device)?,
+                mask: Tensor::from_vec(mask, (rows.len(), t), device)?,
             })
         };
         Ok((
@@ -406,8 +363,8 @@ impl Prepared {
 }
 
 /// Resolves the model and corpus and tokenizes the batch: anchors are corpus lines 0..B,
-/// positives the next B lines (bench corpus lines are paragraphs, so both columns fill the
-/// 128 tokens, the worst case for the step).
+/// positives the next B, cut at `--max-length` / `--max-length-positive`; a corpus shorter
+/// than 2B lines is cycled (the recipe's batch of 1,024 needs 2,048 texts).
 pub fn prepare(args: &Args) -> Result<Prepared> {
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
@@ -420,33 +377,36 @@ pub fn prepare(args: &Args) -> Result<Prepared> {
     let text = std::fs::read_to_string(&corpus)
         .with_context(|| format!("reading {}", corpus.display()))?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    let b = args.batch_size;
-    if lines.len() < 2 * b {
-        bail!("{}: needs at least {} lines", corpus.display(), 2 * b);
+    if lines.is_empty() || args.batch_size == 0 {
+        bail!("{}: no texts (or --batch-size 0)", corpus.display());
     }
-    let mut tok = Tokenizer::from_file(model_dir.join("tokenizer.json"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", model_dir.join("tokenizer.json").display()))?;
-    tok.with_truncation(Some(TruncationParams {
-        max_length: args.max_length,
-        ..Default::default()
-    }))
-    .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tok.with_padding(None);
-    let encode = |texts: &[&str]| -> Result<Vec<Vec<u32>>> {
-        texts
-            .iter()
-            .map(|t| {
-                Ok(tok
-                    .encode(*t, true)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .get_ids()
-                    .to_vec())
+    let b = args.batch_size;
+    let tokenizer = |max_length: usize| -> Result<Tokenizer> {
+        let path = model_dir.join("tokenizer.json");
+        let mut tok =
+            Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        tok.with_truncation(Some(TruncationParams {
+            max_length,
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        tok.with_padding(None);
+        Ok(tok)
+    };
+    let encode = |tok: &Tokenizer, first: usize| -> Result<Vec<Vec<u32>>> {
+        (first..first + b)
+            .map(|i| {
+                let text = lines[i % lines.len()];
+                let enc = tok.encode(text, true).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(enc.get_ids().to_vec())
             })
             .collect()
     };
+    let anchors = encode(&tokenizer(args.max_length)?, 0)?;
+    let positive_length = args.max_length_positive.unwrap_or(args.max_length);
     Ok(Prepared {
-        anchors: encode(&lines[..b])?,
-        positives: encode(&lines[b..2 * b])?,
+        positives: encode(&tokenizer(positive_length)?, b)?,
+        anchors,
         model_dir,
         corpus,
     })
