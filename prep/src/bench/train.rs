@@ -128,6 +128,27 @@ fn bench_batch(prepared: &Prepared, device: &Device) -> Result<BenchBatch> {
     })
 }
 
+/// One step as `prep train` takes it alone: loss and gradients in one graph (or GradCache
+/// chunks of `mini_batch_size`), clipping at 1.0, AdamW at lr 2e-5; returns the loss.
+fn train_step(
+    model: &Trainable,
+    cols: &Columns,
+    mini_batch_size: Option<usize>,
+    rng: &mut encoder::DropoutRng,
+    opt: &mut AdamW,
+) -> Result<f64> {
+    let mut out = loss_and_grads(
+        model,
+        cols,
+        LossConfig::default(),
+        mini_batch_size,
+        Some(rng),
+    )?;
+    train::optim::clip_grad_norm(&mut out.grads, 1.0)?;
+    opt.step(&model.vars, &out.grads, 2e-5)?;
+    Ok(out.loss)
+}
+
 /// Seconds of each timed step (after one untimed warm-up), the device drained after each so
 /// a GPU's queued work is inside the step that queued it.
 fn time_steps_on_device(args: &Args, model: &Trainable, batch: &BenchBatch) -> Result<Vec<f64>> {
@@ -140,17 +161,9 @@ fn time_steps_on_device(args: &Args, model: &Trainable, batch: &BenchBatch) -> R
     };
     let device = model.device().clone();
     let mut step = || -> Result<f64> {
-        let mut out = loss_and_grads(
-            model,
-            &cols,
-            LossConfig::default(),
-            args.mini_batch_size,
-            Some(&mut rng),
-        )?;
-        train::optim::clip_grad_norm(&mut out.grads, 1.0)?;
-        opt.step(&model.vars, &out.grads, 2e-5)?;
+        let loss = train_step(model, &cols, args.mini_batch_size, &mut rng, &mut opt)?;
         device.synchronize()?;
-        Ok(out.loss)
+        Ok(loss)
     };
     step()?; // warm-up: allocator, thread pools, GPU kernels loaded
     let mut times = Vec::new();
@@ -473,16 +486,7 @@ pub fn time_one_process(args: &Args, prepared: &Prepared) -> Result<Timing> {
         negative: None,
     };
     let step = || -> Result<()> {
-        let mut out = loss_and_grads(
-            &model,
-            &cols,
-            LossConfig::default(),
-            args.mini_batch_size,
-            Some(&mut rng),
-        )?;
-        train::optim::clip_grad_norm(&mut out.grads, 1.0)?;
-        opt.step(&model.vars, &out.grads, 2e-5)?;
-        Ok(())
+        train_step(&model, &cols, args.mini_batch_size, &mut rng, &mut opt).map(|_| ())
     };
     time_steps(args.steps, step, || ())
 }
