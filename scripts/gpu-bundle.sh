@@ -19,7 +19,7 @@ venv="${PREP_CUDA_VENV:-$HOME/.cache/prep/cuda-nvcc-13.0}"
 rm -rf .gpu
 mkdir -p .gpu/model/1_Pooling .gpu/shared/reference .gpu/shared/bench
 strip -o .gpu/prep "$bin"
-python3 -c 'import lzma,sys; d=open(sys.argv[1],"rb").read(); lzma.open(sys.argv[1]+".xz","wb",preset=6).write(d)' .gpu/prep
+python3 -c 'import lzma,sys; d=open(sys.argv[1],"rb").read(); lzma.open(sys.argv[1]+".xz","wb",preset=9 | lzma.PRESET_EXTREME).write(d)' .gpu/prep
 rm .gpu/prep
 cudart="$(find "$venv" -name 'libcudart.so.13' | head -n 1)"
 [ -n "$cudart" ] && cp "$cudart" .gpu/

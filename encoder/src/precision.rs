@@ -101,7 +101,9 @@ impl FromStr for Precision {
 pub enum DeviceSpec {
     #[default]
     Cpu,
-    Cuda(usize),
+    /// `cuda:N`; plain `cuda` (None) is GPU 0 in one process, and `cuda:<local rank>` in each
+    /// rank of a data-parallel launch ([`DeviceSpec::for_local_rank`]).
+    Cuda(Option<usize>),
 }
 
 impl FromStr for DeviceSpec {
@@ -111,9 +113,9 @@ impl FromStr for DeviceSpec {
         let bad = || EncoderError::Invalid(format!("device {s:?}: expected cpu, cuda or cuda:N"));
         match s {
             "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(0)),
+            "cuda" => Ok(Self::Cuda(None)),
             _ => match s.strip_prefix("cuda:") {
-                Some(n) => n.parse().map(Self::Cuda).map_err(|_| bad()),
+                Some(n) => n.parse().map(|n| Self::Cuda(Some(n))).map_err(|_| bad()),
                 None => Err(bad()),
             },
         }
@@ -124,26 +126,62 @@ impl fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Cpu => f.write_str("cpu"),
-            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Cuda(None) => f.write_str("cuda"),
+            Self::Cuda(Some(n)) => write!(f, "cuda:{n}"),
         }
     }
 }
 
 impl DeviceSpec {
+    /// The device of the rank that is `local_rank` on its node: plain `cuda` becomes
+    /// `cuda:<local_rank>` (one GPU per rank); `cpu` and an explicit `cuda:N` stay as given.
+    pub fn for_local_rank(self, local_rank: usize) -> DeviceSpec {
+        match self {
+            Self::Cuda(None) => Self::Cuda(Some(local_rank)),
+            other => other,
+        }
+    }
+
     /// Opens the device: a one-line error when the binary has no CUDA or the GPU is absent.
     pub fn open(self) -> Result<Device> {
-        match self {
-            Self::Cpu => Ok(Device::Cpu),
-            Self::Cuda(n) if !candle_core::utils::cuda_is_available() => {
-                Err(EncoderError::Invalid(format!(
-                    "device cuda:{n}: this binary was built without CUDA (rebuild with --features cuda: scripts/build-cuda.sh)"
-                )))
-            }
-            Self::Cuda(n) => Device::new_cuda(n).map_err(|e| {
-                EncoderError::Invalid(format!(
-                    "device cuda:{n}: no such GPU or CUDA failed to start: {e}"
-                ))
-            }),
+        let Self::Cuda(n) = self else {
+            return Ok(Device::Cpu);
+        };
+        let n = n.unwrap_or(0);
+        if !candle_core::utils::cuda_is_available() {
+            return Err(EncoderError::Invalid(format!(
+                "device cuda:{n}: this binary was built without CUDA (rebuild with --features cuda: scripts/build-cuda.sh)"
+            )));
         }
+        Device::new_cuda(n).map_err(|e| {
+            // candle appends a backtrace when RUST_BACKTRACE is set: one line is the message.
+            let e = e.to_string();
+            let e = e.lines().next().unwrap_or_default();
+            EncoderError::Invalid(format!(
+                "device cuda:{n}: no such GPU or CUDA failed to start: {e}"
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_cuda_is_each_ranks_own_gpu() {
+        let plain: DeviceSpec = "cuda".parse().unwrap();
+        assert_eq!(plain, DeviceSpec::Cuda(None));
+        assert_eq!(plain.to_string(), "cuda");
+        assert_eq!(plain.for_local_rank(3), DeviceSpec::Cuda(Some(3)));
+        let pinned: DeviceSpec = "cuda:1".parse().unwrap();
+        assert_eq!(
+            pinned.for_local_rank(3),
+            pinned,
+            "an explicit GPU stays as given"
+        );
+        assert_eq!(pinned.to_string(), "cuda:1");
+        assert_eq!(DeviceSpec::Cpu.for_local_rank(2), DeviceSpec::Cpu);
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
     }
 }

@@ -67,7 +67,7 @@ mod tests {
     fn flags_parse_with_cpu_f32_defaults() {
         // Not touching PREP_DEVICE here: tests share the process environment.
         let c = parse(&["--device", "cuda:3", "--precision", "bf16"]).unwrap();
-        assert_eq!(c.device, DeviceSpec::Cuda(3));
+        assert_eq!(c.device, DeviceSpec::Cuda(Some(3)));
         assert_eq!(c.precision, Precision::Bf16);
         let c = parse(&["--device", "cpu"]).unwrap();
         assert_eq!(c.precision, Precision::F32);
@@ -92,7 +92,7 @@ mod tests {
     #[test]
     fn cuda_without_the_feature_says_how_to_build() {
         let c = ComputeArgs {
-            device: DeviceSpec::Cuda(0),
+            device: DeviceSpec::Cuda(None),
             precision: Precision::F32,
         };
         let e = c.open().unwrap_err().to_string();

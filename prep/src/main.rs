@@ -37,6 +37,7 @@ enum Command {
     /// Sample datasets by data_config.json weights into tokenized training shards.
     Mix(cmd::mix::Args),
     /// Summarize a pairs dataset or a shard folder (counts, lengths, duplicates, samples).
+    #[cfg(feature = "inspect")]
     Inspect(cmd::inspect::Args),
     /// Train a sentence embedder with MultipleNegativesRankingLoss on mixed shards.
     Train(cmd::train::Args),
@@ -73,6 +74,7 @@ fn main() {
         Command::Ingest(a) => cmd::ingest::run(a),
         Command::Mine(a) => cmd::mine::run(a),
         Command::Mix(a) => cmd::mix::run(a),
+        #[cfg(feature = "inspect")]
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Embed(a) => cmd::embed::run(a),

@@ -2,9 +2,13 @@
 //! no-op implementation for one process, and the launcher's rank/world size from the environment.
 //!
 //! The MPI (rsmpi over Open MPI) and NCCL implementations plug in behind this trait; the step
-//! ([`crate::step::loss_and_grads_distributed`]) only ever talks to it.
+//! ([`crate::step::loss_and_grads_distributed`]) only ever talks to it. The tensor-level calls
+//! (`all_gather_rows`, `all_reduce_sum_tensors`) stage through host memory by default (MPI, on
+//! any device); NCCL overrides them to exchange GPU buffers without leaving the device.
 
-use crate::error::{Result, TrainError};
+use candle_core::Tensor;
+
+use crate::error::{Ctx, Result, TrainError};
 
 /// What data-parallel training exchanges between ranks. Every call is collective: all ranks
 /// make the same calls in the same order with buffers of the same length.
@@ -21,6 +25,50 @@ pub trait Collective {
     /// Bytes this rank has handed to collectives so far (0 where nothing leaves the process).
     fn bytes_sent(&self) -> u64 {
         0
+    }
+
+    /// Ends every rank of the job with `code` (after this rank printed why). Never returns.
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+
+    /// Every rank's rows of `local` (n × dim, the same n on every rank), in rank order, on
+    /// `local`'s device: rank r's rows are global rows `r*n..(r+1)*n`, as the loader slices.
+    fn all_gather_rows(&self, local: &Tensor) -> Result<Tensor> {
+        let (n, dim) = local.dims2().ctx("embeddings")?;
+        let flat: Vec<f32> = local
+            .flatten_all()
+            .and_then(|t| t.to_vec1())
+            .ctx("embeddings")?;
+        let all = self.all_gather(&flat)?;
+        Tensor::from_vec(all, (n * self.world_size(), dim), local.device())
+            .ctx("gathered embeddings")
+    }
+
+    /// Each tensor summed over ranks (one flat buffer, one collective), shapes kept.
+    fn all_reduce_sum_tensors(&self, tensors: Vec<Tensor>) -> Result<Vec<Tensor>> {
+        if self.world_size() == 1 {
+            return Ok(tensors);
+        }
+        let mut flat = Vec::new();
+        for t in &tensors {
+            flat.extend(
+                t.flatten_all()
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .ctx("gradients")?,
+            );
+        }
+        self.all_reduce_sum(&mut flat)?;
+        let mut at = 0;
+        tensors
+            .iter()
+            .map(|t| {
+                let n = t.elem_count();
+                let summed = Tensor::from_slice(&flat[at..at + n], t.shape(), t.device());
+                at += n;
+                summed.ctx("summed gradients")
+            })
+            .collect()
     }
 }
 

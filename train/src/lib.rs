@@ -16,6 +16,8 @@ pub mod loss;
 pub mod model;
 #[cfg(feature = "mpi")]
 pub mod mpi;
+#[cfg(feature = "nccl")]
+pub mod nccl;
 pub mod optim;
 pub mod replicas;
 pub mod step;

@@ -192,4 +192,8 @@ impl Collective for Mpi {
     fn bytes_sent(&self) -> u64 {
         self.sent.get()
     }
+
+    fn abort(&self, code: i32) -> ! {
+        Mpi::abort(self, code)
+    }
 }

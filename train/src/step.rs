@@ -360,18 +360,6 @@ fn backprop_pieces(
     Ok(grads.expect("at least one chunk"))
 }
 
-/// Every rank's rows of one embedding matrix, in rank order (rank r holds global rows
-/// `r*n..(r+1)*n`, as the loader slices).
-fn gather_rows(local: &Tensor, coll: &dyn Collective) -> Result<Tensor> {
-    let (n, dim) = local.dims2().ctx("embeddings")?;
-    let flat: Vec<f32> = local
-        .flatten_all()
-        .and_then(|t| t.to_vec1())
-        .ctx("embeddings")?;
-    let all = coll.all_gather(&flat)?;
-    Tensor::from_vec(all, (n * coll.world_size(), dim), local.device()).ctx("gathered embeddings")
-}
-
 /// Data-parallel loss and gradients. `cols` is this rank's contiguous slice of the global batch.
 /// The detached embeddings of every column are all-gathered, the global-batch loss (the same
 /// number on every rank) is differentiated w.r.t. this rank's rows, this rank's slice is
@@ -414,7 +402,7 @@ pub fn rank_loss_and_grads(
         .iter()
         .map(|parts| {
             let local = Tensor::cat(parts, 0).ctx("embeddings")?;
-            Var::from_tensor(&gather_rows(&local, coll)?).ctx("gathered embeddings")
+            Var::from_tensor(&coll.all_gather_rows(&local)?).ctx("gathered embeddings")
         })
         .collect::<Result<_>>()?;
     let (l, store) = loss_on_leaves(&leaves, &loss, "global-batch loss")?;
@@ -459,26 +447,5 @@ pub fn clip_per_rank_and_average(
 
 /// Sums each parameter gradient over ranks (one flat buffer, one collective).
 pub fn all_reduce_grads(grads: Vec<Tensor>, coll: &dyn Collective) -> Result<Vec<Tensor>> {
-    if coll.world_size() == 1 {
-        return Ok(grads);
-    }
-    let mut flat = Vec::new();
-    for g in &grads {
-        flat.extend(
-            g.flatten_all()
-                .and_then(|t| t.to_vec1::<f32>())
-                .ctx("gradients")?,
-        );
-    }
-    coll.all_reduce_sum(&mut flat)?;
-    let mut at = 0;
-    grads
-        .iter()
-        .map(|g| {
-            let n = g.elem_count();
-            let t = Tensor::from_slice(&flat[at..at + n], g.shape(), g.device());
-            at += n;
-            t.ctx("summed gradients")
-        })
-        .collect()
+    coll.all_reduce_sum_tensors(grads)
 }

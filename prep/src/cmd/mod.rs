@@ -6,6 +6,7 @@ pub mod download;
 pub mod embed;
 pub mod eval;
 pub mod ingest;
+#[cfg(feature = "inspect")]
 pub mod inspect;
 pub mod mine;
 pub mod mix;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use train::{AdamWConfig, ClipScope, LossKind, RunOptions, ScheduleKind, TrainConfig};
 
+use crate::compute::ComputeArgs;
 use crate::progress::Bar;
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -122,7 +123,7 @@ pub struct Args {
     #[arg(long)]
     pub threads: Option<usize>,
     #[command(flatten)]
-    pub compute: crate::compute::ComputeArgs,
+    pub compute: ComputeArgs,
 }
 
 /// Data-parallel training: W ranks started by a launcher (`mpirun -np W`, `srun`) train one model.
@@ -197,12 +198,18 @@ pub fn run(args: Args) -> Result<()> {
         // candle's CPU kernels size their pools from this.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    let launch = Launch::start(&args.parallel)?;
+    let env = train::Placement::from_env().context("reading the launcher's environment")?;
+    // Plain `--device cuda` is this rank's own GPU: cuda:<local rank>.
+    let compute = ComputeArgs {
+        device: args.compute.device.for_local_rank(env.local_rank),
+        ..args.compute.clone()
+    };
+    let launch = Launch::start(&args.parallel, env, &compute)?;
     let coll = launch.collective();
     let summary = if coll.rank() == 0 {
-        train_on(&args, &Bar::new(), coll)
+        train_on(&args, &compute, &Bar::new(), coll)
     } else {
-        train_on(&args, &schemas::NoProgress, coll)
+        train_on(&args, &compute, &schemas::NoProgress, coll)
     };
     let summary = launch.or_abort(summary)?;
     if coll.world_size() > 1 {
@@ -235,13 +242,14 @@ enum Launch {
     Single(train::Single),
     #[cfg(feature = "mpi")]
     Mpi(train::mpi::Mpi),
+    #[cfg(feature = "nccl")]
+    Nccl(train::nccl::Nccl),
 }
 
 impl Launch {
     /// One process, or (launcher with several ranks, or `--world-size` > 1) MPI, checked
-    /// against the overrides.
-    fn start(p: &Parallel) -> Result<Launch> {
-        let env = train::Placement::from_env().context("reading the launcher's environment")?;
+    /// against the overrides; on GPUs, NCCL between the ranks when built with it.
+    fn start(p: &Parallel, env: train::Placement, compute: &ComputeArgs) -> Result<Launch> {
         let world = p.world_size.unwrap_or(env.world_size);
         if world <= 1 && env.world_size <= 1 {
             if let Some(r) = p.rank.filter(|&r| r != 0) {
@@ -249,14 +257,14 @@ impl Launch {
             }
             return Ok(Launch::Single(train::Single));
         }
-        Self::start_mpi(p, world)
+        let mpi = Self::start_mpi(p, world)?;
+        Self::between_gpus(mpi, p, compute)
     }
 
     #[cfg(feature = "mpi")]
-    fn start_mpi(p: &Parallel, world: usize) -> Result<Launch> {
+    fn start_mpi(p: &Parallel, world: usize) -> Result<train::mpi::Mpi> {
         use train::Collective;
-        let timeout = std::time::Duration::from_secs(p.collective_timeout.max(1));
-        let mpi = train::mpi::Mpi::init(timeout).context("starting MPI")?;
+        let mpi = train::mpi::Mpi::init(collective_timeout(p)).context("starting MPI")?;
         let (rank, size) = (mpi.rank(), mpi.world_size());
         if size != world || p.rank.is_some_and(|r| r != rank) {
             let asked = p
@@ -271,11 +279,11 @@ impl Launch {
             eprintln!("error: {msg}");
             mpi.abort(2);
         }
-        Ok(Launch::Mpi(mpi))
+        Ok(mpi)
     }
 
     #[cfg(not(feature = "mpi"))]
-    fn start_mpi(_: &Parallel, world: usize) -> Result<Launch> {
+    fn start_mpi(_: &Parallel, world: usize) -> Result<std::convert::Infallible> {
         bail!(
             "a world of {world} ranks needs MPI, and this prep was built without it: build with \
              `cargo build --release -p prep --features mpi` (Open MPI: openmpi-bin, libopenmpi-dev, \
@@ -283,29 +291,74 @@ impl Launch {
         )
     }
 
+    /// On GPUs the step's exchanges go over NCCL (built with `--features nccl`); otherwise MPI
+    /// carries them through host memory, which works on any device.
+    #[cfg(feature = "mpi")]
+    fn between_gpus(mpi: train::mpi::Mpi, p: &Parallel, compute: &ComputeArgs) -> Result<Launch> {
+        if compute.device == encoder::DeviceSpec::Cpu {
+            return Ok(Launch::Mpi(mpi));
+        }
+        #[cfg(feature = "nccl")]
+        {
+            let device = match compute.open() {
+                Ok(device) => device,
+                Err(e) => return Launch::Mpi(mpi).or_abort(Err(e)),
+            };
+            let nccl = train::nccl::Nccl::init(Box::new(mpi), &device, collective_timeout(p))
+                .context("starting NCCL")?;
+            Ok(Launch::Nccl(nccl))
+        }
+        #[cfg(not(feature = "nccl"))]
+        {
+            let _ = p;
+            if train::Collective::rank(&mpi) == 0 {
+                eprintln!(
+                    "warning: this prep has no NCCL: the ranks exchange embeddings and gradients \
+                     through host memory over MPI (rebuild with --features cuda,mpi,nccl)"
+                );
+            }
+            Ok(Launch::Mpi(mpi))
+        }
+    }
+
+    #[cfg(not(feature = "mpi"))]
+    fn between_gpus(
+        never: std::convert::Infallible,
+        _: &Parallel,
+        _: &ComputeArgs,
+    ) -> Result<Launch> {
+        match never {}
+    }
+
     fn collective(&self) -> &dyn train::Collective {
         match self {
             Launch::Single(s) => s,
             #[cfg(feature = "mpi")]
             Launch::Mpi(m) => m,
+            #[cfg(feature = "nccl")]
+            Launch::Nccl(n) => n,
         }
     }
 
-    /// Under MPI, a failing rank says why and ends every rank of the job (the others would
-    /// otherwise wait in their next collective until the watchdog's timeout).
+    /// With several ranks, a failing rank says why and ends every rank of the job (the others
+    /// would otherwise wait in their next collective until the watchdog's timeout).
     fn or_abort<T>(&self, r: Result<T>) -> Result<T> {
-        match (self, r) {
-            #[cfg(feature = "mpi")]
-            (Launch::Mpi(m), Err(e)) if train::Collective::world_size(m) > 1 => {
-                let rank = train::Collective::rank(m);
-                eprintln!("error: rank {rank}: {e:#}");
+        let coll = self.collective();
+        match r {
+            Err(e) if coll.world_size() > 1 => {
+                stderr_line(&format!("error: rank {}: {e:#}", coll.rank()));
                 // Ranks failing the same check at once (a mismatch) all get to say so.
                 std::thread::sleep(std::time::Duration::from_millis(500));
-                m.abort(1)
+                coll.abort(1)
             }
-            (_, r) => r,
+            r => r,
         }
     }
+}
+
+#[cfg(feature = "mpi")]
+fn collective_timeout(p: &Parallel) -> std::time::Duration {
+    std::time::Duration::from_secs(p.collective_timeout.max(1))
 }
 
 /// The run folder: `--output`, else the run being resumed, else `run`.
@@ -330,12 +383,13 @@ fn notice_incomplete(shards: &std::path::Path, allow: bool) -> Result<()> {
 /// Runs training as one rank of `coll`'s world; rank 0 prints a one-line summary.
 fn train_on(
     args: &Args,
+    compute: &ComputeArgs,
     bar: &dyn schemas::Progress,
     coll: &dyn train::Collective,
 ) -> Result<train::TrainSummary> {
     let mut opts = RunOptions::new(output_folder(args));
-    opts.device = args.compute.open()?;
-    opts.precision = args.compute.precision;
+    opts.device = compute.open()?;
+    opts.precision = compute.precision;
     opts.log = args.log.clone();
     opts.prefetch = args.prefetch;
     opts.allow_incomplete = args.allow_incomplete;

@@ -6,6 +6,7 @@ mod device;
 mod embed_search;
 mod fault_injection;
 mod hub_download;
+#[cfg(feature = "inspect")]
 mod inspect;
 mod mix_upstream;
 mod mpi;

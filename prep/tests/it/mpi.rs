@@ -607,3 +607,36 @@ fn per_rank_clipping_keeps_the_ranks_identical_and_changes_the_updates() {
         "per-rank clipping changed nothing: {g:?} vs {p:?}"
     );
 }
+
+/// `--device cuda` in an mpirun job is each rank's own GPU (`cuda:<local rank>`); this test
+/// binary has no CUDA, so every rank must stop at once naming its own GPU, never hang.
+#[test]
+fn plain_cuda_gives_each_rank_its_local_gpu() {
+    let Some(mpirun) = mpirun() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    tiny_model(&model);
+    let data = tmp.path().join("shards");
+    shards(&data, 2, false, 41);
+    let t = |n: &str| tmp.path().join(n);
+    let args = train_args(
+        &data,
+        &model,
+        &t("run"),
+        &t("run.jsonl"),
+        &["--device", "cuda"],
+    );
+    let start = std::time::Instant::now();
+    let out = mpi_train(&mpirun, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "mpirun exited 0:\n{stderr}");
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        start.elapsed()
+    );
+    for rank in 0..2 {
+        let needle = format!("device cuda:{rank}: this binary was built without CUDA");
+        assert!(stderr.contains(&needle), "no {needle:?} in:\n{stderr}");
+    }
+}
