@@ -10,7 +10,9 @@
 #    the bench corpus) at each precision: prep (`prep bench train`) and PyTorch
 #    (scripts/gpu/train_peer.py) on the same GPU, seconds per step, tokens/s, peak GPU memory;
 # 3. encoding (`prep bench encode`) against sentence-transformers on the same GPU;
-# 4. a summary (scripts/gpu/summary.py), with the hours the 200k-step recipe would take.
+# 4. the data-parallel step's exchanges over NCCL in a world of one (`prep bench collective`:
+#    all-gather of 1,024 × 384 embeddings per column, all-reduce of the 22.7M-float gradient);
+# 5. a summary (scripts/gpu/summary.py), with the hours the 200k-step recipe would take.
 #
 # A failing check is reported and the others still run. The CPU half runs here too, on tiny
 # shapes: PREP_BIN=target/debug/prep DEVICE=cpu PRECISIONS=f32 BATCH=16 LEN_A=16 LEN_B=32 \
@@ -87,6 +89,10 @@ peer=1
 "$python" -c 'import sentence_transformers' 2>/dev/null || { peer=0; echo "no sentence-transformers in $python: PyTorch peers skipped"; }
 say "machine"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+# The cuda build is linked against the driver's libcuda and NVIDIA's libraries by soname: say
+# which are missing (and where this script looked) rather than fail in every check below.
+missing="$(ldd "$prep" 2>/dev/null | awk '/not found/ {print $1}' | tr '\n' ' ')"
+[ -n "$missing" ] && echo "MISSING LIBRARIES: $missing(LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-})"
 "$prep" --version
 
 say "1. parity against PyTorch (embeddings; 3 AdamW steps)"
@@ -125,6 +131,10 @@ for p in $precisions; do
         "${peer_args[@]}" --json "$out/encode-$p.json" || echo "prep bench encode $p: FAILED (exit $?)"
 done
 
-say "4. summary"
+say "4. the data-parallel exchanges over NCCL (a world of one), batch $batch"
+timeout 120 "$prep" bench collective --device "$device" --batch-size "$batch" \
+    | tee "$out/collective.txt" || echo "prep bench collective: FAILED (exit $?)"
+
+say "5. summary"
 "$python" scripts/gpu/summary.py "$out" | tee "$out/summary.txt"
 rm -rf "$work"

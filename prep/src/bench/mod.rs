@@ -1,5 +1,6 @@
 //! Benchmarks behind `prep bench`, one module per stage, plus what they share.
 
+pub mod collective;
 pub mod encode;
 pub mod ingest;
 pub mod mine;

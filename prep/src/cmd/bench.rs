@@ -22,6 +22,9 @@ enum Stage {
     Train(crate::bench::train::Args),
     /// Embeddings and 3 AdamW steps against the PyTorch reference, on --device at --precision.
     Parity(crate::bench::parity::Args),
+    /// The data-parallel step's exchanges alone (all-gather of embeddings, all-reduce of the
+    /// gradient) at the recipe's shape: NCCL on GPUs, MPI under mpirun.
+    Collective(crate::bench::collective::Args),
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -32,5 +35,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stage::Encode(a) => crate::bench::encode::run(a),
         Stage::Train(a) => crate::bench::train::run(a),
         Stage::Parity(a) => crate::bench::parity::run(a),
+        Stage::Collective(a) => crate::bench::collective::run(a),
     }
 }

@@ -109,6 +109,8 @@ pub struct Args {
     /// Threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 impl Args {
@@ -153,11 +155,7 @@ fn run_inner(args: &Args) -> Result<()> {
         Some(p) => Some(read_corpus(p).context("reading --corpus")?),
         None => None,
     };
-    let encoder = super::embed::load_encoder(
-        &args.model,
-        args.max_seq_length,
-        &crate::compute::ComputeArgs::from_env()?,
-    )?;
+    let encoder = super::embed::load_encoder(&args.model, args.max_seq_length, &args.compute)?;
     let weights = encoder.dir().join("model.safetensors");
     let model_sha256 = super::embed::model_sha256(encoder.dir())?;
     let mut embedder = Embedder::new(
@@ -242,5 +240,8 @@ fn options(
     put("max_seq_length", max_seq_length.into());
     put("query_block", args.query_block.into());
     put("corpus_block", args.corpus_block.into());
+    // Where the vectors were computed (GPU and CPU vectors differ in float noise).
+    put("device", args.compute.device.to_string().into());
+    put("precision", args.compute.precision.to_string().into());
     o
 }
