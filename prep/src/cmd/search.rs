@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use encoder::retrieval::top_k;
 use encoder::SentenceEncoder;
 use schemas::embeddings::{
@@ -35,6 +35,11 @@ pub struct Args {
     /// Reusable embedding file for a text corpus: read when it matches, else written.
     #[arg(long)]
     pub embeddings: Option<PathBuf>,
+    /// Embedding cache folder shared with `prep mine --cache` (vectors keyed by the model's
+    /// weights sha256 and each text's sha256): corpus texts found there are not encoded again,
+    /// the others are added. Scores are then cosines (the cache holds L2-normalised vectors).
+    #[arg(long, conflicts_with = "embeddings")]
+    pub cache: Option<PathBuf>,
     /// Field (jsonl) or column (parquet) of a text corpus.
     #[arg(long, default_value = "text")]
     pub field: String,
@@ -92,7 +97,15 @@ fn run_inner(args: &Args) -> Result<()> {
         );
     }
     let queries: Vec<&str> = args.query.iter().map(|s| s.as_str()).collect();
-    let qvecs = encoder.encode(&queries, args.batch_size)?;
+    let mut qvecs = encoder.encode(&queries, args.batch_size)?;
+    if args.cache.is_some() {
+        // Cosines against the cache's unit vectors.
+        for v in qvecs.iter_mut() {
+            let mut unit = mine::Embeddings::new(dim);
+            unit.push_normalized(v);
+            *v = unit.data;
+        }
+    }
     for (q, qv) in queries.iter().zip(&qvecs) {
         print_hits(
             q,
@@ -102,6 +115,30 @@ fn run_inner(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The corpus's unit vectors from the embedding cache under `dir`, encoding (and adding) only
+/// the texts it lacks.
+fn embed_through_cache(
+    args: &Args,
+    encoder: &SentenceEncoder,
+    dir: &Path,
+    texts: &[String],
+) -> Result<Vec<f32>> {
+    let options = mine::EmbedOptions {
+        batch_size: args.batch_size,
+    };
+    let embedder = mine::Embedder::new(encoder, options)
+        .with_cache(dir, &model_sha256(encoder.dir())?)
+        .with_context(|| format!("opening the embedding cache {}", dir.display()))?;
+    let (vectors, counts) = embedder.embed_counted(texts, &Bar::new())?;
+    eprintln!(
+        "embedding cache {}: {} corpus texts found, {} encoded and added",
+        dir.display(),
+        counts.cached,
+        counts.encoded
+    );
+    Ok(vectors.data)
 }
 
 /// Texts (`#i` for a file without a `text` column) beside their vectors.
@@ -150,17 +187,20 @@ fn embed_corpus(args: &Args, encoder: &SentenceEncoder) -> Result<Corpus> {
             sink.finish()?;
             read_parquet(p)?.vectors
         }
-        None => {
-            let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
-            let v = encoder.encode_with_progress(&refs, args.batch_size, &Bar::new())?;
-            v.concat()
-        }
+        None => match &args.cache {
+            Some(dir) => embed_through_cache(args, encoder, dir, &texts)?,
+            None => {
+                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+                let v = encoder.encode_with_progress(&refs, args.batch_size, &Bar::new())?;
+                v.concat()
+            }
+        },
     };
     eprintln!(
         "embedded {} corpus texts in {:.1}s{}",
         texts.len(),
         started.elapsed().as_secs_f64(),
-        if args.embeddings.is_none() {
+        if args.embeddings.is_none() && args.cache.is_none() {
             " (pass --embeddings FILE to keep them for the next search)"
         } else {
             ""

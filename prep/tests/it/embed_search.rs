@@ -142,3 +142,58 @@ fn files_search_cannot_trust_are_refused_naming_them() {
     assert!(said.contains("unknown embedding format `.csv`"), "{said}");
     assert!(!dir.path().join("out.csv").exists());
 }
+
+/// `prep search --cache` shares `prep mine`'s embedding cache: the first search encodes the
+/// corpus into it, the next finds every text there and encodes none, with the same hits and
+/// scores (cosines) as the search without a cache on this normalising model.
+#[test]
+fn search_reads_and_extends_the_mine_embedding_cache() {
+    let Some(model) = testdata::test_model_dir() else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, CORPUS).unwrap();
+    let cache = dir.path().join("cache");
+    let args = [
+        "search",
+        "--model",
+        m,
+        "-k",
+        "4",
+        "--json",
+        "--query",
+        "a fast cat",
+        "--corpus",
+    ];
+    let plain = ok(&prep(&args, &[&corpus]));
+    let first = prep(&args, &[&corpus, Path::new("--cache"), &cache]);
+    let second = prep(&args, &[&corpus, Path::new("--cache"), &cache]);
+    for (what, out, needle) in [
+        ("first", &first, "0 corpus texts found, 4 encoded and added"),
+        (
+            "second",
+            &second,
+            "4 corpus texts found, 0 encoded and added",
+        ),
+    ] {
+        let hits = ok(out);
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(said.contains(needle), "{what}: no {needle:?} in {said}");
+        let (a, b): (serde_json::Value, serde_json::Value) = (
+            serde_json::from_str(hits.lines().next().unwrap()).unwrap(),
+            serde_json::from_str(plain.lines().next().unwrap()).unwrap(),
+        );
+        for (x, y) in a["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(b["results"].as_array().unwrap())
+        {
+            assert_eq!(x["text"], y["text"], "{what}: another ranking");
+            let (sx, sy) = (x["score"].as_f64().unwrap(), y["score"].as_f64().unwrap());
+            assert!((sx - sy).abs() < 1e-5, "{what}: score {sx} against {sy}");
+        }
+    }
+}
