@@ -547,6 +547,14 @@ pub fn records_from_batch(
     let mut extra = Vec::new();
     while let Some(col) = string_column(path, batch, &negative_column(extra.len() + 1))? {
         extra.push(col);
+        if extra.len() >= Arity::MAX_NEGATIVES {
+            let msg = format!(
+                "more than {} negative columns (`{}` and beyond)",
+                Arity::MAX_NEGATIVES,
+                negative_column(extra.len())
+            );
+            return Err(SchemaError::invalid(path, msg));
+        }
     }
     let opt = |col: Option<&StringArray>, i: usize| {
         col.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_owned())

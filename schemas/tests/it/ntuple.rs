@@ -137,3 +137,30 @@ fn a_shard_holds_batches_of_different_negative_counts() {
     let mut w = ShardWriter::create(&old, options).unwrap();
     assert!(w.write_batch(&batches[1]).is_err());
 }
+
+#[test]
+fn more_negative_columns_than_a_dataset_may_have_are_refused_naming_the_file() {
+    use std::sync::Arc;
+    let names: Vec<String> = ["anchor".to_owned(), "positive".to_owned()]
+        .into_iter()
+        .chain((0..=Arity::MAX_NEGATIVES).map(schemas::negative_column))
+        .collect();
+    let fields: Vec<arrow_schema::Field> = names
+        .iter()
+        .map(|n| arrow_schema::Field::new(n, arrow_schema::DataType::Utf8, false))
+        .collect();
+    let columns: Vec<arrow_array::ArrayRef> = names
+        .iter()
+        .map(|n| Arc::new(arrow_array::StringArray::from(vec![n.as_str()])) as _)
+        .collect();
+    let schema = Arc::new(arrow_schema::Schema::new(fields));
+    let batch = arrow_array::RecordBatch::try_new(schema, columns).unwrap();
+    let path = std::path::Path::new("wide/part-00000.parquet");
+    let err = schemas::records_from_batch(path, &batch, &mut Vec::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wide/part-00000.parquet") && err.contains("more than 64"),
+        "{err}"
+    );
+}
