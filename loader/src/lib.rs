@@ -141,7 +141,9 @@ pub struct RawBatch {
     pub dataset: String,
     pub anchor: Vec<Vec<u32>>,
     pub positive: Vec<Vec<u32>>,
-    pub negative: Option<Vec<Vec<u32>>>,
+    /// One list per negative column (`negative_ids`, `negative_2_ids`, ...): empty in pair
+    /// batches, one in triplet batches.
+    pub negatives: Vec<Vec<Vec<u32>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -150,7 +152,8 @@ pub struct Batch {
     pub dataset: String,
     pub anchor: Column,
     pub positive: Column,
-    pub negative: Option<Column>,
+    /// One column per negative, each padded to its own longest row.
+    pub negatives: Vec<Column>,
     /// The loader position after this batch: save it with the step that consumed the batch.
     pub next: LoaderState,
 }
@@ -191,10 +194,11 @@ impl RawBatch {
             dataset: self.dataset.clone(),
             anchor: column(&self.anchor, pad_id, device)?,
             positive: column(&self.positive, pad_id, device)?,
-            negative: match &self.negative {
-                Some(n) => Some(column(n, pad_id, device)?),
-                None => None,
-            },
+            negatives: self
+                .negatives
+                .iter()
+                .map(|n| column(n, pad_id, device))
+                .collect::<Result<_>>()?,
             next,
         })
     }
@@ -215,13 +219,13 @@ pub fn rank_range(rows: usize, rank: usize, world_size: usize) -> std::ops::Rang
 }
 
 impl From<ShardBatch> for RawBatch {
-    fn from(b: ShardBatch) -> Self {
+    fn from(mut b: ShardBatch) -> Self {
         RawBatch {
             index: b.batch,
-            dataset: b.dataset,
-            anchor: b.anchor_ids,
-            positive: b.positive_ids,
-            negative: b.negative_ids,
+            dataset: std::mem::take(&mut b.dataset),
+            anchor: std::mem::take(&mut b.anchor_ids),
+            positive: std::mem::take(&mut b.positive_ids),
+            negatives: b.into_negative_columns(),
         }
     }
 }
@@ -356,7 +360,7 @@ fn slice_for_rank(b: &mut RawBatch, rank: usize, world_size: usize) {
     };
     slice(&mut b.anchor);
     slice(&mut b.positive);
-    if let Some(n) = b.negative.as_mut() {
+    for n in &mut b.negatives {
         slice(n);
     }
 }

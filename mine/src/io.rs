@@ -73,7 +73,7 @@ pub fn read_corpus(path: &Path) -> Result<(Vec<String>, Vec<InputFile>)> {
         let mut negatives = Vec::new();
         for r in d.records {
             texts.push(r.positive);
-            negatives.extend(r.negative);
+            negatives.extend(r.negative.into_iter().chain(r.extra_negatives));
         }
         texts.extend(negatives);
         return Ok((texts, d.files));

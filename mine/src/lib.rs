@@ -26,7 +26,7 @@ pub use embed::{EmbedOptions, Embeddings, TextTable};
 pub use error::{MineError, Result};
 pub use filter::DedupOn;
 pub use knn::{Hit, SearchOptions};
-pub use negatives::{NegativeOptions, Sampling};
+pub use negatives::{NegativeOptions, OutputFormat, Sampling};
 pub use problem::Problem;
 
 /// The rows a mode keeps or makes, and what it did.
@@ -46,7 +46,8 @@ pub struct Curated {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "mode", rename_all = "lowercase")]
 pub enum Mode {
-    /// Adds mined negatives (triplets, one row per negative).
+    /// Adds mined negatives (n-tuples: one column per negative; or triplets, one row per
+    /// negative).
     Negatives(NegativeOptions),
     /// Keeps a row only if its positive ranks in its anchor's top `top_k`.
     Consistency { top_k: usize },
@@ -155,7 +156,12 @@ pub fn curate(
             let (emb, ec) = embedder.embed_counted(problem.table.texts(), progress)?;
             let (chosen, skipped, range_max) =
                 negatives::choose(&problem, &emb, opts, search, progress)?;
-            let mut out = negatives::triplets(pairs, &problem, &chosen);
+            let mut out = match opts.output_format {
+                OutputFormat::Triplet => negatives::triplets(pairs, &problem, &chosen),
+                OutputFormat::NTuple => {
+                    negatives::ntuples(pairs, &problem, &chosen, opts.num_negatives)
+                }
+            };
             out.embedded = ec;
             problem_counts(&problem, ec, &mut out.counts);
             negatives::skipped_counts(&skipped, &mut out.counts);

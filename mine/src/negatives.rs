@@ -38,6 +38,33 @@ pub enum Sampling {
     Random,
 }
 
+/// How mined negatives become rows (sentence-transformers' `output_format` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub enum OutputFormat {
+    /// One (anchor, positive, negative) row per negative.
+    #[serde(rename = "triplet")]
+    Triplet,
+    /// One row per input row with `num_negatives` negative columns (`negative`, `negative_2`,
+    /// ...); a row whose anchor got fewer is dropped, as upstream does, since every row of a
+    /// dataset has the same columns.
+    #[default]
+    #[serde(rename = "n-tuple")]
+    NTuple,
+}
+
+impl std::str::FromStr for OutputFormat {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "triplet" => Ok(OutputFormat::Triplet),
+            "n-tuple" => Ok(OutputFormat::NTuple),
+            _ => Err(format!(
+                "--output-format is `triplet` or `n-tuple`, not `{s}`"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NegativeOptions {
     pub range_min: usize,
@@ -50,6 +77,7 @@ pub struct NegativeOptions {
     pub num_negatives: usize,
     pub sampling: Sampling,
     pub seed: u64,
+    pub output_format: OutputFormat,
 }
 
 impl Default for NegativeOptions {
@@ -64,6 +92,7 @@ impl Default for NegativeOptions {
             num_negatives: 1,
             sampling: Sampling::Top,
             seed: 42,
+            output_format: OutputFormat::NTuple,
         }
     }
 }
@@ -84,6 +113,14 @@ impl NegativeOptions {
         let bad = |m: String| Err(MineError::Options(m));
         if self.num_negatives < 1 {
             return bad("--num-negatives must be at least 1".into());
+        }
+        if self.output_format == OutputFormat::NTuple && self.num_negatives > Arity::MAX_NEGATIVES {
+            return bad(format!(
+                "--num-negatives {} with --output-format n-tuple: a dataset has at most {} \
+                 negative columns (use --output-format triplet)",
+                self.num_negatives,
+                Arity::MAX_NEGATIVES
+            ));
         }
         if self.range_min >= range_max {
             return bad(format!(
@@ -255,6 +292,7 @@ pub fn triplets(pairs: &[PairRecord], problem: &Problem, chosen: &[Vec<Hit>]) ->
                 anchor: pair.anchor.clone(),
                 positive: pair.positive.clone(),
                 negative: Some(problem.table.text(n.index).to_owned()),
+                extra_negatives: Vec::new(),
                 source_id: pair.source_id.clone(),
             });
         }
@@ -262,6 +300,44 @@ pub fn triplets(pairs: &[PairRecord], problem: &Problem, chosen: &[Vec<Hit>]) ->
     Curated {
         records,
         arity: Arity::Triplet,
+        dropped,
+        counts: BTreeMap::new(),
+        embedded: Default::default(),
+    }
+}
+
+/// N-tuples: each input row once (input order) with its anchor's `num_negatives` negatives as
+/// columns, best first; rows whose anchor got fewer are dropped and counted.
+pub fn ntuples(
+    pairs: &[PairRecord],
+    problem: &Problem,
+    chosen: &[Vec<Hit>],
+    num_negatives: usize,
+) -> Curated {
+    let mut records = Vec::new();
+    let mut dropped = BTreeMap::new();
+    for (row, pair) in pairs.iter().enumerate() {
+        let negs = &chosen[problem.row_query[row] as usize];
+        if negs.len() < num_negatives {
+            let reason = if negs.is_empty() {
+                "no negative candidate left".to_owned()
+            } else {
+                "fewer than num_negatives negatives left".to_owned()
+            };
+            *dropped.entry(reason).or_insert(0) += 1;
+            continue;
+        }
+        let texts = negs
+            .iter()
+            .map(|n| problem.table.text(n.index).to_owned())
+            .collect();
+        let mut record = PairRecord::with_negatives(&*pair.anchor, &*pair.positive, texts);
+        record.source_id.clone_from(&pair.source_id);
+        records.push(record);
+    }
+    Curated {
+        records,
+        arity: Arity::with_negatives(num_negatives),
         dropped,
         counts: BTreeMap::new(),
         embedded: Default::default(),

@@ -341,15 +341,23 @@ fn tokenize_chunk(
             .into_par_iter()
             .map(|r| -> Result<ShardRow> {
                 let negative_ids = r.negative.as_deref().map(|n| tok.encode_b(n)).transpose()?;
+                let extra_negative_ids = r
+                    .extra_negatives
+                    .iter()
+                    .map(|n| tok.encode_b(n))
+                    .collect::<Result<_>>()?;
+                let keep = opts.keep_text;
                 Ok(ShardRow {
                     batch: b.index,
                     dataset: ids[b.dataset].clone(),
                     anchor_ids: tok.encode_a(&r.anchor)?,
                     positive_ids: tok.encode_b(&r.positive)?,
                     negative_ids,
-                    anchor: opts.keep_text.then_some(r.anchor),
-                    positive: opts.keep_text.then_some(r.positive),
-                    negative: if opts.keep_text { r.negative } else { None },
+                    extra_negative_ids,
+                    anchor: keep.then_some(r.anchor),
+                    positive: keep.then_some(r.positive),
+                    negative: if keep { r.negative } else { None },
+                    extra_negatives: if keep { r.extra_negatives } else { Vec::new() },
                 })
             })
             .collect::<Result<_>>()?;
@@ -359,7 +367,11 @@ fn tokenize_chunk(
                 (Some(&r.positive_ids), opts.max_length_b),
                 (r.negative_ids.as_ref(), opts.max_length_b),
             ];
-            for (ids, max) in cols {
+            let extra = r
+                .extra_negative_ids
+                .iter()
+                .map(|n| (Some(n), opts.max_length_b));
+            for (ids, max) in cols.into_iter().chain(extra) {
                 if let Some(ids) = ids {
                     counts.texts += 1;
                     counts.tokens += ids.len() as u64;
@@ -381,13 +393,26 @@ fn tokenize_chunk(
     ))
 }
 
-/// Writes one shard file through the contract's one writer.
-fn write_shard(path: &Path, batches: &[Vec<ShardRow>], opts: &MixOptions) -> Result<ShardEntry> {
+/// Negative columns of the shards: the most any dataset of the mix has, and at least the one
+/// `negative_ids` every shard has had.
+fn negative_columns(sources: &[PreparedSource]) -> usize {
+    let most = sources.iter().map(|s| s.manifest.columns.negatives());
+    most.max().unwrap_or(0).max(1)
+}
+
+/// Writes one shard file through the contract's one writer: one schema for every shard of a
+/// mix (`negative_columns` id columns), so the folder scans as one table.
+fn write_shard(
+    path: &Path,
+    batches: &[Vec<ShardRow>],
+    opts: &MixOptions,
+    negative_columns: usize,
+) -> Result<ShardEntry> {
     let options = ShardWriterOptions {
         batch_size: opts.batch_size,
         keep_text: opts.keep_text,
     };
-    let mut writer = ShardWriter::create(path, options)?;
+    let mut writer = ShardWriter::create_for(path, options, negative_columns)?;
     for rows in batches {
         writer.write_batch(rows)?;
     }
@@ -504,6 +529,7 @@ fn open_sampler(sources: &[PreparedSource], opts: &MixOptions) -> Result<Sampler
 /// The index of a run before any shard: settings, tokenizer, fingerprint, zeroed counters.
 fn new_index(
     config: &MixConfig,
+    sources: &[PreparedSource],
     tokenizer: &MixTokenizer,
     opts: &MixOptions,
     fp: Value,
@@ -529,6 +555,7 @@ fn new_index(
             shuffle_buffer: opts.shuffle_buffer,
             mixing: opts.mixing,
             keep_text: opts.keep_text,
+            negative_columns: negative_columns(sources),
         },
         tokenizer: TokenizerInfo {
             path: tokenizer.path().display().to_string(),
@@ -581,7 +608,7 @@ fn plan(
     let sampler = open_sampler(sources, opts)?;
     let datasets = dataset_entries(sources, sampler.stats(), total_weight, 0);
     Ok(Plan {
-        index: new_index(config, tokenizer, opts, fp, datasets),
+        index: new_index(config, sources, tokenizer, opts, fp, datasets),
         sampler,
         total_weight,
     })
@@ -775,7 +802,8 @@ impl Pipeline<'_> {
                         first_write = false;
                     }
                     let file = shard_file_name(t.shard);
-                    let entry = write_shard(&out.join(&file), &t.batches, opts)?;
+                    let negatives = index.mix.negative_columns;
+                    let entry = write_shard(&out.join(&file), &t.batches, opts, negatives)?;
                     debug_assert_eq!((entry.first_batch, entry.batches), (first_batch, batches));
                     entry
                 }

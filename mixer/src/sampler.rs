@@ -227,14 +227,15 @@ impl Sampler {
             let mut skipped = 0u64;
             while records.len() < self.batch_size {
                 let r = stream.next_record()?;
-                let texts = [Some(&r.anchor), Some(&r.positive), r.negative.as_ref()];
+                // Anchor, positive and every negative column.
+                let texts: Vec<&String> = r.texts().collect();
                 // Also skips a row repeating a text within itself, so no text ever appears
                 // twice in a round (upstream kept such rows).
-                let repeats = r.anchor == r.positive
-                    || r.negative
-                        .as_ref()
-                        .is_some_and(|n| *n == r.anchor || *n == r.positive);
-                if repeats || texts.iter().flatten().any(|t| seen.contains(t.as_str())) {
+                let repeats = texts
+                    .iter()
+                    .enumerate()
+                    .any(|(i, t)| texts[..i].contains(t));
+                if repeats || texts.iter().any(|t| seen.contains(t.as_str())) {
                     skipped += 1;
                     skipped_in_row += 1;
                     // A whole pass without one usable row: the dataset cannot fill this round.
@@ -250,7 +251,7 @@ impl Sampler {
                     continue;
                 }
                 skipped_in_row = 0;
-                for t in texts.into_iter().flatten() {
+                for t in texts {
                     seen.insert(t.clone());
                 }
                 records.push(r);

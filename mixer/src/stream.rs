@@ -179,13 +179,14 @@ impl DatasetStream {
             let c = self.rng.random_range(0..self.cursors.len());
             match self.cursors[c].next()? {
                 Some(r) => {
-                    if r.arity() != self.arity {
+                    // Counted, not `r.arity()`: any count is reported, never a panic.
+                    let columns = 2 + r.negatives().count();
+                    if columns != self.arity.columns() {
                         return Err(MixError::dataset(
                             &self.id,
                             format!(
-                                "{}: a {}-column row in a {}-column dataset",
+                                "{}: a {columns}-column row in a {}-column dataset",
                                 self.cursors[c].path.display(),
-                                r.arity().columns(),
                                 self.arity.columns()
                             ),
                         ));

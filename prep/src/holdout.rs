@@ -50,10 +50,8 @@ pub fn split(datasets: Vec<(String, Vec<PairRecord>)>, fraction: f64, seed: u64)
                 .into_iter()
                 .filter(|r| !chosen.contains(&r.anchor))
                 .filter(|r| {
-                    let shares = [Some(&r.anchor), Some(&r.positive), r.negative.as_ref()]
-                        .into_iter()
-                        .flatten()
-                        .any(|t| hidden.contains(t));
+                    // Every negative column too: a held-out text must not be trained on.
+                    let shares = r.texts().any(|t| hidden.contains(t));
                     dropped += shares as usize;
                     !shares
                 })

@@ -152,6 +152,12 @@ pub struct MixSettings {
     pub mixing: Mixing,
     /// The shards also hold the raw texts (`--keep-text`).
     pub keep_text: bool,
+    /// Negative id columns every shard has: `negative_ids`, then `negative_2_ids` ..
+    /// `negative_N_ids` when a dataset of the mix has N > 1 negatives (a batch of a dataset
+    /// with fewer leaves the rest null; each dataset's own count is its `columns` − 2). The key
+    /// `negative_columns` is written only when above 1, so pair and triplet mixes keep the
+    /// bytes they always had, and an index without it means 1.
+    pub negative_columns: usize,
 }
 
 /// The tokenizer the shards' ids come from.
@@ -212,6 +218,8 @@ struct IndexFile {
     mixing: Mixing,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     mixing_deviation: Option<MixingDeviation>,
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    negative_columns: usize,
     pad_token_id: u32,
     shuffle_buffer: usize,
     tokenizer: String,
@@ -240,6 +248,7 @@ impl From<IndexFile> for ShardIndex {
                 shuffle_buffer: f.shuffle_buffer,
                 mixing: f.mixing,
                 keep_text: f.keep_text,
+                negative_columns: f.negative_columns,
             },
             tokenizer: TokenizerInfo {
                 path: f.tokenizer,
@@ -276,6 +285,7 @@ impl From<ShardIndex> for IndexFile {
             max_length_b: m.max_length_b,
             mixing: m.mixing,
             mixing_deviation: i.mixing_deviation,
+            negative_columns: m.negative_columns,
             pad_token_id: t.pad_token_id,
             shuffle_buffer: m.shuffle_buffer,
             tokenizer: t.path,
@@ -284,6 +294,14 @@ impl From<ShardIndex> for IndexFile {
             other: i.other,
         }
     }
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// serde's wording for a missing field (`de::Error::missing_field`).
@@ -325,6 +343,7 @@ impl ShardIndex {
                 shuffle_buffer: 0,
                 mixing: Mixing::Random,
                 keep_text: false,
+                negative_columns: 1,
             },
             tokenizer: TokenizerInfo {
                 path: String::new(),

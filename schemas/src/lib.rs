@@ -28,13 +28,13 @@ pub use index::{
 pub use lock::OutputLock;
 pub use manifest::{InputFile, Manifest, MANIFEST_FILE};
 pub use pairs::{
-    pairs_schema, part_files, records_from_batch, Arity, PairReader, PairRecord, PairWriter,
-    PairWriterOptions, PartFile,
+    negative_column, pairs_schema, pairs_schema_for, part_files, records_from_batch, Arity,
+    PairReader, PairRecord, PairWriter, PairWriterOptions, PartFile,
 };
 pub use progress::{NoProgress, Progress, Unit};
 pub use shards::{
-    shard_file_name, shard_schema, ShardBatch, ShardReader, ShardRow, ShardWriter,
-    ShardWriterOptions,
+    negative_ids_column, shard_file_name, shard_schema, shard_schema_for, ShardBatch, ShardReader,
+    ShardRow, ShardWriter, ShardWriterOptions,
 };
 
 /// The version of prep that wrote a file, recorded in every manifest and index.

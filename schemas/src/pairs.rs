@@ -21,13 +21,19 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, SchemaError};
 use crate::hash::Sha256Writer;
 
-/// One training example: an anchor (query, title, question), its positive, and for triplet
-/// datasets a hard negative.
+/// One training example: an anchor (query, title, question), its positive, and for datasets
+/// with negative columns its hard negatives.
+///
+/// The first negative lives in `negative` and any further ones in `extra_negatives` (columns
+/// `negative_2`, `negative_3`, ...): the 2- and 3-column records every source builds stay as
+/// they were, and `extra_negatives` is non-empty only when `negative` is set.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PairRecord {
     pub anchor: String,
     pub positive: String,
     pub negative: Option<String>,
+    /// Negatives 2..N (column `negative_{k}` holds `extra_negatives[k - 2]`).
+    pub extra_negatives: Vec<String>,
     /// Id of the raw record this row came from, when the source has one.
     pub source_id: Option<String>,
 }
@@ -49,6 +55,21 @@ impl PairRecord {
             anchor: anchor.into(),
             positive: positive.into(),
             negative: Some(negative.into()),
+            ..Default::default()
+        }
+    }
+    /// A row with `negatives.len()` negative columns (a pair when empty).
+    pub fn with_negatives(
+        anchor: impl Into<String>,
+        positive: impl Into<String>,
+        negatives: Vec<String>,
+    ) -> Self {
+        let mut negatives = negatives.into_iter();
+        PairRecord {
+            anchor: anchor.into(),
+            positive: positive.into(),
+            negative: negatives.next(),
+            extra_negatives: negatives.collect(),
             source_id: None,
         }
     }
@@ -56,54 +77,106 @@ impl PairRecord {
         self.source_id = Some(id.into());
         self
     }
+    /// Every negative, in column order.
+    pub fn negatives(&self) -> impl Iterator<Item = &String> + '_ {
+        self.negative.iter().chain(&self.extra_negatives)
+    }
+    /// Every text of the row: anchor, positive, negatives.
+    pub fn texts(&self) -> impl Iterator<Item = &String> + '_ {
+        [&self.anchor, &self.positive]
+            .into_iter()
+            .chain(self.negatives())
+    }
     pub fn arity(&self) -> Arity {
-        if self.negative.is_some() {
-            Arity::Triplet
-        } else {
-            Arity::Pair
-        }
+        Arity::with_negatives(self.negatives().count())
     }
 }
 
-/// Column count of a dataset: fixed per dataset, recorded in its manifest.
+/// Column count of a dataset: anchor, positive and 0..=[`Arity::MAX_NEGATIVES`] negatives;
+/// fixed per dataset, recorded in its manifest (and per dataset in a shard index) as the number
+/// of columns (2 for pairs, 3 for triplets, 2 + N for N negatives).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(into = "u8", try_from = "u8")]
-pub enum Arity {
-    Pair = 2,
-    Triplet = 3,
-}
+pub struct Arity(u8);
 
+// `Pair` and `Triplet` keep the names of the enum this type was while a dataset had 2 or 3
+// columns, so the code that builds and matches those (every ingest source) reads as before.
+#[allow(non_upper_case_globals)]
 impl Arity {
+    pub const Pair: Arity = Arity(2);
+    pub const Triplet: Arity = Arity(3);
+    /// The most negative columns a dataset may have (the count is stored as a `u8` of columns).
+    pub const MAX_NEGATIVES: usize = 64;
+
+    /// Anchor, positive and `negatives` negative columns. Panics above [`Arity::MAX_NEGATIVES`]
+    /// (callers check user input with [`Arity::try_from`] first).
+    pub fn with_negatives(negatives: usize) -> Arity {
+        assert!(
+            negatives <= Self::MAX_NEGATIVES,
+            "{negatives} negative columns: at most {}",
+            Self::MAX_NEGATIVES
+        );
+        Arity(2 + negatives as u8)
+    }
     pub fn columns(self) -> usize {
-        self as usize
+        self.0 as usize
+    }
+    /// Negative columns: 0 for pairs, 1 for triplets.
+    pub fn negatives(self) -> usize {
+        self.0 as usize - 2
     }
 }
 
 impl From<Arity> for u8 {
     fn from(a: Arity) -> u8 {
-        a as u8
+        a.0
     }
 }
 
 impl TryFrom<u8> for Arity {
     type Error = String;
     fn try_from(v: u8) -> std::result::Result<Self, String> {
-        match v {
-            2 => Ok(Arity::Pair),
-            3 => Ok(Arity::Triplet),
-            n => Err(format!("a dataset has 2 or 3 columns, not {n}")),
+        if (2..=2 + Arity::MAX_NEGATIVES as u8).contains(&v) {
+            Ok(Arity(v))
+        } else {
+            Err(format!(
+                "a dataset has 2 to {} columns (anchor, positive, up to {} negatives), not {v}",
+                2 + Arity::MAX_NEGATIVES,
+                Arity::MAX_NEGATIVES
+            ))
         }
     }
 }
 
-/// The Arrow schema of every pairs file.
+/// The name of negative column `k` (0-based): `negative`, then `negative_2`, `negative_3`, ...
+/// The first keeps its 3-column name so a reader of triplets finds it whatever the count.
+pub fn negative_column(k: usize) -> String {
+    if k == 0 {
+        "negative".to_owned()
+    } else {
+        format!("negative_{}", k + 1)
+    }
+}
+
+/// The Arrow schema of pair and triplet files (`negative` null in pairs).
 pub fn pairs_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
+    pairs_schema_for(Arity::Triplet)
+}
+
+/// The Arrow schema of a dataset of `arity`: `anchor`, `positive`, `negative`, `source_id` as
+/// pairs and triplets have always had, then `negative_2` .. `negative_N` (non-null) when there
+/// are more negatives, so 2- and 3-column files stay byte-identical.
+pub fn pairs_schema_for(arity: Arity) -> SchemaRef {
+    let mut fields = vec![
         Field::new("anchor", DataType::Utf8, false),
         Field::new("positive", DataType::Utf8, false),
         Field::new("negative", DataType::Utf8, true),
         Field::new("source_id", DataType::Utf8, true),
-    ]))
+    ];
+    for k in 1..arity.negatives() {
+        fields.push(Field::new(negative_column(k), DataType::Utf8, false));
+    }
+    Arc::new(Schema::new(fields))
 }
 
 /// Sizing of written files: row groups small enough to stream and to shuffle by, files large
@@ -150,6 +223,8 @@ pub struct PairWriter {
     positive: StringBuilder,
     negative: StringBuilder,
     source_id: StringBuilder,
+    /// Columns `negative_2` .. `negative_N`.
+    extra_negatives: Vec<StringBuilder>,
     buffered: usize,
     current: Option<OpenPart>,
     parts: Vec<PartFile>,
@@ -165,6 +240,9 @@ impl PairWriter {
             positive: StringBuilder::new(),
             negative: StringBuilder::new(),
             source_id: StringBuilder::new(),
+            extra_negatives: (1..arity.negatives())
+                .map(|_| StringBuilder::new())
+                .collect(),
             buffered: 0,
             current: None,
             parts: Vec::new(),
@@ -184,12 +262,13 @@ impl PairWriter {
 
     /// Appends one record. Its arity must match the writer's: a dataset never mixes them.
     pub fn push(&mut self, record: &PairRecord) -> Result<()> {
-        if record.arity() != self.arity {
+        // Counted, not `record.arity()`: a record with too many negatives is an error here.
+        let columns = 2 + record.negatives().count();
+        if columns != self.arity.columns() {
             return Err(SchemaError::invalid(
                 &self.dir,
                 format!(
-                    "record with {} columns written to a {}-column dataset",
-                    record.arity().columns(),
+                    "record with {columns} columns written to a {}-column dataset",
                     self.arity.columns()
                 ),
             ));
@@ -198,6 +277,9 @@ impl PairWriter {
         self.positive.append_value(&record.positive);
         self.negative.append_option(record.negative.as_deref());
         self.source_id.append_option(record.source_id.as_deref());
+        for (b, n) in self.extra_negatives.iter_mut().zip(&record.extra_negatives) {
+            b.append_value(n);
+        }
         self.buffered += 1;
         if self.buffered >= self.options.row_group_rows {
             self.flush_group()?;
@@ -209,17 +291,21 @@ impl PairWriter {
         if self.buffered == 0 {
             return Ok(());
         }
-        let columns: Vec<ArrayRef> = vec![
+        let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.anchor.finish()),
             Arc::new(self.positive.finish()),
             Arc::new(self.negative.finish()),
             Arc::new(self.source_id.finish()),
         ];
-        let batch =
-            RecordBatch::try_new(pairs_schema(), columns).map_err(|e| SchemaError::Arrow {
+        for b in &mut self.extra_negatives {
+            columns.push(Arc::new(b.finish()));
+        }
+        let batch = RecordBatch::try_new(pairs_schema_for(self.arity), columns).map_err(|e| {
+            SchemaError::Arrow {
                 path: self.dir.clone(),
                 source: e,
-            })?;
+            }
+        })?;
         let rows = self.buffered as u64;
         self.buffered = 0;
         if self.current.is_none() {
@@ -259,7 +345,7 @@ impl PairWriter {
             .set_created_by(format!("prep {}", crate::PREP_VERSION))
             .build();
         let sink = Sha256Writer::new(BufWriter::with_capacity(1 << 20, file));
-        let writer = ArrowWriter::try_new(sink, pairs_schema(), Some(props))
+        let writer = ArrowWriter::try_new(sink, pairs_schema_for(self.arity), Some(props))
             .map_err(|e| SchemaError::Parquet { path, source: e })?;
         self.current = Some(OpenPart {
             name,
@@ -458,6 +544,18 @@ pub fn records_from_batch(
         .ok_or_else(|| SchemaError::invalid(path, "no `positive` column"))?;
     let negative = string_column(path, batch, "negative")?;
     let source_id = string_column(path, batch, "source_id")?;
+    let mut extra = Vec::new();
+    while let Some(col) = string_column(path, batch, &negative_column(extra.len() + 1))? {
+        extra.push(col);
+        if extra.len() >= Arity::MAX_NEGATIVES {
+            let msg = format!(
+                "more than {} negative columns (`{}` and beyond)",
+                Arity::MAX_NEGATIVES,
+                negative_column(extra.len())
+            );
+            return Err(SchemaError::invalid(path, msg));
+        }
+    }
     let opt = |col: Option<&StringArray>, i: usize| {
         col.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_owned())
     };
@@ -468,14 +566,46 @@ pub fn records_from_batch(
                 format!("row {i} of a batch has a null anchor or positive"),
             ));
         }
+        let negative = opt(negative, i);
+        let extra_negatives = extra_negatives_at(path, &extra, i, negative.is_some())?;
         out.push(PairRecord {
             anchor: anchor.value(i).to_owned(),
             positive: positive.value(i).to_owned(),
-            negative: opt(negative, i),
+            negative,
+            extra_negatives,
             source_id: opt(source_id, i),
         });
     }
     Ok(())
+}
+
+/// Row `i` of the columns `negative_2` .. `negative_N`: every one set, and only after a first
+/// negative (an n-tuple row never has a gap).
+fn extra_negatives_at(
+    path: &Path,
+    extra: &[&StringArray],
+    i: usize,
+    has_first: bool,
+) -> Result<Vec<String>> {
+    let mut out = Vec::with_capacity(extra.len());
+    for (k, col) in extra.iter().enumerate() {
+        if col.is_null(i) || !has_first {
+            let missing = if has_first {
+                negative_column(k + 1)
+            } else {
+                negative_column(0)
+            };
+            return Err(SchemaError::invalid(
+                path,
+                format!(
+                    "row {i} of a batch has a null `{missing}` in a dataset of {} negative columns",
+                    extra.len() + 1
+                ),
+            ));
+        }
+        out.push(col.value(i).to_owned());
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -42,6 +42,21 @@ fn id_list_field(name: &str, nullable: bool) -> Field {
 ///   already truncated; `negative_ids` (List<UInt32>): null in pair batches;
 /// - with `keep_text`, also the raw `anchor`, `positive`, `negative` (Utf8, `negative` nullable).
 pub fn shard_schema(keep_text: bool) -> SchemaRef {
+    shard_schema_for(keep_text, 1)
+}
+
+/// Name of the id column of negative column `k` (0-based): `negative_ids`, `negative_2_ids`, ...
+pub fn negative_ids_column(k: usize) -> String {
+    format!("{}_ids", crate::negative_column(k))
+}
+
+/// [`shard_schema`] of a mix whose datasets have up to `negative_columns` negatives: after
+/// `negative_ids`, the columns `negative_2_ids` .. `negative_N_ids` (and with `keep_text` the
+/// texts `negative_2` .. `negative_N` after `negative`), all nullable: a batch of a dataset with
+/// fewer negatives leaves the rest null. With at most one negative column the schema (and so
+/// every byte of the file) is the one pair and triplet mixes have always had.
+pub fn shard_schema_for(keep_text: bool, negative_columns: usize) -> SchemaRef {
+    let extra = 1..negative_columns.max(1);
     let mut fields = vec![
         Field::new("batch", DataType::UInt64, false),
         Field::new("dataset", DataType::Utf8, false),
@@ -49,10 +64,16 @@ pub fn shard_schema(keep_text: bool) -> SchemaRef {
         id_list_field("positive_ids", false),
         id_list_field("negative_ids", true),
     ];
+    fields.extend(
+        extra
+            .clone()
+            .map(|k| id_list_field(&negative_ids_column(k), true)),
+    );
     if keep_text {
         fields.push(Field::new("anchor", DataType::Utf8, false));
         fields.push(Field::new("positive", DataType::Utf8, false));
         fields.push(Field::new("negative", DataType::Utf8, true));
+        fields.extend(extra.map(|k| Field::new(crate::negative_column(k), DataType::Utf8, true)));
     }
     Arc::new(Schema::new(fields))
 }
@@ -66,10 +87,21 @@ pub struct ShardRow {
     pub positive_ids: Vec<u32>,
     /// `None` in pair batches.
     pub negative_ids: Option<Vec<u32>>,
+    /// Negative columns 2..N (`negative_2_ids`, ...): empty unless the dataset has more than one.
+    pub extra_negative_ids: Vec<Vec<u32>>,
     /// The raw texts, present only in shards written with `--keep-text`.
     pub anchor: Option<String>,
     pub positive: Option<String>,
     pub negative: Option<String>,
+    /// Texts of negatives 2..N, with `--keep-text`.
+    pub extra_negatives: Vec<String>,
+}
+
+impl ShardRow {
+    /// Negative columns this row has.
+    pub fn negative_columns(&self) -> usize {
+        usize::from(self.negative_ids.is_some()) + self.extra_negative_ids.len()
+    }
 }
 
 /// One whole batch read back from a shard: every row has the same `batch` and `dataset`.
@@ -79,11 +111,21 @@ pub struct ShardBatch {
     pub dataset: String,
     pub anchor_ids: Vec<Vec<u32>>,
     pub positive_ids: Vec<Vec<u32>>,
-    /// `Some` (one list per row) in triplet batches.
+    /// `Some` (one list per row) in batches with negatives.
     pub negative_ids: Option<Vec<Vec<u32>>>,
+    /// Negative columns 2..N, each one list per row: empty unless the batch has several.
+    pub extra_negative_ids: Vec<Vec<Vec<u32>>>,
 }
 
 impl ShardBatch {
+    /// Every negative column (each one list per row), in column order: none in pair batches.
+    pub fn into_negative_columns(self) -> Vec<Vec<Vec<u32>>> {
+        self.negative_ids
+            .into_iter()
+            .chain(self.extra_negative_ids)
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.anchor_ids.len()
     }
@@ -105,7 +147,18 @@ fn push_ids(builder: &mut ListBuilder<UInt32Builder>, ids: Option<&[u32]>) {
 /// Builds the Arrow batch of `rows` with [`shard_schema`]`(keep_text)`. Texts missing from a row
 /// are an error when `keep_text` is set.
 pub fn shard_record_batch(rows: &[ShardRow], keep_text: bool) -> Result<RecordBatch> {
+    shard_record_batch_for(rows, keep_text, 1)
+}
+
+/// [`shard_record_batch`] with [`shard_schema_for`]`(keep_text, negative_columns)`; a row with
+/// more negatives than that is an error.
+pub fn shard_record_batch_for(
+    rows: &[ShardRow],
+    keep_text: bool,
+    negative_columns: usize,
+) -> Result<RecordBatch> {
     let here = Path::new("<shard rows>");
+    let extra = negative_columns.max(1) - 1;
     let item = || Arc::new(Field::new_list_field(DataType::UInt32, false));
     let ids_builder = || ListBuilder::new(UInt32Builder::new()).with_field(item());
     let mut batch = UInt64Builder::with_capacity(rows.len());
@@ -116,7 +169,21 @@ pub fn shard_record_batch(rows: &[ShardRow], keep_text: bool) -> Result<RecordBa
         StringBuilder::new(),
         StringBuilder::new(),
     );
+    let mut xn: Vec<_> = (0..extra).map(|_| ids_builder()).collect();
+    let mut txn: Vec<_> = (0..extra).map(|_| StringBuilder::new()).collect();
     for (i, r) in rows.iter().enumerate() {
+        if r.extra_negative_ids.len() > extra || (r.negative_ids.is_none() && extra_set(r)) {
+            let msg = format!(
+                "row {i} has {} negative columns (a first one: {}) in a shard of {}",
+                r.negative_columns(),
+                r.negative_ids.is_some(),
+                negative_columns.max(1)
+            );
+            return Err(SchemaError::invalid(here, msg));
+        }
+        for (k, b) in xn.iter_mut().enumerate() {
+            push_ids(b, r.extra_negative_ids.get(k).map(Vec::as_slice));
+        }
         batch.append_value(r.batch);
         dataset.append_value(&r.dataset);
         push_ids(&mut a, Some(&r.anchor_ids));
@@ -132,6 +199,9 @@ pub fn shard_record_batch(rows: &[ShardRow], keep_text: bool) -> Result<RecordBa
             ta.append_value(anchor);
             tp.append_value(positive);
             tn.append_option(r.negative.as_deref());
+            for (k, b) in txn.iter_mut().enumerate() {
+                b.append_option(r.extra_negatives.get(k));
+            }
         }
     }
     let mut columns: Vec<ArrayRef> = vec![
@@ -141,15 +211,22 @@ pub fn shard_record_batch(rows: &[ShardRow], keep_text: bool) -> Result<RecordBa
         Arc::new(p.finish()),
         Arc::new(n.finish()),
     ];
+    columns.extend(xn.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     if keep_text {
         columns.push(Arc::new(ta.finish()));
         columns.push(Arc::new(tp.finish()));
         columns.push(Arc::new(tn.finish()));
+        columns.extend(txn.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     }
-    RecordBatch::try_new(shard_schema(keep_text), columns).map_err(|e| SchemaError::Arrow {
+    let schema = shard_schema_for(keep_text, negative_columns);
+    RecordBatch::try_new(schema, columns).map_err(|e| SchemaError::Arrow {
         path: here.to_path_buf(),
         source: e,
     })
+}
+
+fn extra_set(r: &ShardRow) -> bool {
+    !r.extra_negative_ids.is_empty() || !r.extra_negatives.is_empty()
 }
 
 fn column<'a, T: 'static>(
@@ -201,6 +278,12 @@ pub fn shard_rows_from_batch(
     let ta = column::<StringArray>(path, batch, "anchor")?;
     let tp = column::<StringArray>(path, batch, "positive")?;
     let tn = column::<StringArray>(path, batch, "negative")?;
+    let xn = extra_id_columns(path, batch)?;
+    let mut txn = Vec::new();
+    while let Some(c) = column::<StringArray>(path, batch, &crate::negative_column(txn.len() + 1))?
+    {
+        txn.push(c);
+    }
     let text = |col: Option<&StringArray>, i: usize| {
         col.filter(|c| c.is_valid(i)).map(|c| c.value(i).to_owned())
     };
@@ -220,12 +303,41 @@ pub fn shard_rows_from_batch(
             anchor_ids,
             positive_ids,
             negative_ids: ids_at(path, n, "negative_ids", i)?,
+            extra_negative_ids: extra_ids_at(path, &xn, i)?,
             anchor: text(ta, i),
             positive: text(tp, i),
             negative: text(tn, i),
+            extra_negatives: txn.iter().map_while(|c| text(Some(c), i)).collect(),
         });
     }
     Ok(())
+}
+
+/// The columns `negative_2_ids` .. present in `batch`, in order.
+fn extra_id_columns<'a>(path: &Path, batch: &'a RecordBatch) -> Result<Vec<&'a ListArray>> {
+    let mut out = Vec::new();
+    while let Some(c) = column::<ListArray>(path, batch, &negative_ids_column(out.len() + 1))? {
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Row `i` of the extra negative id columns: the leading non-null ones (a batch with fewer
+/// negatives than the shard leaves the rest null); a set column after a null one is an error.
+fn extra_ids_at(path: &Path, cols: &[&ListArray], i: usize) -> Result<Vec<Vec<u32>>> {
+    let mut out = Vec::new();
+    for (k, c) in cols.iter().enumerate() {
+        let name = negative_ids_column(k + 1);
+        match ids_at(path, c, &name, i)? {
+            Some(ids) if out.len() == k => out.push(ids),
+            Some(_) => {
+                let msg = format!("row {i}: `{name}` set after a null negative column");
+                return Err(SchemaError::invalid(path, msg));
+            }
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// How a [`ShardWriter`] lays out its file.
@@ -246,10 +358,21 @@ pub struct ShardWriter {
     rows: u64,
     first_batch: Option<u64>,
     batches: u64,
+    negative_columns: usize,
 }
 
 impl ShardWriter {
+    /// A shard of pair and triplet batches: [`shard_schema`].
     pub fn create(path: impl Into<PathBuf>, options: ShardWriterOptions) -> Result<Self> {
+        Self::create_for(path, options, 1)
+    }
+
+    /// A shard whose batches have up to `negative_columns` negatives: [`shard_schema_for`].
+    pub fn create_for(
+        path: impl Into<PathBuf>,
+        options: ShardWriterOptions,
+        negative_columns: usize,
+    ) -> Result<Self> {
         let path = path.into();
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(
@@ -259,8 +382,9 @@ impl ShardWriter {
             .set_created_by(format!("prep {}", crate::PREP_VERSION))
             .build();
         let sink = Sha256Writer::new(AtomicFile::create(&path)?);
-        let writer = ArrowWriter::try_new(sink, shard_schema(options.keep_text), Some(props))
-            .map_err(|e| SchemaError::Parquet {
+        let schema = shard_schema_for(options.keep_text, negative_columns);
+        let writer =
+            ArrowWriter::try_new(sink, schema, Some(props)).map_err(|e| SchemaError::Parquet {
                 path: path.clone(),
                 source: e,
             })?;
@@ -271,6 +395,7 @@ impl ShardWriter {
             rows: 0,
             first_batch: None,
             batches: 0,
+            negative_columns,
         })
     }
 
@@ -283,7 +408,11 @@ impl ShardWriter {
 
     /// Appends one whole batch as its own row group.
     pub fn write_batch(&mut self, rows: &[ShardRow]) -> Result<()> {
-        let batch = shard_record_batch(rows, self.options.keep_text)?;
+        let batch = shard_record_batch_for(rows, self.options.keep_text, self.negative_columns)
+            .map_err(|e| match e {
+                SchemaError::Invalid { message, .. } => SchemaError::invalid(&self.path, message),
+                e => e,
+            })?;
         self.writer.write(&batch).map_err(|e| self.parquet_err(e))?;
         self.writer.flush().map_err(|e| self.parquet_err(e))?;
         if let Some(first) = rows.first() {
@@ -329,6 +458,14 @@ const ID_COLUMNS: [&str; 5] = [
     "negative_ids",
 ];
 
+/// `negative_2_ids`, `negative_3_ids`, ...: the id columns of negatives beyond the first.
+fn is_extra_ids(name: &str) -> bool {
+    name.strip_prefix("negative_")
+        .and_then(|r| r.strip_suffix("_ids"))
+        .and_then(|k| k.parse::<usize>().ok())
+        .is_some_and(|k| k >= 2)
+}
+
 /// Reads one shard file: every row, or whole batches in order (one row group per batch in
 /// prep's shards; a batch spread over several row groups reads back whole too). The footer is
 /// parsed once, in [`ShardReader::open`]. The one reader of the shard contract.
@@ -367,7 +504,7 @@ impl ShardReader {
             .fields()
             .iter()
             .enumerate()
-            .filter(|(_, f)| ID_COLUMNS.contains(&f.name().as_str()))
+            .filter(|(_, f)| ID_COLUMNS.contains(&f.name().as_str()) || is_extra_ids(f.name()))
             .map(|(i, _)| i);
         let ids = ProjectionMask::roots(metadata.parquet_schema(), roots);
         let row_groups = metadata
@@ -518,6 +655,7 @@ fn absorb_ids(path: &Path, rb: &RecordBatch, pending: &mut VecDeque<ShardBatch>)
     let a = required::<ListArray>(path, rb, "anchor_ids")?;
     let p = required::<ListArray>(path, rb, "positive_ids")?;
     let n = required::<ListArray>(path, rb, "negative_ids")?;
+    let xn = extra_id_columns(path, rb)?;
     for i in 0..rb.num_rows() {
         let (b, ds) = (index.value(i), dataset.value(i));
         let (Some(anchor), Some(positive)) = (
@@ -530,11 +668,17 @@ fn absorb_ids(path: &Path, rb: &RecordBatch, pending: &mut VecDeque<ShardBatch>)
             ));
         };
         let negative = ids_at(path, n, "negative_ids", i)?;
+        let extra = extra_ids_at(path, &xn, i)?;
+        if negative.is_none() && !extra.is_empty() {
+            let msg = format!("batch {b}: `negative_2_ids` set without `negative_ids`");
+            return Err(SchemaError::invalid(path, msg));
+        }
         if pending.back().is_none_or(|last| last.batch != b) {
             pending.push_back(ShardBatch {
                 batch: b,
                 dataset: ds.to_owned(),
                 negative_ids: negative.as_ref().map(|_| Vec::new()),
+                extra_negative_ids: vec![Vec::new(); extra.len()],
                 ..Default::default()
             });
         }
@@ -550,6 +694,17 @@ fn absorb_ids(path: &Path, rb: &RecordBatch, pending: &mut VecDeque<ShardBatch>)
                 let msg = format!("batch {b} mixes pairs and triplets");
                 return Err(SchemaError::invalid(path, msg));
             }
+        }
+        if cur.extra_negative_ids.len() != extra.len() {
+            let msg = format!(
+                "batch {b} mixes rows of {} and {} negative columns",
+                1 + cur.extra_negative_ids.len(),
+                1 + extra.len()
+            );
+            return Err(SchemaError::invalid(path, msg));
+        }
+        for (col, ids) in cur.extra_negative_ids.iter_mut().zip(extra) {
+            col.push(ids);
         }
         cur.anchor_ids.push(anchor);
         cur.positive_ids.push(positive);
@@ -570,6 +725,7 @@ mod tests {
             anchor: Some(format!("a{i}")),
             positive: Some(format!("p{i}")),
             negative: triplet.then(|| format!("n{i}")),
+            ..Default::default()
         }
     }
 

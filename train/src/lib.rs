@@ -3,7 +3,8 @@
 //!
 //! - [`model::Trainable`]: `encoder::BertModel` over named variables (HF names), mean pooling,
 //!   L2 normalisation, seeded dropout.
-//! - [`loss`]: symmetric / one-way MNRL for pairs, one-way over `[positives; negatives]` for triplets.
+//! - [`loss`]: symmetric / one-way MNRL for pairs, one-way over `[positives; all negatives]` for
+//!   batches with one or more negative columns.
 //! - [`step`]: loss and gradients in one graph or GradCache mini-batches (same result).
 //! - [`optim`]: AdamW, warmup + linear decay, gradient-norm clipping, as PyTorch computes them.
 //! - [`checkpoint`]: sentence-transformers folders plus trainer state, written atomically.

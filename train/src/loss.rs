@@ -6,7 +6,8 @@
 use candle_core::{Result, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-/// How pair batches are scored. Triplet batches are always one-way over `[positives; negatives]`.
+/// How pair batches are scored. Batches with negatives (one column or several) are always
+/// one-way over `[positives; every negative column]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossKind {
@@ -34,21 +35,29 @@ pub fn cross_entropy_diagonal(scores: &Tensor) -> Result<Tensor> {
     (lse - diag)?.mean_all()
 }
 
-/// The batch loss. `anchor`, `positive` (and `negative`) are `[B, H]` unit vectors.
+/// The batch loss. `anchor`, `positive` and each of `negatives` (one per negative column) are
+/// `[B, H]` unit vectors.
+///
+/// With negatives, each anchor's candidates are every positive and every negative of the batch,
+/// `[positives; negatives_1; ...; negatives_N]` (B × (N+1)·B scores, label: its own positive), as
+/// sentence-transformers' `MultipleNegativesRankingLoss` does with several negative columns. It
+/// stays one-way whatever `kind`: upstream scored triplets so, and a symmetric term would rank
+/// positives against anchors only, leaving the negatives out.
 pub fn mnrl(
     anchor: &Tensor,
     positive: &Tensor,
-    negative: Option<&Tensor>,
+    negatives: &[Tensor],
     scale: f64,
     kind: LossKind,
 ) -> Result<Tensor> {
-    match negative {
-        Some(neg) => {
-            let candidates = Tensor::cat(&[positive, neg], 0)?;
+    match negatives {
+        [_, ..] => {
+            let columns: Vec<&Tensor> = std::iter::once(positive).chain(negatives).collect();
+            let candidates = Tensor::cat(&columns, 0)?;
             let s = (anchor.matmul(&candidates.t()?)? * scale)?;
             cross_entropy_diagonal(&s)
         }
-        None => {
+        [] => {
             let s = (anchor.matmul(&positive.t()?)? * scale)?;
             match kind {
                 LossKind::OneWay => cross_entropy_diagonal(&s),
@@ -112,21 +121,29 @@ mod tests {
         let n = unit_rows(5, 8, 1234);
         let s = scores(&a, &p);
         let st: Vec<Vec<f64>> = (0..5).map(|j| (0..5).map(|i| s[i][j]).collect()).collect();
-        let sym = mnrl(&t(&a), &t(&p), None, 20.0, LossKind::Symmetric).unwrap();
+        let sym = mnrl(&t(&a), &t(&p), &[], 20.0, LossKind::Symmetric).unwrap();
         let want = (ce_host(&s) + ce_host(&st)) / 2.0;
         assert!((sym.to_scalar::<f32>().unwrap() as f64 - want).abs() < 1e-5);
-        let one = mnrl(&t(&a), &t(&p), None, 20.0, LossKind::OneWay).unwrap();
+        let one = mnrl(&t(&a), &t(&p), &[], 20.0, LossKind::OneWay).unwrap();
         assert!((one.to_scalar::<f32>().unwrap() as f64 - ce_host(&s)).abs() < 1e-5);
         let pn: Vec<Vec<f64>> = p.iter().chain(&n).cloned().collect();
-        let tri = mnrl(&t(&a), &t(&p), Some(&t(&n)), 20.0, LossKind::Symmetric).unwrap();
+        let tri = mnrl(&t(&a), &t(&p), &[t(&n)], 20.0, LossKind::Symmetric).unwrap();
         assert!((tri.to_scalar::<f32>().unwrap() as f64 - ce_host(&scores(&a, &pn))).abs() < 1e-5);
+        // Three negative columns: candidates [p; n; n2; n3].
+        let (n2, n3) = (unit_rows(5, 8, 555), unit_rows(5, 8, 4242));
+        let all: Vec<Vec<f64>> = p.iter().chain(&n).chain(&n2).chain(&n3).cloned().collect();
+        let negs = [t(&n), t(&n2), t(&n3)];
+        let four = mnrl(&t(&a), &t(&p), &negs, 20.0, LossKind::OneWay).unwrap();
+        assert!(
+            (four.to_scalar::<f32>().unwrap() as f64 - ce_host(&scores(&a, &all))).abs() < 1e-5
+        );
     }
 
     #[test]
     fn gradient_matches_finite_differences() {
         let a = Var::from_tensor(&t(&unit_rows(4, 6, 3))).unwrap();
         let p = t(&unit_rows(4, 6, 9));
-        let loss = mnrl(&a, &p, None, 20.0, LossKind::Symmetric).unwrap();
+        let loss = mnrl(&a, &p, &[], 20.0, LossKind::Symmetric).unwrap();
         let g = loss.backward().unwrap();
         let ga = g.get(&a).unwrap().to_vec2::<f32>().unwrap();
         let base = a.to_vec2::<f32>().unwrap();
@@ -141,7 +158,7 @@ mod tests {
                     .iter()
                     .map(|r| r.iter().map(|&x| x as f64).collect())
                     .collect();
-                mnrl(&t(&rows), &p, None, 20.0, LossKind::Symmetric)
+                mnrl(&t(&rows), &p, &[], 20.0, LossKind::Symmetric)
                     .unwrap()
                     .to_scalar::<f32>()
                     .unwrap()

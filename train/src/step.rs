@@ -33,11 +33,12 @@ impl Default for LossConfig {
     }
 }
 
-/// The token columns of one batch (anchor, positive, optional negative).
+/// The token columns of one batch: anchor, positive, and any number of negative columns.
 pub struct Columns<'a> {
     pub anchor: &'a Column,
     pub positive: &'a Column,
-    pub negative: Option<&'a Column>,
+    /// None in pair batches, one in triplet batches, N for N-negative datasets.
+    pub negatives: Vec<&'a Column>,
 }
 
 impl<'a> Columns<'a> {
@@ -45,13 +46,24 @@ impl<'a> Columns<'a> {
         Columns {
             anchor: &batch.anchor,
             positive: &batch.positive,
-            negative: batch.negative.as_ref(),
+            negatives: batch.negatives.iter().collect(),
         }
     }
 
+    /// A pair batch's columns.
+    pub fn pair(anchor: &'a Column, positive: &'a Column) -> Self {
+        Columns {
+            anchor,
+            positive,
+            negatives: Vec::new(),
+        }
+    }
+
+    /// Every column in loss order: anchor, positive, negatives. Column `i`'s GradCache chunks
+    /// and (per-chunk) dropout streams are keyed by `i`.
     fn list(&self) -> Vec<&'a Column> {
         let mut v = vec![self.anchor, self.positive];
-        v.extend(self.negative);
+        v.extend(&self.negatives);
         v
     }
 }
@@ -181,7 +193,7 @@ pub fn loss_and_grads(
         for col in cols.list() {
             embs.push(embed_bucketed(model, col, rng.as_deref_mut())?);
         }
-        let l = mnrl(&embs[0], &embs[1], embs.get(2), loss.scale, loss.kind).ctx("loss")?;
+        let l = mnrl(&embs[0], &embs[1], &embs[2..], loss.scale, loss.kind).ctx("loss")?;
         let store = l.backward().ctx("backward")?;
         return Ok(StepGrads {
             loss: l.to_scalar::<f32>().ctx("loss")? as f64,
@@ -234,14 +246,9 @@ fn loss_on_leaves(
     loss: &LossConfig,
     what: &'static str,
 ) -> Result<(Tensor, candle_core::backprop::GradStore)> {
-    let l = mnrl(
-        &leaves[0],
-        &leaves[1],
-        leaves.get(2).map(|v| v.as_tensor()),
-        loss.scale,
-        loss.kind,
-    )
-    .ctx(what)?;
+    // Every negative column's leaf, so each gets its own cached gradient.
+    let negatives: Vec<Tensor> = leaves[2..].iter().map(|v| v.as_tensor().clone()).collect();
+    let l = mnrl(&leaves[0], &leaves[1], &negatives, loss.scale, loss.kind).ctx(what)?;
     let store = l.backward().ctx("backward through the loss")?;
     Ok((l, store))
 }

@@ -126,7 +126,7 @@ impl crate::LineParser for Parser {
                     anchor,
                     positive,
                     negative,
-                    source_id: None,
+                    ..Default::default()
                 },
             ));
         }

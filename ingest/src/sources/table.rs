@@ -375,7 +375,7 @@ fn row_outcomes(map: &ColumnMap, cells: Vec<Cell>, out: &mut Vec<Outcome>) {
                 anchor,
                 positive,
                 negative,
-                source_id: None,
+                ..Default::default()
             },
         ));
     }

@@ -17,43 +17,60 @@ fn toks(b: u64, r: usize, c: u32) -> Vec<u32> {
         .collect()
 }
 
-/// Batches 0..n: even batches are pairs of `squad`, odd ones triplets of `quora`.
+/// Negative columns of the shards in these tests: the most any batch has.
+const NEGATIVES: usize = 3;
+
+/// Batches 0..n: even batches are pairs of `squad`, batches 1, 5, 9 .. triplets of `quora`,
+/// batches 3, 7, .. rows of `NEGATIVES` negatives of `squad_hn3` (a mined n-tuple dataset).
 fn expected(n: u64) -> Vec<RawBatch> {
     (0..n)
         .map(|b| {
-            let triplet = b % 2 == 1;
+            let (dataset, negatives) = match b % 4 {
+                1 => ("quora", 1),
+                3 => ("squad_hn3", NEGATIVES),
+                _ => ("squad", 0),
+            };
             RawBatch {
                 index: b,
-                dataset: if triplet { "quora" } else { "squad" }.into(),
+                dataset: dataset.into(),
                 anchor: (0..BATCH).map(|r| toks(b, r, 0)).collect(),
                 positive: (0..BATCH).map(|r| toks(b, r, 1)).collect(),
-                negative: triplet.then(|| (0..BATCH).map(|r| toks(b, r, 2)).collect()),
+                negatives: (0..negatives)
+                    .map(|k| (0..BATCH).map(|r| toks(b, r, 2 + k as u32)).collect())
+                    .collect(),
             }
         })
         .collect()
 }
 
+/// Row `r` of batch `b` as the mixer writes it (ids only).
+fn shard_row(b: &RawBatch, r: usize) -> ShardRow {
+    let mut negatives = b.negatives.iter().map(|n| n[r].clone());
+    ShardRow {
+        batch: b.index,
+        dataset: b.dataset.clone(),
+        anchor_ids: b.anchor[r].clone(),
+        positive_ids: b.positive[r].clone(),
+        negative_ids: negatives.next(),
+        extra_negative_ids: negatives.collect(),
+        ..Default::default()
+    }
+}
+
 fn write_shards(dir: &Path, batches: &[RawBatch], per_shard: usize) -> ShardIndex {
     // The mixer's own schema, so the loader is tested against what it will really read.
-    let schema = schemas::shards::shard_schema(false);
+    let schema = schemas::shards::shard_schema_for(false, NEGATIVES);
     let mut shards = Vec::new();
     for (i, chunk) in batches.chunks(per_shard).enumerate() {
         let file = format!("shard-{i:05}.parquet");
         let mut rows_out = Vec::new();
         for b in chunk {
             for r in 0..b.anchor.len() {
-                rows_out.push(ShardRow {
-                    batch: b.index,
-                    dataset: b.dataset.clone(),
-                    anchor_ids: b.anchor[r].clone(),
-                    positive_ids: b.positive[r].clone(),
-                    negative_ids: b.negative.as_ref().map(|n| n[r].clone()),
-                    ..Default::default()
-                });
+                rows_out.push(shard_row(b, r));
             }
         }
         let rows = rows_out.len() as u64;
-        let rb = schemas::shards::shard_record_batch(&rows_out, false).unwrap();
+        let rb = schemas::shards::shard_record_batch_for(&rows_out, false, NEGATIVES).unwrap();
         let path = dir.join(&file);
         // Small row groups so batches straddle record-batch boundaries inside the reader.
         let props = parquet::file::properties::WriterProperties::builder()
@@ -115,10 +132,12 @@ fn streams_every_batch_in_order_padded() {
         assert_eq!(g.dataset, w.dataset);
         assert_eq!(unpad(&g.anchor.ids, &g.anchor.mask), w.anchor);
         assert_eq!(unpad(&g.positive.ids, &g.positive.mask), w.positive);
-        match (&g.negative, &w.negative) {
-            (Some(c), Some(n)) => assert_eq!(&unpad(&c.ids, &c.mask), n),
-            (None, None) => {}
-            _ => panic!("batch {} arity differs", g.index),
+        assert_eq!(g.negatives.len(), w.negatives.len(), "batch {}", g.index);
+        for (c, n) in g.negatives.iter().zip(&w.negatives) {
+            assert_eq!(&unpad(&c.ids, &c.mask), n);
+            // Each negative column padded to its own longest row.
+            let longest = n.iter().map(Vec::len).max().unwrap();
+            assert_eq!(c.ids.dims(), &[BATCH, longest]);
         }
         // Padded to the longest row of this column, with the index's pad id.
         let longest = w.anchor.iter().map(Vec::len).max().unwrap();
@@ -196,12 +215,20 @@ fn ranks_get_disjoint_deterministic_slices() {
         for (b, w) in want.iter().enumerate() {
             // Concatenating the ranks' slices in rank order gives the global batch back.
             let mut anchors = Vec::new();
+            let mut negatives = vec![Vec::new(); w.negatives.len()];
             for rank in &per_rank {
                 assert_eq!(rank[b].index, w.index);
                 assert_eq!(rank[b].dataset, w.dataset);
                 anchors.extend(rank[b].anchor.clone());
+                // Every negative column sliced to the same rows as the anchors.
+                assert_eq!(rank[b].negatives.len(), w.negatives.len());
+                for (all, mine) in negatives.iter_mut().zip(&rank[b].negatives) {
+                    assert_eq!(mine.len(), rank[b].anchor.len());
+                    all.extend(mine.clone());
+                }
             }
             assert_eq!(anchors, w.anchor, "world {world} batch {b}");
+            assert_eq!(negatives, w.negatives, "world {world} batch {b}");
         }
         // Same slice on a second read.
         let again: Vec<RawBatch> = loader::raw_batches(
@@ -244,7 +271,7 @@ fn stream(dir: &Path) -> Vec<RawBatch> {
                 dataset: b.dataset.clone(),
                 anchor: unpad(&b.anchor.ids, &b.anchor.mask),
                 positive: unpad(&b.positive.ids, &b.positive.mask),
-                negative: b.negative.as_ref().map(|n| unpad(&n.ids, &n.mask)),
+                negatives: b.negatives.iter().map(|n| unpad(&n.ids, &n.mask)).collect(),
             }
         })
         .collect()
@@ -262,18 +289,19 @@ fn keep_text_shards_stream_the_same_batches_and_their_texts_are_never_decoded() 
             keep_text: true,
         };
         let path = dir.path().join(schemas::shard_file_name(i));
-        let mut w = schemas::ShardWriter::create(path, options).unwrap();
+        let mut w = schemas::ShardWriter::create_for(path, options, NEGATIVES).unwrap();
         for b in chunk {
             let rows: Vec<ShardRow> = (0..BATCH)
-                .map(|r| ShardRow {
-                    batch: b.index,
-                    dataset: b.dataset.clone(),
-                    anchor_ids: b.anchor[r].clone(),
-                    positive_ids: b.positive[r].clone(),
-                    negative_ids: b.negative.as_ref().map(|n| n[r].clone()),
-                    anchor: Some(format!("question {} {r}", b.index)),
-                    positive: Some(format!("answer {} {r}", b.index)),
-                    negative: b.negative.as_ref().map(|_| format!("other {r}")),
+                .map(|r| {
+                    let texts = (0..b.negatives.len()).map(|k| format!("other {k} {r}"));
+                    let mut texts = texts.collect::<Vec<_>>().into_iter();
+                    ShardRow {
+                        anchor: Some(format!("question {} {r}", b.index)),
+                        positive: Some(format!("answer {} {r}", b.index)),
+                        negative: texts.next(),
+                        extra_negatives: texts.collect(),
+                        ..shard_row(b, r)
+                    }
                 })
                 .collect();
             w.write_batch(&rows).unwrap();
@@ -297,8 +325,10 @@ fn keep_text_shards_stream_the_same_batches_and_their_texts_are_never_decoded() 
         let meta = parquet::file::reader::FileReader::metadata(&meta).clone();
         for rg in meta.row_groups() {
             for col in rg.columns() {
-                if ["anchor", "positive", "negative"].contains(&col.column_path().string().as_str())
-                {
+                let name = col.column_path().string();
+                // The text columns: anchor, positive, negative, negative_2, ... (not `*_ids`).
+                let text = name == "anchor" || name == "positive" || name.starts_with("negative");
+                if text && !name.contains("_ids") {
                     let (start, len) = col.byte_range();
                     bytes[start as usize..(start + len) as usize].fill(0xA5);
                 }

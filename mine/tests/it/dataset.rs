@@ -1,7 +1,7 @@
 //! Curated datasets on disk: same layout as ingest's, atomic, byte-identical on rerun.
 
 use mine::io::{read_dataset, write_dataset, Provenance};
-use mine::negatives::{NegativeOptions, Sampling};
+use mine::negatives::{NegativeOptions, OutputFormat, Sampling};
 use mine::{curate, Mode, SearchOptions};
 use schemas::{Manifest, NoProgress};
 
@@ -32,6 +32,7 @@ fn mined_datasets_are_written_whole_and_identical_on_rerun() {
         range_max: Some(8),
         sampling: Sampling::Random,
         seed: 3,
+        output_format: OutputFormat::Triplet,
         ..Default::default()
     });
     let mut prov = Provenance::default();

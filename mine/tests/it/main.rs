@@ -6,4 +6,5 @@ mod dataset;
 mod filters;
 mod knn;
 mod negatives;
+mod ntuple;
 mod reference;

@@ -3,7 +3,7 @@
 
 use mine::embed::{dot, Embeddings};
 use mine::knn::{top_k, Hit, SearchOptions};
-use mine::negatives::{choose, NegativeOptions, Sampling};
+use mine::negatives::{choose, NegativeOptions, OutputFormat, Sampling};
 use mine::{curate, Mode, Problem};
 use schemas::NoProgress;
 
@@ -219,6 +219,7 @@ fn triplets_keep_input_order_and_never_use_a_positive_of_the_anchor() {
     };
     let o = NegativeOptions {
         num_negatives: 2,
+        output_format: OutputFormat::Triplet,
         ..Default::default()
     };
     let out = curate(

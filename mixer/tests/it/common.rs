@@ -33,10 +33,17 @@ pub fn make_dataset_with(
     let mut w = DatasetWriter::create(pairs.join(id), id, "test", arity, opts).unwrap();
     for i in 0..rows {
         let (a, p, n) = texts(i);
-        let r = match arity {
-            Arity::Pair => PairRecord::pair(a, p),
-            Arity::Triplet => PairRecord::triplet(a, p, n),
-        };
+        // Negative k > 0 is the first one with its number: distinct texts in every column.
+        let negatives = (0..arity.negatives())
+            .map(|k| {
+                if k == 0 {
+                    n.clone()
+                } else {
+                    format!("{n} (negative {})", k + 1)
+                }
+            })
+            .collect();
+        let r = PairRecord::with_negatives(a, p, negatives);
         w.push(&r.with_id(i.to_string())).unwrap();
     }
     w.finish().unwrap();

@@ -3,6 +3,7 @@
 mod common;
 mod config_resolve;
 mod mix_end_to_end;
+mod ntuple;
 mod stats;
 mod tokenize_parity;
 mod wordpiece_parity;

@@ -177,7 +177,7 @@ fn adamw_parity(
     let cols = Columns {
         anchor: &anchor,
         positive: &positive,
-        negative: None,
+        negatives: Vec::new(),
     };
     let mut opt = AdamW::new(&model.vars, AdamWConfig::default())?;
     let want = reference["adamw_3_steps"]["steps"]

@@ -157,7 +157,7 @@ fn time_steps_on_device(args: &Args, model: &Trainable, batch: &BenchBatch) -> R
     let cols = Columns {
         anchor: &batch.a,
         positive: &batch.p,
-        negative: None,
+        negatives: Vec::new(),
     };
     let device = model.device().clone();
     let mut step = || -> Result<f64> {
@@ -483,7 +483,7 @@ pub fn time_one_process(args: &Args, prepared: &Prepared) -> Result<Timing> {
     let cols = Columns {
         anchor: &a,
         positive: &p,
-        negative: None,
+        negatives: Vec::new(),
     };
     let step = || -> Result<()> {
         train_step(&model, &cols, args.mini_batch_size, &mut rng, &mut opt).map(|_| ())

@@ -167,7 +167,7 @@ fn time_rank(args: &Args, prepared: &Prepared, coll: &Timed) -> Result<RankFigur
     let cols = Columns {
         anchor: &a,
         positive: &p,
-        negative: None,
+        negatives: Vec::new(),
     };
     let mut index = 0u64;
     let step = || -> Result<()> {

@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use mine::io::{read_corpus, read_dataset, write_dataset, Provenance};
-use mine::{DedupOn, EmbedOptions, Embedder, Mode, NegativeOptions, Sampling, SearchOptions};
+use mine::{
+    DedupOn, EmbedOptions, Embedder, Mode, NegativeOptions, OutputFormat, Sampling, SearchOptions,
+};
 use schemas::InputFile;
 
 use crate::progress::Bar;
@@ -24,6 +26,13 @@ pub enum Filter {
 pub enum Strategy {
     Top,
     Random,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[value(name = "n-tuple")]
+    NTuple,
+    Triplet,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -74,9 +83,14 @@ pub struct Args {
     /// Negatives: drop candidates scoring below this.
     #[arg(long)]
     pub min_score: Option<f32>,
-    /// Negatives per anchor (one output row each).
+    /// Negatives per anchor: columns `negative`, `negative_2`, ... (n-tuple) or one output row
+    /// each (triplet).
     #[arg(long, default_value_t = 1)]
     pub num_negatives: usize,
+    /// Negatives: one row per input row with --num-negatives negative columns (rows whose anchor
+    /// got fewer are dropped), or one (anchor, positive, negative) row per negative.
+    #[arg(long, value_enum, default_value = "n-tuple")]
+    pub output_format: Format,
     /// Negatives: the best ones, or a seeded random draw from the window.
     #[arg(long, value_enum, default_value = "top", visible_alias = "sampling")]
     pub sampling_strategy: Strategy,
@@ -137,6 +151,10 @@ impl Args {
                     Strategy::Random => Sampling::Random,
                 },
                 seed: self.seed,
+                output_format: match self.output_format {
+                    Format::NTuple => OutputFormat::NTuple,
+                    Format::Triplet => OutputFormat::Triplet,
+                },
             }),
         }
     }

@@ -2,4 +2,5 @@
 
 mod embeddings;
 mod index;
+mod ntuple;
 mod shards;

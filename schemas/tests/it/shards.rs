@@ -16,6 +16,7 @@ fn rows(batch: u64, n: u32, triplet: bool) -> Vec<ShardRow> {
             anchor: Some(format!("a{batch}-{i}")),
             positive: Some(format!("p{batch}-{i}")),
             negative: triplet.then(|| format!("n{batch}-{i}")),
+            ..Default::default()
         })
         .collect()
 }

@@ -44,7 +44,7 @@ pub fn vocab_size(dir: &Path) -> u32 {
         .vocab_size as u32
 }
 
-fn random_seq(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32, max: usize) -> Vec<u32> {
+pub fn random_seq(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32, max: usize) -> Vec<u32> {
     let len = rng.random_range(3..=max);
     let mut v = vec![2u32]; // [CLS]
     v.extend((1..len - 1).map(|_| rng.random_range(5..vocab)));
@@ -54,6 +54,19 @@ fn random_seq(rng: &mut rand_chacha::ChaCha8Rng, vocab: u32, max: usize) -> Vec<
 
 /// `batches` batches of `batch_size` rows of random ids; every third batch is triplets.
 pub fn write_shards(dir: &Path, vocab: u32, batches: u64, batch_size: usize, per_shard: u64) {
+    write_shards_with_negatives(dir, vocab, batches, batch_size, per_shard, 1);
+}
+
+/// [`write_shards`] where every third batch has `negatives` negative columns (dataset
+/// `squad_hn` when more than one, as `prep mine` would name it). With 1, the same bytes.
+pub fn write_shards_with_negatives(
+    dir: &Path,
+    vocab: u32,
+    batches: u64,
+    batch_size: usize,
+    per_shard: u64,
+    negatives: usize,
+) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
     let options = ShardWriterOptions {
@@ -64,17 +77,25 @@ pub fn write_shards(dir: &Path, vocab: u32, batches: u64, batch_size: usize, per
     let mut b = 0u64;
     while b < batches {
         let file = schemas::shards::shard_file_name(shards.len());
-        let mut w = ShardWriter::create(dir.join(&file), options).unwrap();
+        let mut w = ShardWriter::create_for(dir.join(&file), options, negatives.max(1)).unwrap();
         let first = b;
         while b < batches && b < first + per_shard {
             let triplet = b % 3 == 2;
+            let dataset = match (triplet, negatives) {
+                (false, _) => "squad",
+                (true, 1) => "quora",
+                (true, _) => "squad_hn",
+            };
             let rows: Vec<schemas::ShardRow> = (0..batch_size)
                 .map(|_| schemas::ShardRow {
                     batch: b,
-                    dataset: if triplet { "quora" } else { "squad" }.to_owned(),
+                    dataset: dataset.to_owned(),
                     anchor_ids: random_seq(&mut rng, vocab, 12),
                     positive_ids: random_seq(&mut rng, vocab, 20),
                     negative_ids: triplet.then(|| random_seq(&mut rng, vocab, 20)),
+                    extra_negative_ids: (1..if triplet { negatives } else { 0 })
+                        .map(|_| random_seq(&mut rng, vocab, 20))
+                        .collect(),
                     ..Default::default()
                 })
                 .collect();

@@ -42,7 +42,7 @@ fn step(model: &Trainable, a: &Column, p: &Column) -> StepGrads {
     let cols = Columns {
         anchor: a,
         positive: p,
-        negative: None,
+        negatives: Vec::new(),
     };
     let mut rng = DropoutRng::new(9);
     loss_and_grads(model, &cols, LossConfig::default(), None, Some(&mut rng)).unwrap()

@@ -82,11 +82,25 @@ fn batch(dir: &std::path::Path, index: usize, rank: usize, world_size: usize) ->
 
 #[test]
 fn two_ranks_give_the_global_batch_loss_and_gradients() {
+    global_batch_on_two_ranks(1);
+}
+
+/// Every negative column is all-gathered: three of them give the global batch's loss and
+/// gradients on two ranks too.
+#[test]
+fn two_ranks_with_three_negative_columns_give_the_global_batch() {
+    global_batch_on_two_ranks(3);
+}
+
+/// One process, the data-parallel step on one rank and on two ranks agree, for pair batches
+/// and batches of `negatives` negative columns.
+fn global_batch_on_two_ranks(negatives: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let model_dir = tmp.path().join("model");
     common::tiny_model(&model_dir);
     let shards = tmp.path().join("shards");
-    common::write_shards(&shards, common::vocab_size(&model_dir), 3, 10, 3);
+    let vocab = common::vocab_size(&model_dir);
+    common::write_shards_with_negatives(&shards, vocab, 3, 10, 3, negatives);
     let cfg = encoder::BertConfig::from_file(&model_dir.join("config.json")).unwrap();
     let model = || Trainable::fresh(&cfg, 3, Some(0.0), &common::cpu()).unwrap();
     let reference_model = model();
@@ -136,7 +150,8 @@ fn two_ranks_give_the_global_batch_loss_and_gradients() {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let what = format!("batch {b} {kind:?} mini-batch {mini:?}");
+        assert_eq!(whole.negatives.len(), if b == 2 { negatives } else { 0 });
+        let what = format!("batch {b} {kind:?} mini-batch {mini:?}, {negatives} negatives");
         for got in std::iter::once(&single).chain(&ranks) {
             let rel = (got.loss - full.loss).abs() / full.loss.abs();
             assert!(rel < 1e-5, "{what}: loss {} vs {}", got.loss, full.loss);

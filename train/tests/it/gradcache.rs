@@ -80,6 +80,42 @@ fn mini_batches_give_the_full_batch_gradients() {
     }
 }
 
+/// Three negative columns: the loss is over `[positives; negatives_1..3]` and GradCache (chunks
+/// of every column, each with its cached gradient) still gives the full batch's gradients.
+#[test]
+fn three_negative_columns_through_gradcache() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model_dir = tmp.path().join("model");
+    common::tiny_model(&model_dir);
+    let shards = tmp.path().join("shards");
+    let vocab = common::vocab_size(&model_dir);
+    common::write_shards_with_negatives(&shards, vocab, 3, 10, 3, 3);
+    let cfg = encoder::BertConfig::from_file(&model_dir.join("config.json")).unwrap();
+    let model = Trainable::fresh(&cfg, 3, Some(0.0), &common::cpu()).unwrap();
+    let all = batches(&shards);
+    let cols = Columns::of(&all[2]);
+    assert_eq!(cols.negatives.len(), 3);
+    let loss = LossConfig::default();
+    let full = loss_and_grads(&model, &cols, loss, None, None).unwrap();
+    for m in [1usize, 3, 4] {
+        let cached = loss_and_grads(&model, &cols, loss, Some(m), None).unwrap();
+        assert_close(
+            &full,
+            &cached,
+            &model.names,
+            &format!("3 negatives, mini-batch {m}"),
+        );
+    }
+    // Each negative column counts: without the last two the loss is another number (fewer
+    // candidates per anchor: a lower loss).
+    let one = Columns {
+        negatives: cols.negatives[..1].to_vec(),
+        ..Columns::of(&all[2])
+    };
+    let fewer = loss_and_grads(&model, &one, loss, None, None).unwrap();
+    assert!(fewer.loss < full.loss, "{} vs {}", fewer.loss, full.loss);
+}
+
 /// With dropout on, GradCache must replay each chunk's masks: its gradients equal those of one
 /// graph over the same chunks drawing masks in the same order.
 #[test]
@@ -115,7 +151,7 @@ fn dropout_masks_are_replayed() {
         }
         embs.push(Tensor::cat(&parts, 0).unwrap());
     }
-    let l = train::loss::mnrl(&embs[0], &embs[1], None, 20.0, LossKind::Symmetric).unwrap();
+    let l = train::loss::mnrl(&embs[0], &embs[1], &[], 20.0, LossKind::Symmetric).unwrap();
     let store = l.backward().unwrap();
     let reference = train::StepGrads {
         loss: l.to_scalar::<f32>().unwrap() as f64,

@@ -4,5 +4,6 @@ mod common;
 mod device;
 mod distributed;
 mod gradcache;
+mod loss;
 mod parity;
 mod run;

@@ -90,7 +90,7 @@ fn check_case_with(
     let columns = Columns {
         anchor: &cols[0],
         positive: &cols[1],
-        negative: cols.get(2),
+        negatives: cols[2..].iter().collect(),
     };
     let loss = LossConfig { kind, scale: 20.0 };
     let out = loss_and_grads(model, &columns, loss, mini_batch, None).unwrap();
@@ -220,7 +220,7 @@ fn three_adamw_steps_match_pytorch() {
     let columns = Columns {
         anchor: &cols[0],
         positive: &cols[1],
-        negative: None,
+        negatives: Vec::new(),
     };
     let mut opt = AdamW::new(&model.vars, AdamWConfig::default()).unwrap();
     let want = &reference["adamw_3_steps"];

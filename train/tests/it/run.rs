@@ -445,3 +445,88 @@ fn run_folder_of_a_checkpoint_is_its_parent() {
     assert_eq!(train::run_folder_of(&s.path("r/checkpoint-1")), s.path("r"));
     assert_eq!(train::run_folder_of(&s.path("r")), s.path("r"));
 }
+
+/// Shards of `batches` copies of one batch of 8 rows with 3 negative columns (a mined n-tuple
+/// dataset): a model that learns anything lowers the loss on it.
+fn write_three_negative_shards(dir: &Path, vocab: u32, batches: u64) {
+    use rand::SeedableRng;
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let rows: Vec<schemas::ShardRow> = (0..8)
+        .map(|_| schemas::ShardRow {
+            dataset: "squad_hn3".to_owned(),
+            anchor_ids: common::random_seq(&mut rng, vocab, 12),
+            positive_ids: common::random_seq(&mut rng, vocab, 20),
+            negative_ids: Some(common::random_seq(&mut rng, vocab, 20)),
+            extra_negative_ids: (0..2)
+                .map(|_| common::random_seq(&mut rng, vocab, 20))
+                .collect(),
+            ..Default::default()
+        })
+        .collect();
+    let options = schemas::ShardWriterOptions {
+        batch_size: 8,
+        keep_text: false,
+    };
+    let path = dir.join(schemas::shard_file_name(0));
+    let mut w = schemas::ShardWriter::create_for(path, options, 3).unwrap();
+    for b in 0..batches {
+        let batch: Vec<_> = rows
+            .iter()
+            .map(|r| schemas::ShardRow {
+                batch: b,
+                ..r.clone()
+            })
+            .collect();
+        w.write_batch(&batch).unwrap();
+    }
+    schemas::ShardIndex::hand_made(8, 7, vec![w.finish().unwrap()], 0)
+        .write(dir)
+        .unwrap();
+}
+
+#[test]
+fn three_negative_columns_train_lower_the_loss_and_resume_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model, shards) = (tmp.path().join("model"), tmp.path().join("shards"));
+    common::tiny_model(&model);
+    write_three_negative_shards(&shards, common::vocab_size(&model), 10);
+    let cfg = TrainConfig {
+        steps: 10,
+        save_steps: Some(4),
+        ..config()
+    };
+    let full = train::train(
+        &shards,
+        &model,
+        &cfg,
+        &run_opts(&tmp.path().join("a"), None),
+        &NoProgress,
+    )
+    .unwrap();
+    let losses: Vec<f64> = full.records.iter().map(|r| r.loss).collect();
+    assert_eq!(losses.len(), 10);
+    assert!(full.records.iter().all(|r| r.dataset == "squad_hn3"));
+    // 8 anchors against 32 candidates: ln 32 = 3.47 for a model that knows nothing.
+    let last = losses[7..].iter().sum::<f64>() / 3.0;
+    eprintln!("3-negative run losses: {losses:?}");
+    assert!(last < 0.8 * losses[0], "the loss did not fall: {losses:?}");
+
+    let mut stopped = run_opts(&tmp.path().join("b"), None);
+    stopped.stop_after = Some(6);
+    let first = train::train(&shards, &model, &cfg, &stopped, &NoProgress).unwrap();
+    assert!(tmp.path().join("b/checkpoint-4").is_dir());
+    let rest = train::resume(
+        &tmp.path().join("b"),
+        &run_opts(&tmp.path().join("b"), None),
+        &NoProgress,
+    )
+    .unwrap();
+    assert_eq!(rest.records.first().unwrap().step, 5);
+    let resumed: Vec<f64> = first.records[..4]
+        .iter()
+        .chain(&rest.records)
+        .map(|r| r.loss)
+        .collect();
+    assert_eq!(resumed, losses, "the resumed run's losses differ");
+}
