@@ -1,6 +1,9 @@
-//! Exact nearest neighbours by blocked matrix products: a block of queries against a block of
-//! the corpus at a time, so memory is `threads × query_block × corpus_block` scores, never a
-//! queries × corpus matrix.
+//! Nearest neighbours by dot product (cosine on unit vectors). Exact by default: blocked matrix
+//! products, a block of queries against a block of the corpus at a time, so memory is
+//! `threads × query_block × corpus_block` scores, never a queries × corpus matrix. For corpora
+//! of millions, an approximate HNSW index ([`Index::Hnsw`], the `instant-distance` crate) whose
+//! candidates are re-scored by the same matrix product, so scores match the exact search's (to
+//! float rounding) wherever the index finds the same rows.
 
 use std::cmp::Ordering;
 use std::ops::Range;
@@ -24,11 +27,29 @@ pub fn better(a: &Hit, b: &Hit) -> Ordering {
     b.score.total_cmp(&a.score).then(a.index.cmp(&b.index))
 }
 
-/// Block sizes of the search: memory per thread is `query_block × corpus_block` floats.
+/// How neighbours are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Index {
+    /// Every corpus row scored: the true top k.
+    #[default]
+    Exact,
+    /// An HNSW graph over the corpus (built once per search, on one thread so that the same
+    /// inputs give the same graph); each query explores `max(ef_search, k)` candidates.
+    Hnsw {
+        ef_construction: usize,
+        ef_search: usize,
+        seed: u64,
+    },
+}
+
+/// Block sizes of the exact search (memory per thread is `query_block × corpus_block` floats)
+/// and the index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchOptions {
     pub query_block: usize,
     pub corpus_block: usize,
+    pub index: Index,
 }
 
 impl Default for SearchOptions {
@@ -36,6 +57,7 @@ impl Default for SearchOptions {
         SearchOptions {
             query_block: 256,
             corpus_block: 4096,
+            index: Index::Exact,
         }
     }
 }
@@ -140,6 +162,15 @@ pub fn top_k(
     if k == 0 {
         return vec![Vec::new(); query_rows.len()];
     }
+    if let Index::Hnsw {
+        ef_construction,
+        ef_search,
+        seed,
+    } = options.index
+    {
+        let graph = HnswGraph::build(emb, corpus, ef_construction, ef_search.max(k), seed);
+        return graph.top_k(emb, query_rows, k, progress);
+    }
     let dim = emb.dim;
     let qb = options.query_block.max(1);
     let cb = options.corpus_block.max(1);
@@ -169,4 +200,97 @@ pub fn top_k(
         .collect();
     progress.finish();
     blocks.into_iter().flatten().collect()
+}
+
+/// A corpus row as an HNSW point: its index within the searched range and its unit vector.
+#[derive(Clone)]
+struct Row<'a> {
+    index: u32,
+    v: &'a [f32],
+}
+
+impl instant_distance::Point for Row<'_> {
+    /// Cosine distance of unit vectors.
+    fn distance(&self, other: &Self) -> f32 {
+        1.0 - crate::embed::dot(self.v, other.v)
+    }
+}
+
+/// An HNSW graph over `emb[corpus]`.
+struct HnswGraph<'a> {
+    hnsw: instant_distance::Hnsw<Row<'a>>,
+}
+
+impl<'a> HnswGraph<'a> {
+    fn build(
+        emb: &'a Embeddings,
+        corpus: Range<usize>,
+        ef_construction: usize,
+        ef_search: usize,
+        seed: u64,
+    ) -> Self {
+        let points: Vec<Row<'a>> = corpus
+            .clone()
+            .map(|r| Row {
+                index: (r - corpus.start) as u32,
+                v: emb.row(r),
+            })
+            .collect();
+        let builder = instant_distance::Builder::default()
+            .ef_construction(ef_construction.max(1))
+            .ef_search(ef_search.max(1))
+            .seed(seed);
+        // The crate inserts points from rayon threads, in an order that depends on timing: one
+        // thread makes the graph, and so the mined dataset, reproducible.
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build();
+        let (hnsw, _) = match one {
+            Ok(pool) => pool.install(|| builder.build_hnsw(points)),
+            Err(_) => builder.build_hnsw(points),
+        };
+        HnswGraph { hnsw }
+    }
+
+    /// Each query's best `k` rows among the graph's candidates, re-scored exactly, best first.
+    fn top_k(
+        &self,
+        emb: &Embeddings,
+        query_rows: &[u32],
+        k: usize,
+        progress: &dyn Progress,
+    ) -> Vec<Vec<Hit>> {
+        progress.begin(
+            "searching (HNSW)",
+            Some(query_rows.len() as u64),
+            Unit::Items,
+        );
+        let out = query_rows
+            .par_iter()
+            .map_init(instant_distance::Search::default, |search, &q| {
+                let query = Row {
+                    index: u32::MAX,
+                    v: emb.row(q as usize),
+                };
+                let found: Vec<&Row> = self.hnsw.search(&query, search).map(|i| i.point).collect();
+                // Re-scored by the exact search's own product (to float rounding: the block
+                // shape differs), not by the graph's distances.
+                let block: Vec<f32> = found.iter().flat_map(|r| r.v.iter().copied()).collect();
+                let mut scores = vec![0f32; found.len()];
+                score_block(query.v, &block, emb.dim, &mut scores);
+                let mut hits: Vec<Hit> = found
+                    .iter()
+                    .zip(scores)
+                    .map(|(r, score)| Hit {
+                        index: r.index,
+                        score,
+                    })
+                    .collect();
+                hits.sort_by(better);
+                hits.truncate(k);
+                progress.advance(1);
+                hits
+            })
+            .collect();
+        progress.finish();
+        out
+    }
 }

@@ -31,6 +31,7 @@ fn consistency_keeps_exactly_the_rows_whose_positive_ranks_in_the_top_k() {
             SearchOptions {
                 query_block: 5,
                 corpus_block: 3,
+                ..Default::default()
             },
             &NoProgress,
         );
@@ -104,6 +105,7 @@ fn dedup_keeps_no_two_close_texts_and_drops_only_close_ones() {
         SearchOptions {
             query_block: 4,
             corpus_block: 3,
+            ..Default::default()
         },
         &NoProgress,
     )

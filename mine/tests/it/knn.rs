@@ -1,7 +1,7 @@
 //! Exact top-k search: the blocked search agrees with a full sort for every block shape.
 
 use mine::embed::{dot, Embeddings};
-use mine::knn::{better, top_k, Hit, SearchOptions};
+use mine::knn::{better, top_k, Hit, Index, SearchOptions};
 
 fn emb(rows: &[[f32; 2]]) -> Embeddings {
     let mut e = Embeddings::new(2);
@@ -28,6 +28,7 @@ fn top_k_matches_a_full_sort_for_every_block_shape_with_ties_by_index() {
         let opts = SearchOptions {
             query_block: qb,
             corpus_block: cb,
+            ..Default::default()
         };
         for k in 1..=7 {
             let got = top_k(&e, &[6, 7], 0..6, k, opts, &schemas::NoProgress);
@@ -61,5 +62,83 @@ fn a_corpus_range_counts_hits_from_its_start() {
     assert_eq!(
         got[0][0].index, 1,
         "row 2 of emb is index 1 of the range 1..4"
+    );
+}
+
+/// `n` unit vectors of `dim` dimensions in `clusters` seeded clusters (centre plus noise), the
+/// shape sentence embeddings have: many near neighbours, most of the space empty.
+fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Embeddings {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut normal = move || -> f32 {
+        // Box-Muller: a standard normal from two uniforms.
+        let (u, v): (f32, f32) = (rng.random_range(1e-7..1.0), rng.random_range(0.0..1.0));
+        (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+    };
+    let centres: Vec<Vec<f32>> = (0..clusters)
+        .map(|_| (0..dim).map(|_| normal()).collect())
+        .collect();
+    let mut e = Embeddings::new(dim);
+    for i in 0..n {
+        let c = &centres[i % clusters];
+        let v: Vec<f32> = c.iter().map(|x| x + 0.6 * normal()).collect();
+        e.push_normalized(&v);
+    }
+    e
+}
+
+#[test]
+fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
+    let e = clustered(4_000, 64, 40, 7);
+    let corpus = 0..3_800;
+    let queries: Vec<u32> = (3_800..4_000).collect();
+    let k = 10;
+    let exact = top_k(
+        &e,
+        &queries,
+        corpus.clone(),
+        k,
+        SearchOptions::default(),
+        &schemas::NoProgress,
+    );
+    let hnsw = SearchOptions {
+        index: Index::Hnsw {
+            ef_construction: 100,
+            ef_search: 64,
+            seed: 3,
+        },
+        ..Default::default()
+    };
+    let approx = top_k(&e, &queries, corpus.clone(), k, hnsw, &schemas::NoProgress);
+    let again = top_k(&e, &queries, corpus, k, hnsw, &schemas::NoProgress);
+    assert_eq!(
+        approx, again,
+        "the same inputs and seed give the same neighbours"
+    );
+    let mut found = 0;
+    for (a, x) in approx.iter().zip(&exact) {
+        assert_eq!(a.len(), k);
+        assert!(
+            a.windows(2).all(|w| better(&w[0], &w[1]).is_lt()),
+            "best first"
+        );
+        for h in a {
+            if let Some(t) = x.iter().find(|t| t.index == h.index) {
+                // The same product, another block shape: equal to float rounding.
+                assert!(
+                    (t.score - h.score).abs() <= 1e-6,
+                    "re-scored: {} vs {}",
+                    h.score,
+                    t.score
+                );
+                found += 1;
+            }
+        }
+    }
+    let recall = found as f64 / (k * queries.len()) as f64;
+    eprintln!("HNSW recall@{k} against the exact search: {recall:.4}");
+    assert!(
+        recall >= 0.95,
+        "recall@{k} {recall:.3} against the exact search"
     );
 }

@@ -98,6 +98,7 @@ fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
         let search = SearchOptions {
             query_block: 7,
             corpus_block: 5,
+            ..Default::default()
         };
         let (chosen, skipped, _) = choose(&p, &emb, o, search, &NoProgress).unwrap();
         let mut got_some = 0;

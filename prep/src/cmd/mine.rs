@@ -22,6 +22,15 @@ pub enum Filter {
     Dedup,
 }
 
+/// How nearest neighbours are found.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexKind {
+    /// Every candidate scored (blocked matrix products): the true neighbours
+    Exact,
+    /// An approximate HNSW graph (for corpora of millions; --ef-construction, --ef-search)
+    Hnsw,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Strategy {
     Top,
@@ -117,6 +126,16 @@ pub struct Args {
     /// Search: corpus rows per block.
     #[arg(long, default_value_t = 4096)]
     pub corpus_block: usize,
+    /// Search: exact, or an approximate HNSW index (built on one thread, so results are
+    /// reproducible; its candidates are re-scored exactly).
+    #[arg(long, value_enum, default_value = "exact")]
+    pub index: IndexKind,
+    /// HNSW: candidates kept while building the graph (higher: better recall, slower build).
+    #[arg(long, default_value_t = 200)]
+    pub ef_construction: usize,
+    /// HNSW: candidates explored per query (at least the neighbours needed).
+    #[arg(long, default_value_t = 128)]
+    pub ef_search: usize,
     /// Embedding cache folder (vectors keyed by model sha256 and text sha256), read and extended.
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -128,6 +147,17 @@ pub struct Args {
 }
 
 impl Args {
+    fn index(&self) -> mine::knn::Index {
+        match self.index {
+            IndexKind::Exact => mine::knn::Index::Exact,
+            IndexKind::Hnsw => mine::knn::Index::Hnsw {
+                ef_construction: self.ef_construction,
+                ef_search: self.ef_search,
+                seed: self.seed,
+            },
+        }
+    }
+
     fn mode(&self) -> Mode {
         match self.filter {
             Some(Filter::Consistency) => Mode::Consistency { top_k: self.top_k },
@@ -190,6 +220,7 @@ fn run_inner(args: &Args) -> Result<()> {
     let search = SearchOptions {
         query_block: args.query_block,
         corpus_block: args.corpus_block,
+        index: args.index(),
     };
     let bar = Bar::new();
     let texts = corpus.as_ref().map(|(t, _)| t.as_slice());
@@ -258,6 +289,10 @@ fn options(
     put("max_seq_length", max_seq_length.into());
     put("query_block", args.query_block.into());
     put("corpus_block", args.corpus_block.into());
+    put(
+        "index",
+        serde_json::to_value(args.index()).expect("serialisable"),
+    );
     // Where the vectors were computed (GPU and CPU vectors differ in float noise).
     put("device", args.compute.device.to_string().into());
     put("precision", args.compute.precision.to_string().into());
