@@ -29,6 +29,8 @@ pub struct Settings {
     pub attempts: u32,
     /// First pause between tries; doubled after each.
     pub backoff: Duration,
+    /// Remote shards a training run fetches ahead of the one being read (`--prefetch-shards`).
+    pub read_ahead: usize,
 }
 
 impl Default for Settings {
@@ -43,6 +45,7 @@ impl Default for Settings {
             cache_bytes: 20 << 30,
             attempts: 6,
             backoff: Duration::from_millis(200),
+            read_ahead: 2,
         }
     }
 }

@@ -18,14 +18,13 @@ use crate::remote::Remote;
 /// The marker file of a mirror folder: `{"url": "s3://..."}`.
 pub const MIRROR_MARKER: &str = ".prep-remote.json";
 
-/// Shards fetched last that eviction never touches: the one being read and those read ahead.
-const PINNED: usize = 4;
-
 #[derive(Debug, Clone)]
 pub struct Mirror {
     remote: Remote,
     dir: PathBuf,
     cap: u64,
+    /// Shards fetched last that eviction never touches: the one being read, those read ahead.
+    pinned: usize,
 }
 
 /// `<cache>/mirror/<readable url>-<hash>`: one folder per remote, stable across runs.
@@ -69,6 +68,7 @@ impl Mirror {
             remote,
             dir,
             cap: s.cache_bytes,
+            pinned: s.read_ahead + 2,
         })
     }
 
@@ -94,6 +94,7 @@ impl Mirror {
             remote,
             dir: dir.to_owned(),
             cap: settings().cache_bytes,
+            pinned: settings().read_ahead + 2,
         }))
     }
 
@@ -132,7 +133,7 @@ impl Mirror {
     }
 
     /// Removes least recently used shards until the folder is under the cap, sparing the
-    /// [`PINNED`] most recent (being read, or read ahead).
+    /// `pinned` most recent (being read, or read ahead).
     fn evict(&self) -> Result<()> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| StoreError::io(&self.dir, e))?;
         let mut shards: Vec<(SystemTime, u64, PathBuf)> = entries
@@ -145,7 +146,7 @@ impl Mirror {
             .collect();
         let mut total: u64 = shards.iter().map(|s| s.1).sum();
         shards.sort();
-        let evictable = shards.len().saturating_sub(PINNED);
+        let evictable = shards.len().saturating_sub(self.pinned);
         for (_, len, path) in shards.into_iter().take(evictable) {
             if total <= self.cap {
                 break;

@@ -22,6 +22,7 @@ pub fn settings(endpoint: &str, cache: &Path) -> Settings {
         cache_bytes: 1 << 30,
         attempts: 4,
         backoff: Duration::from_millis(50),
+        read_ahead: 2,
     }
 }
 

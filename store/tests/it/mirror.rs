@@ -82,7 +82,7 @@ fn the_cache_stays_under_its_cap_evicting_the_least_recently_used() {
     let one = std::fs::metadata(local.join(&index.shards[0].file))
         .unwrap()
         .len();
-    // Room for about five shards; four are always pinned (being read and read ahead).
+    // Room for about five shards; four are always pinned (being read and two read ahead, + 1).
     s.cache_bytes = one * 5 + one / 2;
     let m = Mirror::open_with(&url, &s).unwrap();
     for e in &index.shards {
