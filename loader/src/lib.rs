@@ -49,6 +49,8 @@ pub enum LoaderError {
     Invalid { path: PathBuf, message: String },
     #[error("building tensors: {0}")]
     Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }
 
 impl LoaderError {
@@ -374,6 +376,20 @@ pub fn raw_batches(
     world_size: usize,
     verify: bool,
 ) -> impl Iterator<Item = Result<RawBatch>> + Send + 'static {
+    rank_batches(dir, index, start, rank, world_size, verify, None)
+}
+
+/// [`raw_batches`], each shard opened only once `fetched` says it arrived (remote shard sets:
+/// fetched, in order, and already verified by sha256).
+fn rank_batches(
+    dir: &Path,
+    index: &ShardIndex,
+    start: LoaderState,
+    rank: usize,
+    world_size: usize,
+    verify: bool,
+    fetched: Option<Receiver<Result<()>>>,
+) -> impl Iterator<Item = Result<RawBatch>> + Send + 'static {
     let dir = dir.to_owned();
     let shards: Vec<_> = index.shards.iter().skip(start.shard).cloned().collect();
     let mut from = start.batch;
@@ -382,6 +398,16 @@ pub fn raw_batches(
         .flat_map(move |entry| {
             let first = from.max(entry.first_batch);
             from = entry.first_batch + entry.batches;
+            if let Some(rx) = &fetched {
+                match rx.recv() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        return Box::new(std::iter::once(Err(e)))
+                            as Box<dyn Iterator<Item = _> + Send>
+                    }
+                    Err(_) => return Box::new(std::iter::empty()),
+                }
+            }
             shard_batches(&dir, &entry, first, verify)
         })
         .map(move |b| {
@@ -391,6 +417,36 @@ pub fn raw_batches(
             }
             Ok(b)
         })
+}
+
+/// Fetches the remote shards of `index` from `start.shard` on into the mirror, in order, on a
+/// thread of its own, at most `read_ahead` shards ahead of the reader (the channel bound); each
+/// is verified by its sha256 before the reader is told it arrived. Stops when the reader hangs up.
+fn fetch_ahead(
+    mirror: store::Mirror,
+    dir: &Path,
+    index: &ShardIndex,
+    start: LoaderState,
+) -> Result<Receiver<Result<()>>> {
+    let read_ahead = store::settings().read_ahead.max(1);
+    let (tx, rx) = sync_channel(read_ahead - 1);
+    let shards: Vec<ShardEntry> = index.shards.iter().skip(start.shard).cloned().collect();
+    std::thread::Builder::new()
+        .name("prep-fetch".into())
+        .spawn(move || {
+            for entry in shards {
+                let got = mirror.fetch(&entry.file, &entry.sha256).map(|_| ());
+                let failed = got.is_err();
+                if tx.send(got.map_err(LoaderError::from)).is_err() || failed {
+                    return;
+                }
+            }
+        })
+        .map_err(|e| LoaderError::Io {
+            path: dir.to_owned(),
+            source: e,
+        })?;
+    Ok(rx)
 }
 
 /// The prefetching stream of padded tensor batches.
@@ -447,18 +503,34 @@ impl Loader {
             ));
         }
         let end = opts.end_batch.unwrap_or(total).min(total);
-        verify_shards(dir, &index, start, end, opts.verify, progress)?;
+        // A mirror of a remote shard set: its shards arrive verified (sha256) as they are fetched.
+        let mirror = store::Mirror::detect(dir)?;
+        if mirror.is_none() {
+            verify_shards(dir, &index, start, end, opts.verify, progress)?;
+        }
         let pad_id = index.tokenizer.pad_token_id;
         let (tx, rx) = sync_channel(opts.prefetch.max(1));
         // Fast mode hashes the shards it did not hash up front just before reading them.
-        let lazy = opts.verify == Verify::Fast;
+        let lazy = opts.verify == Verify::Fast && mirror.is_none();
         // Only the shards up to `end` are opened (and, in fast mode, hashed).
         let mut limited = index.clone();
         limited
             .shards
             .truncate(shards_between(&index, start, end).end);
-        let raw = raw_batches(dir, &limited, start, opts.rank, opts.world_size, lazy)
-            .take_while(move |b| b.as_ref().map_or(true, |b| b.index < end));
+        let fetched = match mirror {
+            Some(m) => Some(fetch_ahead(m, dir, &limited, start)?),
+            None => None,
+        };
+        let raw = rank_batches(
+            dir,
+            &limited,
+            start,
+            opts.rank,
+            opts.world_size,
+            lazy,
+            fetched,
+        )
+        .take_while(move |b| b.as_ref().map_or(true, |b| b.index < end));
         let device = opts.device.clone();
         let shards = index.clone();
         let handle = std::thread::Builder::new()

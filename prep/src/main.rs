@@ -24,6 +24,8 @@ training data and trains the model.\n\nPipeline: download -> ingest (raw dumps t
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    storage: cmd::storage::StoreArgs,
 }
 
 #[derive(Subcommand)]
@@ -69,6 +71,7 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    cli.storage.configure();
     let result = match cli.command {
         Command::Download(a) => cmd::download::run(a),
         Command::Ingest(a) => cmd::ingest::run(a),

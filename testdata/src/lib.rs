@@ -68,3 +68,4 @@ pub fn test_model_dir() -> Option<PathBuf> {
     );
     None
 }
+pub mod moto;

@@ -6,6 +6,7 @@ pub mod ingest;
 pub mod mine;
 pub mod mix;
 pub mod parity;
+pub mod store;
 pub mod train;
 pub mod train_dp;
 

@@ -20,6 +20,9 @@ enum Stage {
     Encode(crate::bench::encode::Args),
     /// Seconds per training step (forward + backward + AdamW) and loader batches/s.
     Train(crate::bench::train::Args),
+    /// Loader batches/s from an object store (e.g. a local S3 emulator) against local disk, and
+    /// with --train-steps the trainer's s/step on each, with peak RSS.
+    Store(crate::bench::store::Args),
     /// Embeddings and 3 AdamW steps against the PyTorch reference, on --device at --precision.
     Parity(crate::bench::parity::Args),
     /// The data-parallel step's exchanges alone (all-gather of embeddings, all-reduce of the
@@ -36,5 +39,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Stage::Train(a) => crate::bench::train::run(a),
         Stage::Parity(a) => crate::bench::parity::run(a),
         Stage::Collective(a) => crate::bench::collective::run(a),
+        Stage::Store(a) => crate::bench::store::run(a),
     }
 }

@@ -66,7 +66,8 @@ pub fn load_eval_set(pairs: &std::path::Path, limit: Option<usize>) -> Result<Ev
 
 fn run_inner(args: &Args) -> Result<()> {
     let encoder = load_encoder(&args.model, args.max_seq_length, &args.compute)?;
-    let set = load_eval_set(&args.pairs, args.limit)?;
+    let pairs = super::storage::local_input(&args.pairs)?;
+    let set = load_eval_set(&pairs, args.limit)?;
     if set.queries.is_empty() {
         bail!("{}: no records", args.pairs.display());
     }

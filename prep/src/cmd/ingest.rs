@@ -235,8 +235,18 @@ pub fn run(args: Args) -> Result<()> {
         Some(t) => t,
         None => source,
     };
-    let report = ingest::run_source(source, &inputs, &args.out, &opts, &bar)
+    // A remote --out is ingested into a staging folder, then each dataset published whole.
+    let remote_out = super::storage::remote(&args.out)?;
+    let out = remote_out
+        .as_ref()
+        .map_or_else(|| args.out.clone(), super::storage::staging);
+    let report = ingest::run_source(source, &inputs, &out, &opts, &bar)
         .with_context(|| format!("ingesting {} into {}", source.name(), args.out.display()))?;
+    if let Some(remote) = &remote_out {
+        for m in &report.manifests {
+            super::storage::publish(&out.join(&m.dataset), &remote.child(&m.dataset))?;
+        }
+    }
     let secs = started.elapsed().as_secs_f64();
     for m in &report.manifests {
         let skipped: Vec<_> = m.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect();

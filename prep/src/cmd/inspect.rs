@@ -373,7 +373,8 @@ fn print_dist(name: &str, d: &Value) {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let s = summarize(&args.path, args.samples)?;
+    let path = super::storage::local_input(&args.path)?;
+    let s = summarize(&path, args.samples)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());

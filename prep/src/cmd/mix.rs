@@ -101,24 +101,50 @@ pub fn tokenizer_path(spec: &str) -> Result<PathBuf> {
 pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
     let config = MixConfig::read(&args.config)
         .with_context(|| format!("reading mix config {}", args.config.display()))?;
+    let (pairs, out, remote_out) = local_folders(args)?;
     // Fail on missing datasets before spending time on the tokenizer.
-    let sources = mixer::resolve(&config, &args.pairs)?;
+    let sources = mixer::resolve(&config, &pairs)?;
     let tok_path = tokenizer_path(&args.tokenizer)?;
     let tokenizer = MixTokenizer::open(&tok_path, args.max_length_a, args.max_length_b)
         .with_context(|| format!("loading tokenizer {}", tok_path.display()))?;
-    ingest_upstream_files(&sources, &args.out, args.max_errors, args.threads)?;
+    ingest_upstream_files(&sources, &out, args.max_errors, args.threads)?;
     let bar = crate::progress::Bar::new();
     let opts = args.options();
     let start = Instant::now();
     let go = || {
-        mixer::mix(&config, &args.pairs, &tokenizer, &args.out, &opts, &bar)
+        mixer::mix(&config, &pairs, &tokenizer, &out, &opts, &bar)
             .with_context(|| format!("mixing into {}", args.out.display()))
     };
     let report = match args.threads {
         Some(t) => crate::bench::with_threads(t, go)?,
         None => go()?,
     };
+    if let Some(remote) = &remote_out {
+        super::storage::publish(&out, remote)?;
+    }
     Ok((report, start.elapsed().as_secs_f64()))
+}
+
+/// The local pairs and output folders a mix works in, and the remote output if any. A remote
+/// `--pairs` is pulled into the cache (each file checked by sha256); a remote `--out` is mixed
+/// in a staging folder holding the remote set's current shards (pulled and checked), so a rerun
+/// resumes there exactly as it does locally, and is published when the mix ends.
+fn local_folders(args: &Args) -> Result<(PathBuf, PathBuf, Option<store::Remote>)> {
+    let pairs = match super::storage::remote(&args.pairs)? {
+        Some(r) => super::storage::pull_pairs(&r)?,
+        None => args.pairs.clone(),
+    };
+    let remote_out = super::storage::remote(&args.out)?;
+    let out = match &remote_out {
+        Some(r) => {
+            let staging = super::storage::staging(r);
+            store::pull_dir(r, &staging, schemas::SHARD_INDEX_FILE)
+                .with_context(|| format!("reading the shards already at {}", r.url()))?;
+            staging
+        }
+        None => args.out.clone(),
+    };
+    Ok((pairs, out, remote_out))
 }
 
 /// The upstream jsonl files among `sources` with no up-to-date ingest under `out`.

@@ -11,4 +11,5 @@ pub mod inspect;
 pub mod mine;
 pub mod mix;
 pub mod search;
+pub mod storage;
 pub mod train;

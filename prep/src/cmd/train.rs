@@ -46,7 +46,10 @@ pub enum VerifyMode {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Shard folder written by `prep mix` (index.json + shard-*.parquet). Not needed with --resume.
+    /// Shard folder written by `prep mix` (index.json + shard-*.parquet), or its s3:// (gs://,
+    /// az://, https://) location: shards are streamed into a local cache (--cache-dir) as
+    /// training reaches them, --prefetch-shards ahead, each verified by sha256 before use. Not
+    /// needed with --resume.
     pub shards: Option<PathBuf>,
     /// Model folder to start from: a sentence-transformers/HF BERT folder, or a folder with only
     /// config.json + tokenizer files (weights initialised from --seed).
@@ -410,6 +413,17 @@ fn train_on(
             let Some(shards) = &args.shards else {
                 bail!("give the shard folder (prep train SHARDS --model M) or --resume DIR")
             };
+            // A remote shard set trains from its mirror folder, which the loader fills.
+            let mirror = match super::storage::remote(shards)? {
+                Some(r) => Some(
+                    store::Mirror::open(r.url())
+                        .with_context(|| format!("opening {}", shards.display()))?,
+                ),
+                None => None,
+            };
+            let shards = &mirror
+                .as_ref()
+                .map_or_else(|| shards.clone(), |m| m.dir().to_owned());
             let Some(model) = &args.model else {
                 bail!("--model is required (a model folder to fine-tune or a config-only folder)")
             };

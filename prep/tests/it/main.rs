@@ -10,4 +10,5 @@ mod hub_download;
 mod inspect;
 mod mix_upstream;
 mod mpi;
+mod object_store;
 mod train_cli;

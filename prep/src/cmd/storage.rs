@@ -1,0 +1,140 @@
+//! Stage folders on object storage (`s3://`, `gs://`, `az://`, read-only `https://`): the global
+//! flags, and the wiring that lets each stage keep writing and reading local folders through
+//! `schemas` while `store` moves them.
+//!
+//! - Outputs (`ingest --out`, `mix --out`) are written to a staging folder under the cache, then
+//!   published whole (data files first, the listing last). `mix` first pulls the remote set into
+//!   staging, so a rerun resumes, and the mixer verifies every shard as it does locally.
+//! - Inputs (`mix --pairs`, `inspect`, `eval --pairs`) are pulled into the cache, every file
+//!   checked against its listing's sha256.
+//! - `train SHARDS` opens a mirror folder that holds the remote index.json; the loader fetches
+//!   shards into it as it reaches them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use store::{Location, Remote};
+
+/// Global flags for remote locations (any command).
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// Object-store setting for s3://, gs://, az:// and https:// locations, after the
+    /// environment's (AWS_*, GOOGLE_*, AZURE_*): e.g. `endpoint=http://127.0.0.1:9000`,
+    /// `region=eu-west-1`, `allow_http=true` (object_store's key names). Repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", global = true, value_parser = key_value)]
+    pub storage_options: Vec<(String, String)>,
+    /// Local cache of remote data: shard mirrors, pulled datasets, staging of outputs bound for
+    /// a store [default: $XDG_CACHE_HOME/prep/store or ~/.cache/prep/store].
+    #[arg(long, global = true, env = "PREP_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Size cap of a remote shard set's cache, in GiB (least recently used shards go first).
+    #[arg(long, global = true, default_value_t = 20.0)]
+    pub cache_gib: f64,
+    /// Remote shards fetched ahead of the one training reads.
+    #[arg(long, global = true, default_value_t = 2)]
+    pub prefetch_shards: usize,
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))
+}
+
+impl StoreArgs {
+    /// Sets the process's store settings from the flags.
+    pub fn configure(&self) {
+        let defaults = store::Settings::default();
+        store::configure(store::Settings {
+            options: self.storage_options.clone(),
+            cache_dir: self.cache_dir.clone().unwrap_or(defaults.cache_dir),
+            cache_bytes: (self.cache_gib * (1u64 << 30) as f64) as u64,
+            read_ahead: self.prefetch_shards.max(1),
+            ..defaults
+        });
+    }
+}
+
+/// The remote `path` names, if it is a URL.
+pub fn remote(path: &Path) -> Result<Option<Remote>> {
+    Ok(Location::from_path(path)
+        .with_context(|| format!("opening {}", path.display()))?
+        .remote()
+        .cloned())
+}
+
+/// A cache folder of `kind` for `remote`: stable across runs, one per URL.
+fn cache_folder(kind: &str, remote: &Remote) -> PathBuf {
+    let url = remote.url();
+    let hash = hex::encode(&Sha256::digest(url.as_bytes())[..6]);
+    let readable: String = url
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    store::settings()
+        .cache_dir
+        .join(kind)
+        .join(format!("{readable}-{hash}"))
+}
+
+/// The local staging folder of an output bound for `remote`.
+pub fn staging(remote: &Remote) -> PathBuf {
+    cache_folder("stage", remote)
+}
+
+/// Publishes the finished local stage folder `dir` at `remote`, saying what moved.
+pub fn publish(dir: &Path, remote: &Remote) -> Result<()> {
+    let r = store::publish_dir(dir, remote)
+        .with_context(|| format!("publishing {} to {}", dir.display(), remote.url()))?;
+    println!(
+        "published {}: {} file(s) uploaded, {} already there, {} stale removed{}",
+        remote.url(),
+        r.uploaded.len(),
+        r.kept.len(),
+        r.removed.len(),
+        if r.listing_written {
+            ""
+        } else {
+            " (listing unchanged)"
+        }
+    );
+    Ok(())
+}
+
+/// Pulls every dataset under a remote pairs folder (`<pairs>/<dataset>/...`) into one local
+/// pairs folder in the cache, each file checked by sha256; the local folder.
+pub fn pull_pairs(remote: &Remote) -> Result<PathBuf> {
+    let dir = cache_folder("pull", remote);
+    let (_, datasets) = remote.list()?;
+    let mut pulled = 0;
+    for name in datasets {
+        let local = dir.join(&name);
+        if store::pull_dir(&remote.child(&name), &local, schemas::MANIFEST_FILE)?.is_some() {
+            pulled += 1;
+        }
+    }
+    if pulled == 0 {
+        bail!(
+            "{}: no datasets (folders with a manifest.json)",
+            remote.url()
+        );
+    }
+    Ok(dir)
+}
+
+/// The local folder to read for a path argument: itself, or a pulled copy of a remote stage
+/// folder (a shard set, a dataset, or a folder of datasets).
+pub fn local_input(path: &Path) -> Result<PathBuf> {
+    let Some(remote) = remote(path)? else {
+        return Ok(path.to_owned());
+    };
+    let dir = cache_folder("pull", &remote);
+    if store::pull_dir(&remote, &dir, schemas::SHARD_INDEX_FILE)?.is_some() {
+        return Ok(dir);
+    }
+    if store::pull_dir(&remote, &dir, schemas::MANIFEST_FILE)?.is_some() {
+        return Ok(dir);
+    }
+    pull_pairs(&remote)
+}
