@@ -89,10 +89,7 @@ pub fn write_shards(
                     dataset: "squad".into(),
                     anchor_ids: sentence(&mut rng),
                     positive_ids: sentence(&mut rng),
-                    negative_ids: None,
-                    anchor: None,
-                    positive: None,
-                    negative: None,
+                    ..Default::default()
                 })
                 .collect();
             w.write_batch(&rows).unwrap();
