@@ -40,10 +40,17 @@ fn parse_listing(meta: &'static str, where_: &Path, bytes: &[u8]) -> Result<List
 
 /// The listing of a local stage folder: its `index.json` (shards) or `manifest.json` (a dataset).
 pub fn listed_files(dir: &Path) -> Result<Listing> {
+    read_listing(dir).map(|(listing, _)| listing)
+}
+
+/// The listing of `dir` with the bytes it was parsed from: a folder still being written (a mix
+/// publishing as it goes) may rewrite its listing meanwhile, and what goes up must be exactly
+/// the listing whose files went up.
+fn read_listing(dir: &Path) -> Result<(Listing, Vec<u8>)> {
     for meta in [SHARD_INDEX_FILE, MANIFEST_FILE] {
         let path = dir.join(meta);
         match std::fs::read(&path) {
-            Ok(bytes) => return parse_listing(meta, dir, &bytes),
+            Ok(bytes) => return Ok((parse_listing(meta, dir, &bytes)?, bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(StoreError::io(path, e)),
         }
@@ -83,13 +90,14 @@ fn is_data_file(name: &str) -> bool {
     name.ends_with(".parquet") && (name.starts_with("shard-") || name.starts_with("part-"))
 }
 
-/// Publishes the finished local folder `dir` at `remote`: each listed data file the remote does
+/// Publishes the local folder `dir` at `remote` as its listing stands now (files written but not
+/// yet listed wait for a later call): each listed data file the remote does
 /// not already hold (same name, listed there with the same sha256, present) is uploaded whole;
 /// then the listing; then data files no longer listed are removed. When a file is about to be
 /// replaced by different bytes, the old listing is deleted first, so no reader meets a listing
 /// whose files changed under it (it sees no folder, then the new one).
 pub fn publish_dir(dir: &Path, remote: &Remote) -> Result<PublishReport> {
-    let local = listed_files(dir)?;
+    let (local, meta) = read_listing(dir)?;
     let old = remote_listing(remote, local.meta)?;
     let (present, _) = remote.list()?;
     let is_present = |f: &str| present.iter().any(|(n, _)| n == f);
@@ -115,8 +123,6 @@ pub fn publish_dir(dir: &Path, remote: &Remote) -> Result<PublishReport> {
     for file in &report.uploaded {
         remote.upload(file, &dir.join(file))?;
     }
-    let meta_path = dir.join(local.meta);
-    let meta = std::fs::read(&meta_path).map_err(|e| StoreError::io(&meta_path, e))?;
     let unchanged = !replaces_listed && old.as_ref().is_some_and(|(b, _)| b[..] == meta[..]);
     if !unchanged {
         remote.put(local.meta, Bytes::from(meta))?;

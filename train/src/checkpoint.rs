@@ -34,8 +34,16 @@ pub struct TrainerState {
     pub loader: LoaderState,
     /// The dropout RNG after the last completed step (`None` with dropout off).
     pub dropout_rng: Option<DropoutRngState>,
-    /// The shard folder trained on.
+    /// The shard folder trained on (for remote shards: the local mirror folder, see `shards_url`).
     pub shards: PathBuf,
+    /// The object-store location of the shards when they are remote: a resume reopens it (through
+    /// a mirror under the resuming process's cache), so a run moves between machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_url: Option<String>,
+    /// The mix's fingerprint from `index.json` (its inputs and options): a resume refuses a shard
+    /// folder or store location that now holds another mix.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub shards_fingerprint: serde_json::Value,
     /// The run's settings; a resume continues with exactly these.
     pub config: TrainConfig,
     pub prep_version: String,

@@ -164,6 +164,10 @@ pub struct StepRecord {
     pub grad_norm: f64,
     pub dataset: String,
     pub seconds: f64,
+    /// Of `seconds`, the time spent waiting for the loader's batch: near zero while the loader
+    /// (on its own threads, reading ahead) keeps up, whatever the shards' location.
+    #[serde(default)]
+    pub data_seconds: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +300,10 @@ pub fn train_with(
         loader: LoaderState::default(),
         dropout_rng: rng.as_ref().map(|r| r.state()),
         shards: shards.to_owned(),
+        shards_url: store::Mirror::detect(shards)
+            .map_err(loader::LoaderError::from)?
+            .map(|m| m.remote().url().to_owned()),
+        shards_fingerprint: set.index.fingerprint.clone(),
         config: cfg.clone(),
         prep_version: schemas::PREP_VERSION.to_owned(),
     };
@@ -363,6 +371,7 @@ pub fn resume_with(
     let lock = lock_if_root(run, coll)?;
     let dir = checkpoint::find_latest(from)?;
     let mut state = checkpoint::read_state(&dir)?;
+    state.shards = resume_shards(&state)?;
     state.config.rank = coll.rank();
     state.config.world_size = coll.world_size();
     state.config.dropout_per_chunk |= coll.world_size() > 1;
@@ -378,6 +387,34 @@ pub fn resume_with(
         truncate_log(log, state.step)?;
     }
     run_loop(model, opt, rng, state, run, progress, coll, lock)
+}
+
+/// The shard folder a resume of `state` reads: remote shards through a mirror reopened under
+/// this process's cache (the saved mirror folder may be another machine's), local ones where they
+/// were. Refuses a folder that now holds another mix than the one the run started on.
+pub fn resume_shards(state: &TrainerState) -> Result<PathBuf> {
+    let dir = match &state.shards_url {
+        Some(url) => store::Mirror::open(url)
+            .map_err(loader::LoaderError::from)?
+            .dir()
+            .to_owned(),
+        None => state.shards.clone(),
+    };
+    let index = ShardIndex::read(&dir)?;
+    if !state.shards_fingerprint.is_null() && index.fingerprint != state.shards_fingerprint {
+        let place = state
+            .shards_url
+            .clone()
+            .unwrap_or_else(|| dir.display().to_string());
+        return Err(TrainError::invalid(
+            dir.join(schemas::SHARD_INDEX_FILE),
+            format!(
+                "{place} now holds another mix than the one this run started on (its inputs or \
+                 options differ): resume against the original shards"
+            ),
+        ));
+    }
+    Ok(dir)
 }
 
 fn dropout_seed(cfg: &TrainConfig) -> u64 {
@@ -592,6 +629,7 @@ fn run_loop(
                 format!("shards ended before step {}", state.step + 1),
             )
         })??;
+        let data_seconds = t0.elapsed().as_secs_f64();
         let out = one_step(
             &model,
             &mut opt,
@@ -612,6 +650,7 @@ fn run_loop(
             grad_norm: out.grad_norm,
             dataset: batch.dataset.clone(),
             seconds: t0.elapsed().as_secs_f64(),
+            data_seconds,
         };
         if let (Some(f), Some(p)) = (log.as_mut(), run.log.as_ref()) {
             let line = serde_json::to_string(&rec).expect("plain record");

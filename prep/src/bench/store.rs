@@ -32,8 +32,14 @@ pub struct Args {
     pub model: Option<String>,
 }
 
-/// Deterministic token ids, 32..64 tokens per text, from a BERT-sized vocabulary.
-fn write_shards(dir: &Path, args: &Args) -> Result<()> {
+/// A shard set of `batches` batches of `batch_size` pairs, `per_shard` batches per shard:
+/// deterministic token ids, 32..64 tokens per text, from a BERT-sized vocabulary.
+pub(crate) fn write_generated_shards(
+    dir: &Path,
+    batches: u64,
+    batch_size: usize,
+    per_shard: u64,
+) -> Result<()> {
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         x ^= x << 13;
@@ -49,17 +55,17 @@ fn write_shards(dir: &Path, args: &Args) -> Result<()> {
         ids
     };
     let options = schemas::ShardWriterOptions {
-        batch_size: args.batch_size,
+        batch_size,
         keep_text: false,
     };
     let mut shards = Vec::new();
     let mut first = 0;
-    while first < args.batches {
-        let count = args.batches_per_shard.min(args.batches - first);
+    while first < batches {
+        let count = per_shard.min(batches - first);
         let file = schemas::shard_file_name(shards.len());
         let mut w = schemas::ShardWriter::create(dir.join(file), options)?;
         for batch in first..first + count {
-            let rows: Vec<schemas::ShardRow> = (0..args.batch_size)
+            let rows: Vec<schemas::ShardRow> = (0..batch_size)
                 .map(|_| schemas::ShardRow {
                     batch,
                     dataset: "bench".to_owned(),
@@ -73,7 +79,7 @@ fn write_shards(dir: &Path, args: &Args) -> Result<()> {
         shards.push(w.finish()?);
         first += count;
     }
-    schemas::ShardIndex::hand_made(args.batch_size as u64, 0, shards, 0).write(dir)?;
+    schemas::ShardIndex::hand_made(batch_size as u64, 0, shards, 0).write(dir)?;
     Ok(())
 }
 
@@ -94,7 +100,15 @@ fn read_all(dir: &Path) -> Result<(f64, String)> {
 }
 
 /// Seconds per step of `steps` training steps on the shards in `dir` (after the first).
-fn step_seconds(dir: &Path, model: &Path, steps: u64, out: &Path) -> Result<f64> {
+/// Seconds per step and, of those, seconds waiting for the loader (mean, and the longest wait),
+/// over the steps after the first (which also opens the model and warms the caches).
+struct StepTimes {
+    step: f64,
+    data_mean: f64,
+    data_max: f64,
+}
+
+fn step_times(dir: &Path, model: &Path, steps: u64, out: &Path) -> Result<StepTimes> {
     let config = train::TrainConfig {
         steps,
         warmup: 1,
@@ -102,15 +116,25 @@ fn step_seconds(dir: &Path, model: &Path, steps: u64, out: &Path) -> Result<f64>
     };
     let run = train::RunOptions::new(out);
     let summary = train::train(dir, model, &config, &run, &schemas::NoProgress)?;
-    let secs: Vec<f64> = summary.records.iter().skip(1).map(|r| r.seconds).collect();
-    Ok(secs.iter().sum::<f64>() / secs.len().max(1) as f64)
+    let timed = &summary.records[1.min(summary.records.len())..];
+    let n = timed.len().max(1) as f64;
+    Ok(StepTimes {
+        step: timed.iter().map(|r| r.seconds).sum::<f64>() / n,
+        data_mean: timed.iter().map(|r| r.data_seconds).sum::<f64>() / n,
+        data_max: timed.iter().map(|r| r.data_seconds).fold(0.0, f64::max),
+    })
 }
 
 pub fn run(args: Args) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let local = tmp.path().join("shards");
     std::fs::create_dir_all(&local)?;
-    write_shards(&local, &args)?;
+    write_generated_shards(
+        &local,
+        args.batches,
+        args.batch_size,
+        args.batches_per_shard,
+    )?;
     let Some(remote) = crate::cmd::storage::remote(Path::new(&args.url))? else {
         bail!("--url must be an object-store location (s3://, gs://, az://)");
     };
@@ -152,19 +176,28 @@ pub fn run(args: Args) -> Result<()> {
         };
         let runs = tmp.path().join("runs");
         let steps = args.train_steps + 1;
-        let on_disk = step_seconds(&local, &model, steps, &runs.join("disk"))
+        let on_disk = step_times(&local, &model, steps, &runs.join("disk"))
             .context("training on local shards")?;
         // A cold cache again: the run streams every shard it reads.
         std::fs::remove_dir_all(tmp.path().join("cache"))?;
         let mirror = store::Mirror::open(remote.url())?;
-        let on_store = step_seconds(mirror.dir(), &model, steps, &runs.join("store"))
+        let on_store = step_times(mirror.dir(), &model, steps, &runs.join("store"))
             .context("training on remote shards")?;
         println!(
-            "train: {on_disk:.3} s/step on local shards, {on_store:.3} s/step on remote shards \
-             ({:+.1}%), batch {} (mean of {} steps after the first); peak RSS {}",
-            100.0 * (on_store / on_disk - 1.0),
-            args.batch_size,
-            args.train_steps,
+            "train, batch {} (mean of {} steps after the first; shards of {} batches):",
+            args.batch_size, args.train_steps, args.batches_per_shard
+        );
+        for (name, t) in [("local shards", &on_disk), ("remote shards", &on_store)] {
+            println!(
+                "  {name:<14} {:.3} s/step, of which waiting for data {:.3} ms mean, {:.3} ms max",
+                t.step,
+                t.data_mean * 1e3,
+                t.data_max * 1e3
+            );
+        }
+        println!(
+            "  step time {:+.1}% on the store (machine noise included); peak RSS {}",
+            100.0 * (on_store.step / on_disk.step - 1.0),
             crate::bench::peak_rss_mib()
         );
     }

@@ -115,20 +115,21 @@ pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
         mixer::mix(&config, &pairs, &tokenizer, &out, &opts, &bar)
             .with_context(|| format!("mixing into {}", args.out.display()))
     };
-    let report = match args.threads {
-        Some(t) => crate::bench::with_threads(t, go)?,
-        None => go()?,
+    let mix = || match args.threads {
+        Some(t) => crate::bench::with_threads(t, go),
+        None => go(),
     };
-    if let Some(remote) = &remote_out {
-        super::storage::publish(&out, remote)?;
-    }
+    let report = match &remote_out {
+        Some(remote) => super::storage::ShardPublisher::new(&out, remote).around(mix)?,
+        None => mix()?,
+    };
     Ok((report, start.elapsed().as_secs_f64()))
 }
 
 /// The local pairs and output folders a mix works in, and the remote output if any. A remote
 /// `--pairs` is pulled into the cache (each file checked by sha256); a remote `--out` is mixed
 /// in a staging folder holding the remote set's current shards (pulled and checked), so a rerun
-/// resumes there exactly as it does locally, and is published when the mix ends.
+/// resumes there exactly as it does locally, and is published shard by shard as the mix goes.
 fn local_folders(args: &Args) -> Result<(PathBuf, PathBuf, Option<store::Remote>)> {
     let pairs = match super::storage::remote(&args.pairs)? {
         Some(r) => super::storage::pull_pairs(&r)?,

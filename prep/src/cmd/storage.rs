@@ -3,8 +3,9 @@
 //! `schemas` while `store` moves them.
 //!
 //! - Outputs (`ingest --out`, `mix --out`) are written to a staging folder under the cache, then
-//!   published whole (data files first, the listing last). `mix` first pulls the remote set into
-//!   staging, so a rerun resumes, and the mixer verifies every shard as it does locally.
+//!   published (data files first, the listing last). `mix` first pulls the remote set into
+//!   staging, so a rerun resumes, and the mixer verifies every shard as it does locally; it
+//!   publishes each shard as it is finished ([`ShardPublisher`]).
 //! - Inputs (`mix --pairs`, `inspect`, `eval --pairs`) are pulled into the cache, every file
 //!   checked against its listing's sha256.
 //! - `train SHARDS` opens a mirror folder that holds the remote index.json; the loader fetches
@@ -102,6 +103,69 @@ pub fn publish(dir: &Path, remote: &Remote) -> Result<()> {
     Ok(())
 }
 
+/// Publishes a shard folder while a mix writes it: each time its `index.json` changes (the mixer
+/// rewrites it after every finished shard) the shards it lists go up, then that listing, so
+/// training can start on the store (`--allow-incomplete`) and a mix killed on one machine resumes
+/// on another from every shard finished before the kill.
+pub struct ShardPublisher<'a> {
+    dir: &'a Path,
+    remote: &'a Remote,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl<'a> ShardPublisher<'a> {
+    /// How often the index's modification time is looked at (one `stat`).
+    const POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+    pub fn new(dir: &'a Path, remote: &'a Remote) -> Self {
+        ShardPublisher {
+            dir,
+            remote,
+            stop: false.into(),
+        }
+    }
+
+    /// Runs `work` (the mix) with this publisher on a thread beside it and, when `work`
+    /// succeeds, publishes the end state (when it fails, the store keeps the last listing that
+    /// went up, which a rerun resumes from).
+    pub fn around<T>(&self, work: impl FnOnce() -> Result<T>) -> Result<T> {
+        use std::sync::atomic::Ordering;
+        let out = std::thread::scope(|s| {
+            s.spawn(|| self.watch());
+            let out = work();
+            self.stop.store(true, Ordering::SeqCst);
+            out
+        })?;
+        publish(self.dir, self.remote)?;
+        Ok(out)
+    }
+
+    fn watch(&self) {
+        use std::sync::atomic::Ordering;
+        let index = self.dir.join(schemas::SHARD_INDEX_FILE);
+        let mut published = modified(&index);
+        while !self.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Self::POLL);
+            let now = modified(&index);
+            if now.is_none() || now == published {
+                continue;
+            }
+            // A failure here is retried at the next change and at the end, which must succeed.
+            match store::publish_dir(self.dir, self.remote) {
+                Ok(_) => published = now,
+                Err(e) => eprintln!(
+                    "warning: publishing to {} (will retry): {e}",
+                    self.remote.url()
+                ),
+            }
+        }
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
 /// Pulls every dataset under a remote pairs folder (`<pairs>/<dataset>/...`) into one local
 /// pairs folder in the cache, each file checked by sha256; the local folder.
 pub fn pull_pairs(remote: &Remote) -> Result<PathBuf> {
@@ -137,4 +201,78 @@ pub fn local_input(path: &Path) -> Result<PathBuf> {
         return Ok(dir);
     }
     pull_pairs(&remote)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// The listing at `remote` now, as shard file names (none while there is no index.json).
+    fn remote_shards(remote: &Remote) -> Vec<String> {
+        match remote.get(schemas::SHARD_INDEX_FILE).unwrap() {
+            Some(bytes) => schemas::ShardIndex::from_slice(Path::new("remote"), &bytes)
+                .unwrap()
+                .shards
+                .into_iter()
+                .map(|s| s.file)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_mix_publishes_each_listed_shard_while_it_runs() {
+        let Some(moto) = testdata::moto::Moto::start() else {
+            return;
+        };
+        moto.create_bucket("pub");
+        let tmp = tempfile::tempdir().unwrap();
+        let settings = store::Settings {
+            options: vec![
+                ("endpoint".into(), moto.endpoint()),
+                ("access_key_id".into(), "testing".into()),
+                ("secret_access_key".into(), "testing".into()),
+                ("region".into(), "us-east-1".into()),
+            ],
+            ..store::Settings::default()
+        };
+        let Location::Remote(remote) = Location::parse_with("s3://pub/shards", &settings).unwrap()
+        else {
+            panic!("not remote")
+        };
+        // A finished 3-shard set, which the "mix" below lays out in `dir` one shard at a time.
+        let all = tmp.path().join("all");
+        crate::bench::store::write_generated_shards(&all, 6, 4, 2).unwrap();
+        let full = schemas::ShardIndex::read(&all).unwrap();
+        let dir = tmp.path().join("staging");
+        std::fs::create_dir_all(&dir).unwrap();
+        let publisher = ShardPublisher::new(&dir, &remote);
+        publisher
+            .around(|| {
+                for k in 1..=full.shards.len() {
+                    let file = &full.shards[k - 1].file;
+                    std::fs::copy(all.join(file), dir.join(file))?;
+                    let mut index = full.clone();
+                    index.shards.truncate(k);
+                    index.complete = k == full.shards.len();
+                    index.write(&dir)?;
+                    // The next shard waits until this one is on the store, listed.
+                    let deadline = Instant::now() + Duration::from_secs(30);
+                    while remote_shards(&remote).len() < k {
+                        anyhow::ensure!(Instant::now() < deadline, "shard {k} never published");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        let names: Vec<String> = full.shards.iter().map(|s| s.file.clone()).collect();
+        assert_eq!(remote_shards(&remote), names);
+        let got = remote.get(schemas::SHARD_INDEX_FILE).unwrap().unwrap();
+        assert_eq!(
+            &got[..],
+            &std::fs::read(all.join("index.json")).unwrap()[..]
+        );
+    }
 }

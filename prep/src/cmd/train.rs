@@ -405,7 +405,8 @@ fn train_on(
             let context = || format!("resuming from {}", from.display());
             let dir = train::checkpoint::find_latest(from).with_context(context)?;
             let state = train::checkpoint::read_state(&dir).with_context(context)?;
-            notice_incomplete(&state.shards, args.allow_incomplete)?;
+            let shards = train::resume_shards(&state).with_context(context)?;
+            notice_incomplete(&shards, args.allow_incomplete)?;
             train::resume_with(from, &opts, bar, coll)
                 .with_context(|| format!("resuming from {}", from.display()))?
         }

@@ -1,6 +1,7 @@
 //! Stage folders on an S3 protocol server (moto, from PyPI, on 127.0.0.1): ingest -> mix ->
-//! train with every folder on the store equals the same run on local folders, byte for byte; a
-//! mix killed mid-upload leaves no object under a final name and resumes to the same bytes.
+//! train with every folder on the store equals the same run on local folders, byte for byte, and
+//! resumes on a fresh cache; a mix killed mid-upload leaves no object under a final name and
+//! resumes to the same bytes on another machine.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -88,6 +89,8 @@ fn train_args(model: &Path, run: &Path) -> Vec<String> {
         "1e-3",
         "--seed",
         "3",
+        "--save-steps",
+        "2",
         "-o",
         &run.to_string_lossy(),
     ]
@@ -217,6 +220,27 @@ fn ingest_mix_train_on_the_store_equals_the_local_run_byte_for_byte() {
         "trained weights differ"
     );
 
+    // Resumed on "another machine" (a fresh cache; the first run's mirror gone), the run reopens
+    // the store and ends where the uninterrupted one did.
+    std::fs::remove_dir_all(&cache).unwrap();
+    let other = root.join("other-cache");
+    let from = root
+        .join("store-run/checkpoint-2")
+        .to_string_lossy()
+        .into_owned();
+    let resumed = root.join("resumed-run").to_string_lossy().into_owned();
+    ok(
+        prep(&ep, &other)
+            .args(["train", "--resume", &from, "-o", &resumed])
+            .output()
+            .unwrap(),
+        "resume on a fresh cache",
+    );
+    assert!(
+        ckpt(&l.join("run")) == ckpt(Path::new(&resumed)),
+        "the resumed run's weights differ from the uninterrupted run's"
+    );
+
     // inspect and eval read the store too.
     let said = run(&["inspect".into(), shards.clone()], "inspect");
     assert!(
@@ -286,15 +310,26 @@ fn a_mix_killed_mid_upload_leaves_no_final_object_and_resumes_to_the_same_bytes(
     child.wait().unwrap();
     let keys = moto.keys(BUCKET);
     assert!(
-        !keys
-            .iter()
-            .any(|k| k.ends_with("shard-00001.parquet") || k.ends_with("index.json")),
+        !keys.iter().any(|k| k.ends_with("shard-00001.parquet")),
         "a final name after a killed upload: {keys:?}"
     );
+    // Shards are published as the mix goes: whatever listing went up names only shards that are
+    // there whole (shard-00000 at most, finished before the stalled one).
+    if keys.iter().any(|k| k.ends_with("shards/index.json")) {
+        let listed = pulled(&url, &ep, &root.join("partial"), "index.json");
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(listed.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["complete"], false, "{index}");
+        assert!(index["shards"].as_array().unwrap().len() <= 1, "{index}");
+    }
 
-    // The rerun (straight to the store) completes, byte for byte the local mix.
+    // The rerun resumes on "another machine" (a fresh cache: the killed run's staging is gone)
+    // from what the store holds, and completes byte for byte the local mix.
     ok(
-        prep(&ep, &cache).args(&remote).output().unwrap(),
+        prep(&ep, &root.join("other-cache"))
+            .args(&remote)
+            .output()
+            .unwrap(),
         "resumed mix",
     );
     let got = pulled(&url, &ep, &root.join("got"), "index.json");

@@ -530,3 +530,45 @@ fn three_negative_columns_train_lower_the_loss_and_resume_exactly() {
         .collect();
     assert_eq!(resumed, losses, "the resumed run's losses differ");
 }
+
+#[test]
+fn a_resume_refuses_shards_that_now_hold_another_mix() {
+    let s = Setup::new();
+    set_index(&s.path("shards"), |i| {
+        i.fingerprint = serde_json::json!({"seed": 1});
+    });
+    let mut stopped = run_opts(&s.path("run"), None);
+    stopped.stop_after = Some(4);
+    train::train(
+        &s.path("shards"),
+        &s.path("model"),
+        &config(),
+        &stopped,
+        &NoProgress,
+    )
+    .unwrap();
+    let state = train::checkpoint::read_state(&s.path("run/checkpoint-3")).unwrap();
+    assert_eq!(state.shards_fingerprint, serde_json::json!({"seed": 1}));
+    assert_eq!(state.shards_url, None, "local shards");
+
+    // The folder re-mixed with other options: the resume names it and stops before any step.
+    set_index(&s.path("shards"), |i| {
+        i.fingerprint = serde_json::json!({"seed": 2});
+    });
+    let opts = run_opts(&s.path("run"), None);
+    let err = train::resume(&s.path("run"), &opts, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another mix") && err.contains("index.json"),
+        "{err}"
+    );
+    assert!(!s.path("run/checkpoint-6").exists(), "no step taken");
+
+    // Put back, it resumes.
+    set_index(&s.path("shards"), |i| {
+        i.fingerprint = serde_json::json!({"seed": 1});
+    });
+    let rest = train::resume(&s.path("run"), &opts, &NoProgress).unwrap();
+    assert_eq!(rest.records.first().unwrap().step, 4);
+}
