@@ -69,3 +69,4 @@ pub fn test_model_dir() -> Option<PathBuf> {
     None
 }
 pub mod moto;
+pub mod static_http;

@@ -236,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
         None => source,
     };
     // A remote --out is ingested into a staging folder, then each dataset published whole.
-    let remote_out = super::storage::remote(&args.out)?;
+    let remote_out = super::storage::remote_output(&args.out)?;
     let out = remote_out
         .as_ref()
         .map_or_else(|| args.out.clone(), super::storage::staging);

@@ -131,11 +131,11 @@ pub fn run_mix(args: &Args) -> Result<(MixReport, f64)> {
 /// in a staging folder holding the remote set's current shards (pulled and checked), so a rerun
 /// resumes there exactly as it does locally, and is published shard by shard as the mix goes.
 fn local_folders(args: &Args) -> Result<(PathBuf, PathBuf, Option<store::Remote>)> {
+    let remote_out = super::storage::remote_output(&args.out)?;
     let pairs = match super::storage::remote(&args.pairs)? {
         Some(r) => super::storage::pull_pairs(&r)?,
         None => args.pairs.clone(),
     };
-    let remote_out = super::storage::remote(&args.out)?;
     let out = match &remote_out {
         Some(r) => {
             let staging = super::storage::staging(r);

@@ -65,6 +65,22 @@ pub fn remote(path: &Path) -> Result<Option<Remote>> {
         .cloned())
 }
 
+/// [`remote`] for an output folder: refuses `http(s)://`, which is read-only (a web server offers
+/// no upload protocol to rely on), before any work is done.
+pub fn remote_output(path: &Path) -> Result<Option<Remote>> {
+    let remote = remote(path)?;
+    if let Some(r) = &remote {
+        if r.url().starts_with("http://") || r.url().starts_with("https://") {
+            bail!(
+                "{}: http(s):// locations are read-only (inputs and training shards); write to \
+                 s3://, gs:// or az://, or a local folder",
+                r.url()
+            );
+        }
+    }
+    Ok(remote)
+}
+
 /// A cache folder of `kind` for `remote`: stable across runs, one per URL.
 fn cache_folder(kind: &str, remote: &Remote) -> PathBuf {
     let url = remote.url();

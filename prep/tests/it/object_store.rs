@@ -335,3 +335,65 @@ fn a_mix_killed_mid_upload_leaves_no_final_object_and_resumes_to_the_same_bytes(
     let got = pulled(&url, &ep, &root.join("got"), "index.json");
     assert_same_shards(&root.join("shards"), &got);
 }
+
+/// `https://` (here plain http on 127.0.0.1) is read-only: a shard set and a dataset published by
+/// copying the folders to a web server are inspected and trained on as locally, byte for byte;
+/// an output there is refused before any work.
+#[test]
+fn a_web_server_serves_shards_and_datasets_read_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let model = tiny_model(root);
+    let config = root.join("data_config.json");
+    std::fs::write(&config, r#"[{"name": "squad", "weight": 1}]"#).unwrap();
+    let www = root.join("www");
+    let cache = root.join("cache");
+    // No object store here: endpoint variables are irrelevant to http(s) locations.
+    let run = |args: &[String], what: &str| ok(prep("", &cache).args(args).output().unwrap(), what);
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let sample = s(&sample_file());
+    let ingest = ["ingest", "--source", "squad", "--input", &sample, "--out"];
+    let mut a: Vec<String> = ingest.map(String::from).to_vec();
+    a.push(s(&www.join("pairs")));
+    run(&a, "ingest");
+    let mut mix = mix_args(&config, &model, 6);
+    mix.extend(["--pairs".into(), s(&www.join("pairs")), "--out".into()]);
+    let mut local_mix = mix.clone();
+    local_mix.push(s(&www.join("shards")));
+    run(&local_mix, "mix");
+    let web = testdata::static_http::StaticServer::start(&www);
+
+    let said = run(
+        &["inspect".into(), format!("{}/shards", web.url())],
+        "inspect over http",
+    );
+    assert!(said.contains("match index.json"), "{said}");
+    let said = run(
+        &["inspect".into(), format!("{}/pairs/squad", web.url())],
+        "inspect a dataset over http",
+    );
+    assert!(said.contains("anchor"), "{said}");
+    for (shards, out) in [
+        (s(&www.join("shards")), root.join("local-run")),
+        (format!("{}/shards", web.url()), root.join("web-run")),
+    ] {
+        let mut train = vec!["train".to_owned(), shards];
+        train.extend(train_args(&model, &out));
+        run(&train, "train");
+    }
+    let ckpt = |r: &Path| std::fs::read(r.join("checkpoint-4/model.safetensors")).unwrap();
+    assert!(ckpt(&root.join("local-run")) == ckpt(&root.join("web-run")));
+    let log = web.requests.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|r| r.ends_with("/shards/shard-00002.parquet")),
+        "{log:?}"
+    );
+
+    let mut web_mix = mix;
+    web_mix.push(format!("{}/out", web.url()));
+    let out = prep("", &cache).args(&web_mix).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("read-only"), "{err}");
+    assert!(!cache.join("stage").exists(), "refused before any work");
+}
