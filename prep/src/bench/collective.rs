@@ -12,6 +12,7 @@ use anyhow::Result;
 use encoder::candle_core::{DType, Device, Tensor};
 use train::Collective;
 
+use crate::cmd::train::Launch;
 use crate::compute::ComputeArgs;
 
 #[derive(clap::Args)]
@@ -33,16 +34,19 @@ pub struct Args {
     pub iters: usize,
     #[command(flatten)]
     pub compute: ComputeArgs,
+    #[command(flatten)]
+    pub parallel: crate::cmd::train::Parallel,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let env = train::Placement::from_env()?;
-    let compute = ComputeArgs {
-        device: args.compute.device.for_local_rank(env.local_rank),
-        ..args.compute.clone()
-    };
+    let (launch, compute) = Launch::from_env(&args.parallel, &args.compute, true)?;
+    let result = exchange(&args, &compute, launch.collective());
+    launch.or_abort(result)
+}
+
+/// Times the two exchanges over `coll` and (rank 0) prints them.
+fn exchange(args: &Args, compute: &ComputeArgs, coll: &dyn Collective) -> Result<()> {
     let device = compute.open()?;
-    let coll = open_collective(env, &device)?;
     let (world, rank) = (coll.world_size(), coll.rank());
     anyhow::ensure!(
         args.batch_size.is_multiple_of(world) && args.batch_size > 0,
@@ -122,34 +126,4 @@ fn backend(device: &Device) -> &'static str {
         _ if cfg!(feature = "nccl") => "NCCL",
         _ => "host memory (no NCCL in this build)",
     }
-}
-
-/// A world of one, or the launcher's world over MPI; NCCL between GPUs when built with it.
-fn open_collective(env: train::Placement, device: &Device) -> Result<Box<dyn Collective>> {
-    let host: Box<dyn Collective> = if env.world_size > 1 {
-        mpi_world()?
-    } else {
-        Box::new(train::Single)
-    };
-    #[cfg(feature = "nccl")]
-    if device.is_cuda() {
-        let timeout = std::time::Duration::from_secs(120);
-        let nccl = train::nccl::Nccl::init(host, device, timeout)
-            .map_err(|e| anyhow::anyhow!("starting NCCL: {e}"))?;
-        return Ok(Box::new(nccl));
-    }
-    let _ = device;
-    Ok(host)
-}
-
-#[cfg(feature = "mpi")]
-fn mpi_world() -> Result<Box<dyn Collective>> {
-    let timeout = std::time::Duration::from_secs(120);
-    let mpi = train::mpi::Mpi::init(timeout).map_err(|e| anyhow::anyhow!("starting MPI: {e}"))?;
-    Ok(Box::new(mpi))
-}
-
-#[cfg(not(feature = "mpi"))]
-fn mpi_world() -> Result<Box<dyn Collective>> {
-    anyhow::bail!("started by a launcher with several ranks, but this prep was built without MPI (--features mpi)")
 }

@@ -201,13 +201,7 @@ pub fn run(args: Args) -> Result<()> {
         // candle's CPU kernels size their pools from this.
         std::env::set_var("RAYON_NUM_THREADS", t.to_string());
     }
-    let env = train::Placement::from_env().context("reading the launcher's environment")?;
-    // Plain `--device cuda` is this rank's own GPU: cuda:<local rank>.
-    let compute = ComputeArgs {
-        device: args.compute.device.for_local_rank(env.local_rank),
-        ..args.compute.clone()
-    };
-    let launch = Launch::start(&args.parallel, env, &compute)?;
+    let (launch, compute) = Launch::from_env(&args.parallel, &args.compute, false)?;
     let coll = launch.collective();
     let summary = if coll.rank() == 0 {
         train_on(&args, &compute, &Bar::new(), coll)
@@ -241,7 +235,7 @@ fn stderr_line(line: &str) {
 }
 
 /// This process's place in a data-parallel run, and the collective its ranks exchange through.
-enum Launch {
+pub(crate) enum Launch {
     Single(train::Single),
     #[cfg(feature = "mpi")]
     Mpi(train::mpi::Mpi),
@@ -250,18 +244,60 @@ enum Launch {
 }
 
 impl Launch {
+    /// Reads the launcher's environment and starts this rank's collective; plain `--device
+    /// cuda` becomes this rank's own GPU, `cuda:<local rank>` (the compute settings returned).
+    /// `nccl_alone`: a world of one on a GPU still exchanges through NCCL (its path, timed by
+    /// `prep bench collective`), where training takes the no-op collective.
+    pub(crate) fn from_env(
+        p: &Parallel,
+        compute: &ComputeArgs,
+        nccl_alone: bool,
+    ) -> Result<(Launch, ComputeArgs)> {
+        let env = train::Placement::from_env().context("reading the launcher's environment")?;
+        let compute = ComputeArgs {
+            device: compute.device.for_local_rank(env.local_rank),
+            ..compute.clone()
+        };
+        Ok((Self::start(p, env, &compute, nccl_alone)?, compute))
+    }
+
     /// One process, or (launcher with several ranks, or `--world-size` > 1) MPI, checked
     /// against the overrides; on GPUs, NCCL between the ranks when built with it.
-    fn start(p: &Parallel, env: train::Placement, compute: &ComputeArgs) -> Result<Launch> {
+    fn start(
+        p: &Parallel,
+        env: train::Placement,
+        compute: &ComputeArgs,
+        nccl_alone: bool,
+    ) -> Result<Launch> {
         let world = p.world_size.unwrap_or(env.world_size);
         if world <= 1 && env.world_size <= 1 {
             if let Some(r) = p.rank.filter(|&r| r != 0) {
                 bail!("--rank {r} in a world of 1: give --world-size, or start the ranks with mpirun/srun");
             }
+            if nccl_alone {
+                return Self::alone_on_gpu(p, compute);
+            }
             return Ok(Launch::Single(train::Single));
         }
         let mpi = Self::start_mpi(p, world)?;
         Self::between_gpus(mpi, p, compute)
+    }
+
+    /// NCCL in a world of one on a GPU (bootstrapped by the no-op collective).
+    #[cfg(feature = "nccl")]
+    fn alone_on_gpu(p: &Parallel, compute: &ComputeArgs) -> Result<Launch> {
+        if compute.device == encoder::DeviceSpec::Cpu {
+            return Ok(Launch::Single(train::Single));
+        }
+        let device = compute.open()?;
+        let nccl = train::nccl::Nccl::init(Box::new(train::Single), &device, collective_timeout(p))
+            .context("starting NCCL")?;
+        Ok(Launch::Nccl(nccl))
+    }
+
+    #[cfg(not(feature = "nccl"))]
+    fn alone_on_gpu(_: &Parallel, _: &ComputeArgs) -> Result<Launch> {
+        Ok(Launch::Single(train::Single))
     }
 
     #[cfg(feature = "mpi")]
@@ -333,7 +369,7 @@ impl Launch {
         match never {}
     }
 
-    fn collective(&self) -> &dyn train::Collective {
+    pub(crate) fn collective(&self) -> &dyn train::Collective {
         match self {
             Launch::Single(s) => s,
             #[cfg(feature = "mpi")]
@@ -345,7 +381,7 @@ impl Launch {
 
     /// With several ranks, a failing rank says why and ends every rank of the job (the others
     /// would otherwise wait in their next collective until the watchdog's timeout).
-    fn or_abort<T>(&self, r: Result<T>) -> Result<T> {
+    pub(crate) fn or_abort<T>(&self, r: Result<T>) -> Result<T> {
         let coll = self.collective();
         match r {
             Err(e) if coll.world_size() > 1 => {
@@ -359,7 +395,7 @@ impl Launch {
     }
 }
 
-#[cfg(feature = "mpi")]
+#[cfg(any(feature = "mpi", feature = "nccl"))]
 fn collective_timeout(p: &Parallel) -> std::time::Duration {
     std::time::Duration::from_secs(p.collective_timeout.max(1))
 }
