@@ -2,8 +2,10 @@
 # Packs what scripts/gpu-check.sh needs on the GPU machine into .gpu/ (git-ignored), under the
 # device tool's 64 MiB travel limit: the cuda build of prep (stripped, xz), libcudart.so.13 from
 # the nvcc venv (the machine's Python has one too; this is the fallback), the test model with
-# its unreachable word-embedding rows zeroed and xz-compressed (scripts/gpu/prune_model.py), the
-# parity reference and the bench corpus. Run scripts/build-cuda.sh first.
+# its unreachable word-embedding rows zeroed, split into byte planes and xz-compressed
+# (scripts/gpu/prune_model.py), the parity reference and the bench corpus. Run
+# scripts/build-cuda.sh --no-default-features --features nccl first (the bundle's binary leaves
+# out `prep inspect` and Polars: it must fit).
 #
 # Then, on the GPU machine (device tool: carry [".gpu"]): scripts/gpu-check.sh
 set -euo pipefail
@@ -28,7 +30,7 @@ for f in config.json modules.json sentence_bert_config.json config_sentence_tran
     [ -f "$model/$f" ] && cp "$model/$f" ".gpu/model/$f"
 done
 python3 scripts/gpu/prune_model.py "$model" "$shared/reference/minilm_parity.json" \
-    .gpu/model/model.safetensors.xz
+    .gpu/model/model.safetensors.shuf.xz
 cp "$shared/reference/minilm_parity.json" .gpu/shared/reference/
 cp "$shared/bench/corpus.txt" .gpu/shared/bench/
 du -sh .gpu

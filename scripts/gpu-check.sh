@@ -48,12 +48,16 @@ unpack() {
     fi
     "$python" - "$bundle" "$work" <<'PY'
 import lzma, os, shutil, sys
+sys.path.insert(0, os.path.join("scripts", "gpu"))
+from prune_model import unshuffle
 bundle, work = sys.argv[1:3]
 shutil.copytree(os.path.join(bundle, "model"), os.path.join(work, "model"))
-for src, dst in (("prep.xz", "prep"), ("model/model.safetensors.xz", "model/model.safetensors")):
-    with lzma.open(os.path.join(bundle, src)) as f, open(os.path.join(work, dst), "wb") as g:
-        shutil.copyfileobj(f, g)
-os.remove(os.path.join(work, "model", "model.safetensors.xz"))
+with lzma.open(os.path.join(bundle, "prep.xz")) as f, open(os.path.join(work, "prep"), "wb") as g:
+    shutil.copyfileobj(f, g)
+packed = os.path.join(work, "model", "model.safetensors.shuf.xz")
+with lzma.open(packed) as f, open(os.path.join(work, "model", "model.safetensors"), "wb") as g:
+    g.write(unshuffle(f.read()))
+os.remove(packed)
 os.chmod(os.path.join(work, "prep"), 0o755)
 PY
     prep="$work/prep"
