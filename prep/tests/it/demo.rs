@@ -11,6 +11,18 @@ fn metric(summary: &serde_json::Value, part: &str, when: &str, name: &str) -> f6
         .unwrap_or_else(|| panic!("demo-summary.json has no {part}.{when}.{name}: {summary}"))
 }
 
+/// `prep demo ARGS` run in `cwd` as a new user would: no PREP_SHARED, no device chosen.
+fn demo_in(cwd: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prep"))
+        .arg("demo")
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("PREP_SHARED")
+        .env_remove("PREP_DEVICE")
+        .output()
+        .expect("running prep demo")
+}
+
 #[test]
 fn demo_runs_anywhere_and_generalises_to_held_out_queries() {
     let cwd = tempfile::tempdir().unwrap();
@@ -20,13 +32,7 @@ fn demo_runs_anywhere_and_generalises_to_held_out_queries() {
         "a ../shared/fixtures is reachable from {}: run with TMPDIR elsewhere",
         cwd.path().display()
     );
-    let output = Command::new(env!("CARGO_BIN_EXE_prep"))
-        .arg("demo")
-        .current_dir(cwd.path())
-        .env_remove("PREP_SHARED")
-        .env_remove("PREP_DEVICE")
-        .output()
-        .expect("running prep demo");
+    let output = demo_in(cwd.path(), &[]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -99,14 +105,15 @@ fn shard_rows(dir: &Path) -> Vec<schemas::shards::ShardRow> {
 #[test]
 fn demo_compares_training_with_and_without_mined_negatives() {
     let cwd = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_prep"))
-        .args(["demo", "--mine-negatives", "--mine-no-margin"])
-        .args(["--steps", "12", "--batch-size", "8"])
-        .current_dir(cwd.path())
-        .env_remove("PREP_SHARED")
-        .env_remove("PREP_DEVICE")
-        .output()
-        .expect("running prep demo");
+    let args = [
+        "--mine-negatives",
+        "--mine-no-margin",
+        "--steps",
+        "12",
+        "--batch-size",
+        "8",
+    ];
+    let output = demo_in(cwd.path(), &args);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
