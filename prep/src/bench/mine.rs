@@ -38,6 +38,13 @@ pub struct Args {
     /// against the exact search.
     #[arg(long)]
     pub hnsw: bool,
+    /// Instead: time only the exact search (top 10) of --synthetic-queries seeded random unit
+    /// vectors (384-dim, as all-MiniLM-L6-v2's) against this many, with peak RSS; no model, no
+    /// peer. For corpus sizes whose embedding does not fit in a run.
+    #[arg(long)]
+    pub synthetic_corpus: Option<usize>,
+    #[arg(long, default_value_t = 1000)]
+    pub synthetic_queries: usize,
     /// Python with sentence-transformers, for the peer.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -73,6 +80,11 @@ fn model_dir(a: &Args) -> Result<PathBuf> {
 
 pub fn run(a: Args) -> Result<()> {
     let threads = a.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
+    if let Some(n) = a.synthetic_corpus {
+        return with_threads(threads, || {
+            synthetic_search(n, a.synthetic_queries, threads)
+        });
+    }
     if a.child {
         return with_threads(threads, || child(&a));
     }
@@ -298,6 +310,47 @@ fn hnsw_against_exact(problem: &Problem, emb: &mine::Embeddings) -> Value {
         "exact_secs": exact_secs, "hnsw_secs": hnsw_secs,
         "recall_at_10": found as f64 / wanted.max(1) as f64,
     })
+}
+
+/// The exact search alone at a corpus size no run here can embed: seeded random unit vectors
+/// (uniform in [-1, 1) per coordinate, then normalised), the first `queries` rows as queries.
+fn synthetic_search(corpus: usize, queries: usize, threads: usize) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let dim = 384;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut emb = mine::Embeddings::zeros(corpus, dim);
+    let mut v = vec![0f32; dim];
+    for i in 0..corpus {
+        v.iter_mut().for_each(|x| *x = rng.random_range(-1.0..1.0));
+        emb.set_normalized(i, &v);
+    }
+    let rows: Vec<u32> = (0..queries.min(corpus) as u32).collect();
+    let (t, c0) = (Instant::now(), cpu_seconds());
+    let hits = mine::knn::top_k(
+        &emb,
+        &rows,
+        0..corpus,
+        10,
+        SearchOptions::default(),
+        &NoProgress,
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
+    // Each query is its own nearest neighbour: a check that the search ran over everything.
+    let selves = hits
+        .iter()
+        .zip(&rows)
+        .filter(|(h, &r)| h[0].index == r)
+        .count();
+    println!(
+        "exact top 10 of {corpus} synthetic {dim}-dim vectors for {} queries, {threads} threads: \
+         {secs:.2} s ({:.1} queries/s, {:.2} CPU-s), peak RSS {:.0} MiB; {selves} queries found themselves first",
+        rows.len(),
+        rows.len() as f64 / secs,
+        cpu.unwrap_or(f64::NAN),
+        peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
 }
 
 fn sha(text: &str) -> String {
