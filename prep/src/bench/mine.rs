@@ -31,6 +31,20 @@ pub struct Args {
     pub num_negatives: usize,
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Truncation in tokens, for both (default: the model's, 256 for all-MiniLM-L6-v2).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
+    /// Also search the same vectors with the HNSW index (k 10) and report its time and recall@10
+    /// against the exact search.
+    #[arg(long)]
+    pub hnsw: bool,
+    /// Instead: time only the exact search (top 10) of --synthetic-queries seeded random unit
+    /// vectors (384-dim, as all-MiniLM-L6-v2's) against this many, with peak RSS; no model, no
+    /// peer. For corpus sizes whose embedding does not fit in a run.
+    #[arg(long)]
+    pub synthetic_corpus: Option<usize>,
+    #[arg(long, default_value_t = 1000)]
+    pub synthetic_queries: usize,
     /// Python with sentence-transformers, for the peer.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -66,6 +80,11 @@ fn model_dir(a: &Args) -> Result<PathBuf> {
 
 pub fn run(a: Args) -> Result<()> {
     let threads = a.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
+    if let Some(n) = a.synthetic_corpus {
+        return with_threads(threads, || {
+            synthetic_search(n, a.synthetic_queries, threads)
+        });
+    }
     if a.child {
         return with_threads(threads, || child(&a));
     }
@@ -104,6 +123,17 @@ pub fn run(a: Args) -> Result<()> {
     );
     let ours = measure_child(&a, threads)?;
     print_row("prep mine", &ours);
+    let h = &ours["hnsw"];
+    if !h.is_null() {
+        println!(
+            "  HNSW (ef_construction 200, ef_search 128) vs exact, top {} of {} candidates for {} queries: \
+             {:.2} s (build + search, one build thread) vs {:.2} s exact; recall@10 {:.4}",
+            h["k"], h["corpus"], h["queries"],
+            h["hnsw_secs"].as_f64().unwrap_or(f64::NAN),
+            h["exact_secs"].as_f64().unwrap_or(f64::NAN),
+            h["recall_at_10"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     if a.no_python {
         return Ok(());
     }
@@ -159,6 +189,12 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
     if let Some(m) = &a.model {
         cmd.args(["--model", m]);
     }
+    if let Some(n) = a.max_seq_length {
+        cmd.args(["--max-seq-length", &n.to_string()]);
+    }
+    if a.hnsw {
+        cmd.arg("--hnsw");
+    }
     let out = cmd.output().context("running the measurement child")?;
     if !out.status.success() {
         bail!(
@@ -176,7 +212,7 @@ fn child(a: &Args) -> Result<()> {
     let records = mine::io::read_dataset(&a.work.join("pairs"))?.records;
     let encoder = crate::cmd::embed::load_encoder(
         &model_dir(a)?.display().to_string(),
-        None,
+        a.max_seq_length,
         &crate::compute::ComputeArgs::from_env()?,
     )?;
     let embedder = Embedder::new(
@@ -199,6 +235,10 @@ fn child(a: &Args) -> Result<()> {
     let search_secs = t1.elapsed().as_secs_f64();
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
+    let hnsw = match a.hnsw {
+        true => hnsw_against_exact(&problem, &emb),
+        false => Value::Null,
+    };
     let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (q, c) in chosen.iter().enumerate() {
         let anchor = sha(problem.table.text(problem.queries[q]));
@@ -219,7 +259,96 @@ fn child(a: &Args) -> Result<()> {
             "embed_secs": embed_secs, "texts_per_s": problem.table.len() as f64 / embed_secs,
             "search_secs": search_secs, "queries_per_s": problem.queries.len() as f64 / search_secs,
             "peak_rss_bytes": peak_rss_bytes(),
+            "max_seq_length": encoder.max_seq_length(),
+            "hnsw": hnsw,
         })
+    );
+    Ok(())
+}
+
+/// The 10 nearest candidates of every query by the HNSW index (`prep mine`'s defaults) and by
+/// the exact search, on the same vectors: seconds of each (the index's include building it) and
+/// the index's recall@10 (share of the exact top 10 it found).
+fn hnsw_against_exact(problem: &Problem, emb: &mine::Embeddings) -> Value {
+    use mine::knn::{top_k, Index};
+    let k = 10;
+    let corpus = 0..problem.corpus_len;
+    let t = Instant::now();
+    let exact = top_k(
+        emb,
+        &problem.queries,
+        corpus.clone(),
+        k,
+        SearchOptions::default(),
+        &NoProgress,
+    );
+    let exact_secs = t.elapsed().as_secs_f64();
+    let index = Index::Hnsw {
+        ef_construction: 200,
+        ef_search: 128,
+        seed: 42,
+    };
+    let options = SearchOptions {
+        index,
+        ..SearchOptions::default()
+    };
+    let t = Instant::now();
+    let approx = top_k(emb, &problem.queries, corpus, k, options, &NoProgress);
+    let hnsw_secs = t.elapsed().as_secs_f64();
+    let found: usize = exact
+        .iter()
+        .zip(&approx)
+        .map(|(e, a)| {
+            e.iter()
+                .filter(|h| a.iter().any(|x| x.index == h.index))
+                .count()
+        })
+        .sum();
+    let wanted: usize = exact.iter().map(Vec::len).sum();
+    json!({
+        "k": k, "queries": problem.queries.len(), "corpus": problem.corpus_len,
+        "exact_secs": exact_secs, "hnsw_secs": hnsw_secs,
+        "recall_at_10": found as f64 / wanted.max(1) as f64,
+    })
+}
+
+/// The exact search alone at a corpus size no run here can embed: seeded random unit vectors
+/// (uniform in [-1, 1) per coordinate, then normalised), the first `queries` rows as queries.
+fn synthetic_search(corpus: usize, queries: usize, threads: usize) -> Result<()> {
+    use rand::{Rng, SeedableRng};
+    let dim = 384;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let mut emb = mine::Embeddings::zeros(corpus, dim);
+    let mut v = vec![0f32; dim];
+    for i in 0..corpus {
+        v.iter_mut().for_each(|x| *x = rng.random_range(-1.0..1.0));
+        emb.set_normalized(i, &v);
+    }
+    let rows: Vec<u32> = (0..queries.min(corpus) as u32).collect();
+    let (t, c0) = (Instant::now(), cpu_seconds());
+    let hits = mine::knn::top_k(
+        &emb,
+        &rows,
+        0..corpus,
+        10,
+        SearchOptions::default(),
+        &NoProgress,
+    );
+    let secs = t.elapsed().as_secs_f64();
+    let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
+    // Each query is its own nearest neighbour: a check that the search ran over everything.
+    let selves = hits
+        .iter()
+        .zip(&rows)
+        .filter(|(h, &r)| h[0].index == r)
+        .count();
+    println!(
+        "exact top 10 of {corpus} synthetic {dim}-dim vectors for {} queries, {threads} threads: \
+         {secs:.2} s ({:.1} queries/s, {:.2} CPU-s), peak RSS {:.0} MiB; {selves} queries found themselves first",
+        rows.len(),
+        rows.len() as f64 / secs,
+        cpu.unwrap_or(f64::NAN),
+        peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }
@@ -236,13 +365,14 @@ import glob, hashlib, json, os, resource, sys, time
 import datasets, pyarrow.parquet as pq, sentence_transformers, torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.util import mine_hard_negatives
-model_dir, pairs, out, num_negatives, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+model_dir, pairs, out, num_negatives, batch_size, max_seq_length = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
 anchors, positives = [], []
 for p in sorted(glob.glob(os.path.join(pairs, "part-*.parquet"))):
     t = pq.read_table(p, columns=["anchor", "positive"])
     anchors += t.column("anchor").to_pylist(); positives += t.column("positive").to_pylist()
 ds = datasets.Dataset.from_dict({"anchor": anchors, "positive": positives})
 model = SentenceTransformer(model_dir, device="cpu")
+if max_seq_length > 0: model.max_seq_length = max_seq_length
 sha = lambda s: hashlib.sha256(s.encode("utf-8")).hexdigest()
 texts = list(dict.fromkeys(positives + anchors))
 t0 = time.perf_counter(); c0 = time.process_time()
@@ -257,6 +387,7 @@ json.dump({"negatives": neg}, open(out, "w"))
 print(json.dumps({"secs": secs, "cpu_s": cpu, "texts": len(texts), "texts_per_s": len(texts) / secs,
     "queries": len(set(anchors)), "queries_per_s": len(set(anchors)) / secs,
     "version": sentence_transformers.__version__, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    "max_seq_length": model.max_seq_length,
     "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
 "#;
 
@@ -271,6 +402,8 @@ fn python_peer(a: &Args, model: &Path, threads: usize) -> Result<Value> {
         .arg(a.work.join("pairs"))
         .arg(a.work.join("peer.json"))
         .args([a.num_negatives.to_string(), a.batch_size.to_string()])
+        // 0: the model's own.
+        .arg(a.max_seq_length.unwrap_or(0).to_string())
         .env("OMP_NUM_THREADS", threads.to_string())
         .env("TOKENIZERS_PARALLELISM", "false")
         .output()

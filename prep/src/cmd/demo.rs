@@ -21,6 +21,7 @@ use mixer::{MixConfig, MixOptions, MixTokenizer};
 use schemas::{part_files, AtomicFile, Manifest, NoProgress, PairReader, PairRecord, PairWriter};
 use train::{RunOptions, TrainConfig};
 
+use super::demo_mined;
 use crate::compute::ComputeArgs;
 use crate::progress::Bar;
 
@@ -50,6 +51,23 @@ pub struct Args {
     /// Share of the distinct queries held out of training for the before/after evaluation.
     #[arg(long, default_value_t = 0.2)]
     pub held_out: f64,
+    /// Only these sources (comma-separated, e.g. `squad,amazon_qa`; default: every one found).
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<String>,
+    /// Compare training with and without mined hard negatives: the training part, as pairs, is
+    /// also mined for one negative per row with the starting model (candidates: that dataset's
+    /// training positives), and a second run trains on it for the same steps from the same
+    /// model (`train-pairs-mined/`, `shards-mined/`, `run-mined/`).
+    #[arg(long)]
+    pub mine_negatives: bool,
+    /// `--mine-negatives`: the mining's `--relative-margin` (candidates scoring above
+    /// positive - |positive| x R are not negatives).
+    #[arg(long, default_value_t = 0.05)]
+    pub mine_relative_margin: f32,
+    /// `--mine-negatives`: no margin at all (any candidate but the positives may be a negative;
+    /// for a model from scratch, whose untrained scores are all alike).
+    #[arg(long, conflicts_with = "mine_relative_margin")]
+    pub mine_no_margin: bool,
     #[command(flatten)]
     pub compute: ComputeArgs,
 }
@@ -81,7 +99,7 @@ const SOURCES: &[(&str, &[&str])] = &[
 ];
 
 /// An ingested dataset: id, rows, columns.
-type Ingested = (String, u64, usize);
+pub(super) type Ingested = (String, u64, usize);
 
 pub fn run(args: Args) -> Result<()> {
     let started = Instant::now();
@@ -92,6 +110,9 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     // Before anything is written: a missing GPU or a precision the device cannot run fails now.
+    if args.mine_negatives && args.batch_size < 2 {
+        bail!("--mine-negatives needs --batch-size of at least 2");
+    }
     let device = args.compute.open()?;
     let on = (&device, args.compute.precision);
     let out = &args.out;
@@ -99,14 +120,23 @@ pub fn run(args: Args) -> Result<()> {
     let fixtures = samples_folder(&args)?;
     let pairs = out.join("pairs");
     println!("== 1/6 ingest samples from {}", fixtures.display());
-    let datasets = ingest_all(&fixtures, &pairs)?;
+    let datasets = ingest_all(&fixtures, &pairs, &args.sources)?;
 
     let train_pairs = out.join("train-pairs");
     let (held_out, in_training) = split(&pairs, &datasets, &train_pairs, &args)?;
-    let train_sets: Vec<Ingested> = in_training.iter().map(|(d, _)| d.clone()).collect();
+    let mut train_sets: Vec<Ingested> = in_training.iter().map(|(d, _)| d.clone()).collect();
 
     println!("== 3/6 model");
     let model_dir = prepare_model(&args, &train_pairs, &train_sets)?;
+    let mined = match args.mine_negatives {
+        true => {
+            let m = demo_mined::prepare(&args, &model_dir, &train_pairs, &train_sets, on)?;
+            // The run without negatives trains on the same rows as the run with them.
+            train_sets = m.pair_sets.clone();
+            Some(m)
+        }
+        false => None,
+    };
 
     println!("== 4/6 mix {} batches of {}", args.steps, args.batch_size);
     let shards = out.join("shards");
@@ -118,14 +148,23 @@ pub fn run(args: Args) -> Result<()> {
     print_metrics("held-out", &before.held_out);
 
     println!("== 6/6 train {} steps", args.steps);
-    let summary = train_model(&args, &shards, &model_dir, on)?;
+    let summary = train_model(&args, &shards, &model_dir, on, "")?;
     let ck = summary
         .last_checkpoint
         .clone()
         .context("training wrote no checkpoint")?;
     let after = sets.evaluate(&ck, on)?;
     let loss = loss_ends(&summary);
+    let mined = match mined {
+        Some(m) => Some(demo_mined::train_and_evaluate(
+            &args, m, &model_dir, &sets, on,
+        )?),
+        None => None,
+    };
     print_results(&sets, &before, &after, loss);
+    if let Some(m) = &mined {
+        demo_mined::print_comparison(&before.held_out, &after.held_out, m);
+    }
 
     let report = Report {
         args: &args,
@@ -136,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
         loss,
         model: &ck,
         seconds: started.elapsed().as_secs_f64(),
+        mined: mined.as_ref().map(demo_mined::summary),
     };
     let summary_path = write_summary(&report)?;
     println!(
@@ -159,15 +199,15 @@ fn samples_folder(args: &Args) -> Result<PathBuf> {
 }
 
 /// The two evaluation sets: the held-out queries, and as many in-training ones.
-struct EvalSets {
+pub(super) struct EvalSets {
     held_out: EvalSet,
     in_training: EvalSet,
 }
 
 /// Retrieval metrics of one model on both [`EvalSets`].
-struct Scores {
-    held_out: RetrievalMetrics,
-    in_training: RetrievalMetrics,
+pub(super) struct Scores {
+    pub held_out: RetrievalMetrics,
+    pub in_training: RetrievalMetrics,
 }
 
 impl EvalSets {
@@ -183,7 +223,7 @@ impl EvalSets {
         }
     }
 
-    fn evaluate(&self, model: &Path, on: On) -> Result<Scores> {
+    pub(super) fn evaluate(&self, model: &Path, on: On) -> Result<Scores> {
         Ok(Scores {
             held_out: evaluate(model, &self.held_out, on)?,
             in_training: evaluate(model, &self.in_training, on)?,
@@ -218,6 +258,8 @@ struct Report<'a> {
     loss: (f64, f64),
     model: &'a Path,
     seconds: f64,
+    /// `--mine-negatives`: the run with mined negatives.
+    mined: Option<serde_json::Value>,
 }
 
 /// Writes `<out>/demo-summary.json`; returns its path.
@@ -239,6 +281,8 @@ fn write_summary(r: &Report) -> Result<PathBuf> {
         "loss": {"first_10": r.loss.0, "last_10": r.loss.1},
         "model": r.model.display().to_string(),
         "seconds": r.seconds,
+        "sources": args.sources,
+        "mined": r.mined,
     });
     AtomicFile::write_json(&path, &report)?;
     Ok(path)
@@ -259,6 +303,10 @@ fn clear_out(out: &Path) -> Result<()> {
         "data_config.json",
         "train-log.jsonl",
         "demo-summary.json",
+        "train-pairs-mined",
+        "shards-mined",
+        "run-mined",
+        "train-log-mined.jsonl",
     ];
     for entry in std::fs::read_dir(out).with_context(|| format!("reading {}", out.display()))? {
         let name = entry?.file_name();
@@ -273,9 +321,19 @@ fn clear_out(out: &Path) -> Result<()> {
     std::fs::remove_dir_all(out).with_context(|| format!("clearing {}", out.display()))
 }
 
-fn ingest_all(fixtures: &Path, pairs: &Path) -> Result<Vec<Ingested>> {
+fn ingest_all(fixtures: &Path, pairs: &Path, only: &[String]) -> Result<Vec<Ingested>> {
+    if let Some(unknown) = only.iter().find(|s| !SOURCES.iter().any(|(n, _)| n == s)) {
+        let known: Vec<&str> = SOURCES.iter().map(|(n, _)| *n).collect();
+        bail!(
+            "--sources: no source {unknown} (known: {})",
+            known.join(", ")
+        );
+    }
     let mut datasets: Vec<Ingested> = Vec::new();
-    for (source, inputs) in SOURCES {
+    let chosen = SOURCES
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n));
+    for (source, inputs) in chosen {
         let Some(path) = inputs.iter().map(|i| fixtures.join(i)).find(|p| p.exists()) else {
             continue;
         };
@@ -306,7 +364,32 @@ fn ingest_all(fixtures: &Path, pairs: &Path) -> Result<Vec<Ingested>> {
     Ok(datasets)
 }
 
-fn read_records(dir: &Path) -> Result<Vec<PairRecord>> {
+/// Writes `records` as dataset `dir` under `manifest` (the dataset's own), counting the rows of
+/// `rows_before` not written as `reason`.
+pub(super) fn write_records(
+    dir: &Path,
+    mut manifest: Manifest,
+    arity: schemas::Arity,
+    records: &[PairRecord],
+    reason: &str,
+    rows_before: u64,
+) -> Result<Manifest> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).with_context(|| format!("replacing {}", dir.display()))?;
+    }
+    let mut w = PairWriter::new(dir, arity, Default::default());
+    for r in records {
+        w.push(r)?;
+    }
+    manifest.columns = arity;
+    manifest.files = w.finish()?;
+    manifest.rows = records.len() as u64;
+    *manifest.skipped.entry(reason.into()).or_default() += rows_before - manifest.rows;
+    manifest.write(dir)?;
+    Ok(manifest)
+}
+
+pub(super) fn read_records(dir: &Path) -> Result<Vec<PairRecord>> {
     let mut records = Vec::new();
     for f in part_files(dir)? {
         for r in PairReader::open(&f)?.records()? {
@@ -343,24 +426,18 @@ fn split(
         split.dropped
     );
     let mut in_training = Vec::new();
-    for ((id, rows, columns), (_, records)) in datasets.iter().zip(split.train) {
+    for ((id, rows, _), (_, records)) in datasets.iter().zip(split.train) {
         if records.is_empty() {
             continue;
         }
+        let manifest = Manifest::read(&pairs.join(id))?;
+        let (records, arity) = match args.mine_negatives {
+            true => super::demo_mined::as_pairs(records),
+            false => (records, manifest.columns),
+        };
         let dir = train_pairs.join(id);
-        let mut manifest = Manifest::read(&pairs.join(id))?;
-        let arity = manifest.columns;
-        let mut w = PairWriter::new(&dir, arity, Default::default());
-        for r in &records {
-            w.push(r)?;
-        }
-        manifest.files = w.finish()?;
-        manifest.rows = records.len() as u64;
-        manifest
-            .skipped
-            .insert("held out (demo)".into(), rows - manifest.rows);
-        manifest.write(&dir)?;
-        in_training.push(((id.clone(), manifest.rows, *columns), records));
+        let manifest = write_records(&dir, manifest, arity, &records, "held out (demo)", *rows)?;
+        in_training.push(((id.clone(), manifest.rows, arity.columns()), records));
     }
     if in_training.is_empty() {
         bail!(
@@ -400,7 +477,7 @@ fn prepare_model(args: &Args, train_pairs: &Path, train_sets: &[Ingested]) -> Re
 /// Mixes the training datasets, weights proportional to rows. A dataset too small to fill a
 /// batch with distinct texts is left out (the mixer says which) and the mix retried without it.
 /// Returns the ids mixed.
-fn mix(
+pub(super) fn mix(
     args: &Args,
     model_dir: &Path,
     train_pairs: &Path,
@@ -480,19 +557,21 @@ fn train_config(args: &Args) -> TrainConfig {
 }
 
 /// Where the demo trains and evaluates: the opened device and the precision.
-type On<'a> = (&'a Device, Precision);
+pub(super) type On<'a> = (&'a Device, Precision);
 
-/// Trains on `shards` from `model_dir` into `<out>/run`, logging to `<out>/train-log.jsonl`.
-fn train_model(
+/// Trains on `shards` from `model_dir` into `<out>/run<tag>`, logging to
+/// `<out>/train-log<tag>.jsonl`.
+pub(super) fn train_model(
     args: &Args,
     shards: &Path,
     model_dir: &Path,
     (device, precision): On,
+    tag: &str,
 ) -> Result<train::TrainSummary> {
-    let mut opts = RunOptions::new(args.out.join("run"));
+    let mut opts = RunOptions::new(args.out.join(format!("run{tag}")));
     opts.device = device.clone();
     opts.precision = precision;
-    opts.log = Some(args.out.join("train-log.jsonl"));
+    opts.log = Some(args.out.join(format!("train-log{tag}.jsonl")));
     let summary = train::train(shards, model_dir, &train_config(args), &opts, &Bar::new())
         .with_context(|| format!("training on {}", shards.display()))?;
     eprintln!(
@@ -505,7 +584,7 @@ fn train_model(
 }
 
 /// Mean loss of the first and of the last ten steps.
-fn loss_ends(summary: &train::TrainSummary) -> (f64, f64) {
+pub(super) fn loss_ends(summary: &train::TrainSummary) -> (f64, f64) {
     let r = &summary.records;
     let n = r.len();
     let mean =
@@ -521,7 +600,7 @@ fn eval_set(records: &[PairRecord]) -> EvalSet {
     )
 }
 
-fn print_metrics(label: &str, m: &RetrievalMetrics) {
+pub(super) fn print_metrics(label: &str, m: &RetrievalMetrics) {
     println!(
         "   {label:<8} MRR@10 {:.4}  Recall@1 {:.4}  Recall@10 {:.4}  nDCG@10 {:.4}",
         m.mrr_at_10, m.recall_at_1, m.recall_at_10, m.ndcg_at_10

@@ -34,6 +34,16 @@ fn scan(files: &[PathBuf]) -> Result<LazyFrame> {
     Ok(concat(frames, UnionArgs::default())?)
 }
 
+/// The negative columns `name(0)`, `name(1)`, ... (`negative`, `negative_2`, ...) that `lf`
+/// has, in order.
+fn negative_names(lf: &LazyFrame, name: fn(usize) -> String) -> Result<Vec<String>> {
+    let schema = lf.clone().collect_schema()?;
+    Ok((0..)
+        .map(name)
+        .take_while(|c| schema.contains(c.as_str()))
+        .collect())
+}
+
 fn u64s(df: &DataFrame, name: &str) -> Result<Vec<u64>> {
     let s = df.column(name)?.cast(&DataType::UInt64)?;
     Ok(s.u64()?.iter().map(|v| v.unwrap_or(0)).collect())
@@ -96,6 +106,7 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
     let index = ShardIndex::read(dir)?;
     let files: Vec<PathBuf> = index.shards.iter().map(|s| dir.join(&s.file)).collect();
     let lf = scan(&files)?;
+    let negatives = negative_names(&lf, schemas::shards::negative_ids_column)?;
     // Hand-made indexes record no caps (0).
     let cap = |n: usize| (n > 0).then_some(n as u64);
     let per = lf
@@ -173,7 +184,8 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
     let mut sample_rows = Vec::new();
     for i in 0..sample_df.height() {
         let mut row = Map::new();
-        for c in ["anchor_ids", "positive_ids", "negative_ids"] {
+        let id_columns = ["anchor_ids", "positive_ids"].into_iter();
+        for c in id_columns.chain(negatives.iter().map(String::as_str)) {
             let cell = sample_df.column(c)?.get(i)?;
             let ids: Vec<u32> = match cell {
                 AnyValue::List(s) => s
@@ -193,6 +205,15 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
         row.insert("batch".into(), json!(u64s(&sample_df, "batch")?[i]));
         sample_rows.push(Value::Object(row));
     }
+    let mut tokens = Map::new();
+    let (cap_a, cap_b) = (cap(index.mix.max_length_a), cap(index.mix.max_length_b));
+    for (c, cap) in [("anchor_ids", cap_a), ("positive_ids", cap_b)]
+        .into_iter()
+        .chain(negatives.iter().map(|c| (c.as_str(), cap_b)))
+    {
+        let d = distribution(&lf, col(c).list().len(), cap)?;
+        tokens.insert(c.trim_end_matches("_ids").to_owned(), d);
+    }
     Ok(json!({
         "kind": "shards",
         "path": dir.display().to_string(),
@@ -205,11 +226,7 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
         "mixing": index.mix.mixing,
         "mixing_deviation": index.mixing_deviation.as_ref().map(|d| d.max_abs),
         "datasets": datasets,
-        "tokens": {
-            "anchor": distribution(&lf, col("anchor_ids").list().len(), cap(index.mix.max_length_a))?,
-            "positive": distribution(&lf, col("positive_ids").list().len(), cap(index.mix.max_length_b))?,
-            "negative": distribution(&lf, col("negative_ids").list().len(), cap(index.mix.max_length_b))?,
-        },
+        "tokens": tokens,
         "duplicates": duplicate_rate(&lf, dup_cols)?,
         "index_problems": problems,
         "samples": sample_rows,
@@ -218,16 +235,24 @@ fn shard_summary(dir: &Path, samples: usize) -> Result<Value> {
 
 /// Character-length distribution of each text column, one file at a time into a histogram (the
 /// `strings` feature of Polars drags in its whole temporal stack, so lengths are counted here).
-fn char_lengths(files: &[PathBuf]) -> Result<Value> {
-    let mut hist: [std::collections::BTreeMap<u64, u64>; 3] = Default::default();
-    let names = ["anchor", "positive", "negative"];
+/// `names`: the text columns (a file without one of them counts nothing there).
+fn char_lengths(files: &[PathBuf], names: &[String]) -> Result<Value> {
+    let mut hist = vec![std::collections::BTreeMap::<u64, u64>::new(); names.len()];
     for f in files {
-        let df = scan(std::slice::from_ref(f))?
-            .select([col("anchor"), col("positive"), col("negative")])
-            .collect()?;
-        for (h, name) in hist.iter_mut().zip(names) {
-            for v in df.column(name)?.str()?.iter().flatten() {
-                *h.entry(v.chars().count() as u64).or_default() += 1;
+        let lf = scan(std::slice::from_ref(f))?;
+        let schema = lf.clone().collect_schema()?;
+        let has: Vec<usize> = (0..names.len())
+            .filter(|&i| schema.contains(names[i].as_str()))
+            .collect();
+        let df = lf.select(
+            has.iter()
+                .map(|&i| col(names[i].as_str()))
+                .collect::<Vec<_>>(),
+        );
+        let df = df.collect()?;
+        for &i in &has {
+            for v in df.column(names[i].as_str())?.str()?.iter().flatten() {
+                *hist[i].entry(v.chars().count() as u64).or_default() += 1;
             }
         }
     }
@@ -235,7 +260,7 @@ fn char_lengths(files: &[PathBuf]) -> Result<Value> {
     for (h, name) in hist.iter().zip(names) {
         let count: u64 = h.values().sum();
         if count == 0 {
-            out.insert(name.into(), Value::Null);
+            out.insert(name.clone(), Value::Null);
             continue;
         }
         let q = |p: f64| {
@@ -251,7 +276,7 @@ fn char_lengths(files: &[PathBuf]) -> Result<Value> {
         };
         let mean = h.iter().map(|(l, n)| l * n).sum::<u64>() as f64 / count as f64;
         out.insert(
-            name.into(),
+            name.clone(),
             json!({
                 "count": count, "min": h.keys().next(), "mean": (mean * 10.0).round() / 10.0,
                 "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "max": h.keys().next_back(),
@@ -277,6 +302,7 @@ fn pairs_summary(path: &Path, samples: usize) -> Result<Value> {
         files = schemas::part_files(path)?;
     }
     let mut frames = Vec::new();
+    let mut negatives: Vec<String> = Vec::new();
     for f in &files {
         // The dataset is the folder name (files hold no dataset column).
         let id = f
@@ -284,38 +310,30 @@ fn pairs_summary(path: &Path, samples: usize) -> Result<Value> {
             .and_then(|p| p.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        frames.push(scan(std::slice::from_ref(f))?.with_column(lit(id).alias("dataset")));
+        let lf = scan(std::slice::from_ref(f))?.with_column(lit(id).alias("dataset"));
+        let has = negative_names(&lf, schemas::negative_column)?;
+        if has.len() > negatives.len() {
+            negatives = has;
+        }
+        frames.push(lf);
     }
     if frames.is_empty() {
         bail!("{}: no Parquet files", path.display());
     }
-    let lf = concat(frames, UnionArgs::default())?;
-    let per = lf
-        .clone()
-        .group_by([col("dataset")])
-        .agg([
-            len().alias("rows"),
-            col("negative").is_not_null().sum().alias("with_negative"),
-        ])
-        .sort(["dataset"], Default::default())
-        .collect()?;
-    let names = strs(&per, "dataset")?;
-    let rows = u64s(&per, "rows")?;
-    let neg = u64s(&per, "with_negative")?;
-    let datasets: Map<String, Value> = (0..names.len())
-        .map(|i| {
-            (
-                names[i].clone(),
-                json!({"rows": rows[i], "columns": if neg[i] > 0 { 3 } else { 2 }}),
-            )
-        })
+    let lf = concat(same_columns(frames, &negatives)?, UnionArgs::default())?;
+    let datasets = pairs_per_dataset(&lf, &negatives)?;
+    let rows: Vec<u64> = datasets
+        .values()
+        .map(|d| d["rows"].as_u64().unwrap_or(0))
         .collect();
     let sample_df = lf.clone().limit(samples as u32).collect()?;
     let mut sample_rows = Vec::new();
     for i in 0..sample_df.height() {
         let mut row = Map::new();
-        for c in ["dataset", "anchor", "positive", "negative"] {
-            if let AnyValue::String(s) = sample_df.column(c)?.get(i)? {
+        let text_columns = ["dataset", "anchor", "positive"].into_iter();
+        for c in text_columns.chain(negatives.iter().map(String::as_str)) {
+            // Polars hands these out as borrowed or owned strings depending on the plan.
+            if let Some(s) = sample_df.column(c)?.get(i)?.get_str() {
                 row.insert(c.into(), json!(s));
             }
         }
@@ -327,13 +345,69 @@ fn pairs_summary(path: &Path, samples: usize) -> Result<Value> {
         "files": files.len(),
         "rows": rows.iter().sum::<u64>(),
         "datasets": datasets,
-        "chars": char_lengths(&files)?,
+        "chars": char_lengths(&files, &text_names(&negatives))?,
         "duplicates": {
             "anchor": duplicate_rate(&lf, &["anchor"])?,
             "pair": duplicate_rate(&lf, &["anchor", "positive"])?,
         },
         "samples": sample_rows,
     }))
+}
+
+/// `anchor`, `positive` and the negative columns.
+fn text_names(negatives: &[String]) -> Vec<String> {
+    let mut names = vec!["anchor".to_owned(), "positive".to_owned()];
+    names.extend(negatives.iter().cloned());
+    names
+}
+
+/// The frames with the same columns in the same order (dataset, texts): files of datasets with
+/// fewer negative columns get the others as nulls, so a folder mixing pairs, triplets and
+/// n-tuples concatenates.
+fn same_columns(frames: Vec<LazyFrame>, negatives: &[String]) -> Result<Vec<LazyFrame>> {
+    let mut out = Vec::with_capacity(frames.len());
+    for lf in frames {
+        let schema = lf.clone().collect_schema()?;
+        let mut cols = vec![col("dataset")];
+        for name in text_names(negatives) {
+            cols.push(match schema.contains(name.as_str()) {
+                true => col(name.as_str()),
+                false => lit(NULL).cast(DataType::String).alias(name.as_str()),
+            });
+        }
+        out.push(lf.select(cols));
+    }
+    Ok(out)
+}
+
+/// Rows and columns (2 + the negative columns holding any value) per dataset.
+fn pairs_per_dataset(lf: &LazyFrame, negatives: &[String]) -> Result<Map<String, Value>> {
+    let mut aggs = vec![len().alias("rows")];
+    aggs.extend(
+        negatives
+            .iter()
+            .map(|c| col(c.as_str()).is_not_null().sum().alias(c.as_str())),
+    );
+    let per = lf
+        .clone()
+        .group_by([col("dataset")])
+        .agg(aggs)
+        .sort(["dataset"], Default::default())
+        .collect()?;
+    let names = strs(&per, "dataset")?;
+    let rows = u64s(&per, "rows")?;
+    let mut filled = vec![0usize; names.len()];
+    for c in negatives {
+        for (f, n) in filled.iter_mut().zip(u64s(&per, c)?) {
+            *f += usize::from(n > 0);
+        }
+    }
+    Ok((0..names.len())
+        .map(|i| {
+            let d = json!({"rows": rows[i], "columns": 2 + filled[i]});
+            (names[i].clone(), d)
+        })
+        .collect())
 }
 
 /// The summary of `path` as JSON (what `--json` prints).
@@ -359,7 +433,7 @@ fn print_dist(name: &str, d: &Value) {
         return;
     }
     let mut line = format!(
-        "  {name:<9} min {} mean {} p50 {} p90 {} p99 {} max {}",
+        "  {name:<10} min {} mean {} p50 {} p90 {} p99 {} max {}",
         d["min"], d["mean"], d["p50"], d["p90"], d["p99"], d["max"]
     );
     if let Some(r) = d.get("truncation_rate").and_then(Value::as_f64) {
@@ -412,8 +486,13 @@ pub fn run(args: Args) -> Result<()> {
         ("character lengths:", &s["chars"])
     };
     println!("{title}");
-    for c in ["anchor", "positive", "negative"] {
-        print_dist(c, &dists[c]);
+    let negatives = (0..).map(schemas::negative_column);
+    let present = negatives.take_while(|c| dists.get(c).is_some());
+    for c in ["anchor".to_owned(), "positive".to_owned()]
+        .into_iter()
+        .chain(present)
+    {
+        print_dist(&c, &dists[&c]);
     }
     println!("duplicates: {}", s["duplicates"]);
     if let Some(p) = s["index_problems"].as_array() {

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod demo;
+mod demo_mined;
 pub mod download;
 pub mod embed;
 pub mod eval;

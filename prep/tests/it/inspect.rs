@@ -185,3 +185,107 @@ fn mix_names_what_is_missing() {
         "{err}"
     );
 }
+
+/// A dataset of `rows` n-tuples with 3 negatives; negative k of row i has `10 * k + i % 7` chars.
+fn ntuple_dataset(pairs: &Path, id: &str, rows: usize) -> Vec<PairRecord> {
+    let opts = PairWriterOptions::default();
+    let mut w =
+        DatasetWriter::create(pairs.join(id), id, "test", Arity::with_negatives(3), opts).unwrap();
+    let text = |k: usize, i: usize| format!("{i:03}{}", "x".repeat(10 * k + i % 7 - 3));
+    let records: Vec<PairRecord> = (0..rows)
+        .map(|i| PairRecord {
+            anchor: format!("{id} question {i}?"),
+            positive: format!("{id} answer {i}."),
+            negative: Some(text(1, i)),
+            extra_negatives: vec![text(2, i), text(3, i)],
+            source_id: None,
+        })
+        .collect();
+    for r in &records {
+        w.push(r).unwrap();
+    }
+    w.finish().unwrap();
+    records
+}
+
+/// `prep inspect` on datasets and shards with negative columns beyond the first (`prep mine
+/// --num-negatives N`): every `negative_k` column is counted and measured, beside datasets of
+/// pairs and triplets in the same folder.
+#[test]
+fn inspect_reports_every_negative_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pairs = tmp.path().join("pairs");
+    dataset(&pairs, "plain", Arity::Pair, 40);
+    dataset(&pairs, "trip", Arity::Triplet, 20);
+    let records = ntuple_dataset(&pairs, "ntup", 30);
+    let s = |p: &Path| p.to_str().unwrap().to_owned();
+    let summary: serde_json::Value =
+        serde_json::from_str(&prep(&["inspect", "--json", &s(&pairs)])).unwrap();
+    assert_eq!(summary["rows"], 90);
+    let columns = |id: &str| summary["datasets"][id]["columns"].as_u64().unwrap();
+    assert_eq!(
+        (columns("plain"), columns("trip"), columns("ntup")),
+        (2, 3, 5)
+    );
+    let chars = &summary["chars"];
+    for (k, name) in ["negative_2", "negative_3"].iter().enumerate() {
+        let lens: Vec<usize> = records
+            .iter()
+            .map(|r| r.extra_negatives[k].chars().count())
+            .collect();
+        let mean = lens.iter().sum::<usize>() as f64 / lens.len() as f64;
+        assert_eq!(chars[name]["count"], 30, "{name}: {chars}");
+        assert_eq!(chars[name]["min"], *lens.iter().min().unwrap(), "{name}");
+        assert_eq!(chars[name]["max"], *lens.iter().max().unwrap(), "{name}");
+        assert!(
+            (chars[name]["mean"].as_f64().unwrap() - mean).abs() < 0.06,
+            "{name}"
+        );
+    }
+    // The first negative column counts the triplets' negatives too.
+    assert_eq!(chars["negative"]["count"], 50);
+    assert!(chars.get("negative_4").is_none());
+    let text = prep(&["inspect", &s(&pairs.join("ntup")), "--samples", "1"]);
+    assert!(text.contains("rows 30  5 columns"), "{text}");
+    assert!(text.contains("negative_3 min 30 "), "{text}");
+    assert!(
+        text.contains(&records[0].extra_negatives[1]),
+        "the sample shows every column: {text}"
+    );
+
+    let Some(model) = test_model_dir() else {
+        return;
+    };
+    let config = tmp.path().join("data_config.json");
+    std::fs::write(&config, r#"[{"name":"ntup","weight":1}]"#).unwrap();
+    let out = tmp.path().join("shards");
+    prep(&[
+        "mix",
+        "--config",
+        &s(&config),
+        "--pairs",
+        &s(&pairs),
+        "--tokenizer",
+        &s(&model),
+        "--out",
+        &s(&out),
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+        "--datasets-per-batch",
+        "1",
+        "--batches-per-draw",
+        "1",
+    ]);
+    let shards: serde_json::Value =
+        serde_json::from_str(&prep(&["inspect", "--json", &s(&out)])).unwrap();
+    let tokens = &shards["tokens"];
+    for name in ["negative", "negative_2", "negative_3"] {
+        assert_eq!(tokens[name]["count"], 24, "{name}: {tokens}");
+    }
+    // Longer texts, more tokens: negative k holds 10k + 0..6 characters of one long word piece run.
+    let p50 = |n: &str| tokens[n]["p50"].as_u64().unwrap();
+    assert!(p50("negative") < p50("negative_2") && p50("negative_2") < p50("negative_3"));
+    assert!(shards["samples"][0].get("negative_3").is_some(), "{shards}");
+}
