@@ -115,13 +115,17 @@ impl TopK {
     }
 }
 
-/// Copies rows `rows` of `emb` into one contiguous block.
-fn gather(emb: &Embeddings, rows: &[u32]) -> Vec<f32> {
-    let mut out = Vec::with_capacity(rows.len() * emb.dim);
-    for &r in rows {
-        out.extend_from_slice(emb.row(r as usize));
+/// Copies rows `rows` (offset by `first`) of `emb` into `out`, one contiguous block.
+fn gather_into(
+    emb: &Embeddings,
+    rows: impl IntoIterator<Item = u32>,
+    first: usize,
+    out: &mut Vec<f32>,
+) {
+    out.clear();
+    for r in rows {
+        out.extend_from_slice(emb.row(first + r as usize));
     }
-    out
 }
 
 /// `scores[i, j] = queries[i] · corpus[j]` for a block (`scores` row-major, `n` columns).
@@ -178,7 +182,8 @@ pub fn top_k(
     let blocks: Vec<Vec<Vec<Hit>>> = query_rows
         .par_chunks(qb)
         .map(|rows| {
-            let queries = gather(emb, rows);
+            let mut queries = Vec::with_capacity(rows.len() * emb.dim);
+            gather_into(emb, rows.iter().copied(), 0, &mut queries);
             let mut tops: Vec<TopK> = rows.iter().map(|_| TopK::new(k)).collect();
             let mut scores = vec![0f32; rows.len() * cb.min(corpus.len())];
             for start in corpus.clone().step_by(cb) {
@@ -219,6 +224,8 @@ impl instant_distance::Point for Row<'_> {
 /// An HNSW graph over `emb[corpus]`.
 struct HnswGraph<'a> {
     hnsw: instant_distance::Hnsw<Row<'a>>,
+    /// `corpus.start`: a point's `index` counts from it.
+    first: usize,
 }
 
 impl<'a> HnswGraph<'a> {
@@ -247,7 +254,10 @@ impl<'a> HnswGraph<'a> {
             Ok(pool) => pool.install(|| builder.build_hnsw(points)),
             Err(_) => builder.build_hnsw(points),
         };
-        HnswGraph { hnsw }
+        HnswGraph {
+            hnsw,
+            first: corpus.start,
+        }
     }
 
     /// Each query's best `k` rows among the graph's candidates, re-scored exactly, best first.
@@ -263,32 +273,38 @@ impl<'a> HnswGraph<'a> {
             Some(query_rows.len() as u64),
             Unit::Items,
         );
+        let first = self.first;
         let out = query_rows
             .par_iter()
-            .map_init(instant_distance::Search::default, |search, &q| {
-                let query = Row {
-                    index: u32::MAX,
-                    v: emb.row(q as usize),
-                };
-                let found: Vec<&Row> = self.hnsw.search(&query, search).map(|i| i.point).collect();
-                // Re-scored by the exact search's own product (to float rounding: the block
-                // shape differs), not by the graph's distances.
-                let block: Vec<f32> = found.iter().flat_map(|r| r.v.iter().copied()).collect();
-                let mut scores = vec![0f32; found.len()];
-                score_block(query.v, &block, emb.dim, &mut scores);
-                let mut hits: Vec<Hit> = found
-                    .iter()
-                    .zip(scores)
-                    .map(|(r, score)| Hit {
-                        index: r.index,
-                        score,
-                    })
-                    .collect();
-                hits.sort_by(better);
-                hits.truncate(k);
-                progress.advance(1);
-                hits
-            })
+            .map_init(
+                || (instant_distance::Search::default(), Vec::new(), Vec::new()),
+                |(search, block, scores), &q| {
+                    let query = Row {
+                        index: u32::MAX,
+                        v: emb.row(q as usize),
+                    };
+                    let found: Vec<&Row> =
+                        self.hnsw.search(&query, search).map(|i| i.point).collect();
+                    // Re-scored by the exact search's own product (to float rounding: the block
+                    // shape differs), not by the graph's distances.
+                    gather_into(emb, found.iter().map(|r| r.index), first, block);
+                    scores.clear();
+                    scores.resize(found.len(), 0f32);
+                    score_block(query.v, block, emb.dim, scores);
+                    let mut hits: Vec<Hit> = found
+                        .iter()
+                        .zip(scores.iter())
+                        .map(|(r, &score)| Hit {
+                            index: r.index,
+                            score,
+                        })
+                        .collect();
+                    hits.sort_by(better);
+                    hits.truncate(k);
+                    progress.advance(1);
+                    hits
+                },
+            )
             .collect();
         progress.finish();
         out
