@@ -67,9 +67,13 @@ fn bf16_bits(v: f32) -> u32 {
     u32::from(bf16::from_f32(v).to_bits())
 }
 
-/// `v / scale` rounded to the nearest integer in [-127, 127], as 16 bits.
+/// `v / scale` rounded to the nearest integer (ties away from zero) in [-127, 127], as 16 bits.
+/// `round()` would be a libm call outside an SSE4.1 frame; adding ±0.5 and truncating is one
+/// `cvttss2si`.
 fn quant_bits(v: f32, inv_scale: f32) -> u32 {
-    u32::from((v * inv_scale).round().clamp(-127.0, 127.0) as i16 as u16)
+    let q = v * inv_scale;
+    let q = ((q + 0.5f32.copysign(q)) as i32).clamp(-127, 127);
+    u32::from(q as i16 as u16)
 }
 
 /// `127 / max|v|`, the factor to quantise `v` with (1 for an all-zero `v`), and its inverse.
@@ -333,18 +337,24 @@ mod kernels {
         let mut out = [[_mm256_setzero_ps(); 2]; MR];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];
-            for (p, bw) in bg.chunks_exact(NR).enumerate() {
-                // SAFETY: `bw` holds NR = 16 words: two unaligned 8-word loads.
-                let b = unsafe {
-                    [
-                        _mm256_loadu_si256(bw.as_ptr().cast()),
-                        _mm256_loadu_si256(bw.as_ptr().add(8).cast()),
-                    ]
-                };
-                for (acc, &r) in acc.iter_mut().zip(&rows) {
-                    let x = _mm256_set1_epi32(a[r * kp + g * GROUP + p] as i32);
-                    acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, b[0]));
-                    acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, b[1]));
+            let len = bg.len() / NR;
+            // Each row's pairs of this group: `len` words from these pointers.
+            let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
+            for p in 0..len {
+                // SAFETY: p < len: `bg` holds `len × NR` words and each `xs` row `len` words
+                // (sliced above). The broadcast reads a pair's 32 bits straight from memory
+                // (`vbroadcastss`: a load, no shuffle); they are moved, never computed as f32.
+                unsafe {
+                    let bw = bg.as_ptr().add(p * NR);
+                    let b = [
+                        _mm256_loadu_si256(bw.cast()),
+                        _mm256_loadu_si256(bw.add(8).cast()),
+                    ];
+                    for (acc, x) in acc.iter_mut().zip(&xs) {
+                        let x = _mm256_castps_si256(_mm256_broadcast_ss(&*x.add(p).cast::<f32>()));
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, b[0]));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, b[1]));
+                    }
                 }
             }
             for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&rows) {
