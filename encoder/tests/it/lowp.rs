@@ -1,6 +1,6 @@
 //! bf16 and int8 encoding on the CPU against f32, on the real all-MiniLM-L6-v2 weights: the
-//! reference sentences' embeddings (cosine gates) and a retrieval set from the SQuAD 2.0 fixture
-//! (MRR@10 gate).
+//! reference sentences' embeddings (cosine gates) and a retrieval set from the SQuAD 2.0 and
+//! ELI5 fixtures (MRR@10 gate).
 
 use candle_core::Device;
 use encoder::{Backend, EvalSet, Precision, SentenceEncoder};
@@ -68,14 +68,16 @@ fn low_precision_on_the_cpu_is_for_the_packed_encoder_only() {
     assert!(Precision::Bf16.check_inference(&Device::Cpu).is_ok());
 }
 
-/// SQuAD 2.0's answerable questions on the Normans article, each to find its paragraph among
-/// all of the article's paragraphs.
-fn squad_set() -> Option<EvalSet> {
-    let dir = testdata::fixture_dir("squad2")?;
-    let text = std::fs::read_to_string(dir.join("dev-v2.0.Normans.pretty.json")).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+/// Two fixture tasks in one candidate pool: SQuAD 2.0's answerable questions on the Normans
+/// article, each to find its paragraph, and ELI5 titles, each to find its first answer.
+fn retrieval_set() -> Option<EvalSet> {
+    let squad = testdata::fixture_dir("squad2")?.join("dev-v2.0.Normans.pretty.json");
+    let eli5 = testdata::fixture_dir("eli5")?.join("eli5-category-test.json");
+    let read = |p: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+    };
     let mut records = Vec::new();
-    for article in doc["data"].as_array().unwrap() {
+    for article in read(&squad)["data"].as_array().unwrap() {
         for para in article["paragraphs"].as_array().unwrap() {
             let context = para["context"].as_str().unwrap();
             for qa in para["qas"].as_array().unwrap() {
@@ -86,15 +88,21 @@ fn squad_set() -> Option<EvalSet> {
             }
         }
     }
+    for post in read(&eli5).as_array().unwrap() {
+        if let Some(answer) = post["answers"]["text"][0].as_str() {
+            let title = post["title"].as_str().unwrap().to_owned();
+            records.push((title, answer.to_owned(), None));
+        }
+    }
     Some(EvalSet::from_records(records))
 }
 
 #[test]
 fn bf16_and_int8_keep_retrieval_mrr_within_0_005_of_f32() {
-    let (Some(f), Some(set)) = (fixture(), squad_set()) else {
+    let (Some(f), Some(set)) = (fixture(), retrieval_set()) else {
         return;
     };
-    assert!(set.queries.len() > 50 && set.candidates.len() > 20);
+    assert!(set.queries.len() > 150 && set.candidates.len() > 100);
     let mut enc = SentenceEncoder::load(&f.model_dir, &Device::Cpu).unwrap();
     let mut mrr = Vec::new();
     for p in [Precision::F32, Precision::Bf16, Precision::Int8] {

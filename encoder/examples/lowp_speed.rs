@@ -1,0 +1,44 @@
+//! Kernel throughput per second of this thread's CPU time (the machine is shared).
+use encoder::linalg::{gemm, MatRef, Parallelism};
+use encoder::lowp::{Format, PackedWeight};
+fn cpu_ns() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+fn main() {
+    for (m, k, n) in [(512, 384, 1152), (512, 384, 1536), (512, 1536, 384)] {
+        let x: Vec<f32> = (0..m * k)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let w: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 104729 % 1000) as f32 / 500.0) - 1.0)
+            .collect();
+        let b = vec![0f32; n];
+        let mut y = vec![0f32; m * n];
+        let flops = 2.0 * (m * k * n) as f64 * 10.0;
+        let mut line = format!("{m}x{k}x{n}:");
+        for f in [Format::Bf16, Format::Int8] {
+            let p = PackedWeight::pack(&w, k, n, f);
+            let t = cpu_ns();
+            for _ in 0..10 {
+                p.forward(&x, &mut y, &b, m, false);
+            }
+            line += &format!(" {f:?} {:.1}", flops / (cpu_ns() - t));
+        }
+        let t = cpu_ns();
+        for _ in 0..10 {
+            gemm(
+                (m, n, k),
+                &mut y,
+                n,
+                MatRef::rows(&x, k),
+                MatRef::rows(&w, n),
+                false,
+                1.0,
+                Parallelism::None,
+            );
+        }
+        line += &format!(" f32-gemm {:.1} GFLOP/CPU-s", flops / (cpu_ns() - t));
+        println!("{line}");
+    }
+}
