@@ -1,6 +1,10 @@
-//! Kernel throughput per second of this thread's CPU time (the machine is shared).
+//! The packed bf16/int8 products (`encoder::lowp`) against the `gemm` crate's f32 on the
+//! encoder's shapes, one thread, in GFLOP per second of this thread's own CPU time (steadier than
+//! wall time on a shared machine): `cargo run --release -p encoder --example lowp_speed`.
+
 use encoder::linalg::{gemm, MatRef, Parallelism};
 use encoder::lowp::{Format, PackedWeight};
+/// Nanoseconds this thread has run (Linux's schedstat).
 fn cpu_ns() -> f64 {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
     s.split_whitespace().next().unwrap().parse().unwrap()

@@ -274,11 +274,26 @@ mod kernels {
         )
     }
 
-    /// Row `r`'s offset in `a` for `r < mr`, else row 0's: rows beyond `mr` repeat row 0
-    /// (their sums are discarded), so the kernels have no branch on `mr` inside.
+    /// Row indices for a kernel: rows beyond `mr` repeat row 0 (their sums are discarded), so
+    /// the kernels have no branch on `mr` inside.
     #[cfg(target_arch = "x86_64")]
-    fn row_starts(mr: usize, kp: usize) -> [usize; MR] {
-        std::array::from_fn(|r| if r < mr { r * kp } else { 0 })
+    fn rows(mr: usize) -> [usize; MR] {
+        assert!((1..=MR).contains(&mr), "1 to {MR} rows, not {mr}");
+        std::array::from_fn(|r| if r < mr { r } else { 0 })
+    }
+
+    /// The int8 kernels' shape checks: pairs per row, groups per row and [`rows`].
+    #[cfg(target_arch = "x86_64")]
+    fn int8_shape(
+        a: &[u32],
+        mr: usize,
+        panel: &[u32],
+        scales: &[f32],
+    ) -> (usize, usize, [usize; MR]) {
+        let kp = panel.len() / NR;
+        let groups = kp.div_ceil(GROUP);
+        assert!(a.len() >= mr * kp && scales.len() >= mr * groups);
+        (kp, groups, rows(mr))
     }
 
     /// bf16 with AVX512_BF16: one `vdpbf16ps` per row and pair (both products of the pair, 16
@@ -291,8 +306,8 @@ mod kernels {
     pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
         use std::arch::x86_64::*;
         let kp = panel.len() / NR;
-        assert!(a.len() >= mr * kp && (1..=MR).contains(&mr));
-        let xs = row_starts(mr, kp).map(|s| a[s..][..kp].as_ptr());
+        assert!(a.len() >= mr * kp);
+        let xs = rows(mr).map(|r| a[r * kp..][..kp].as_ptr());
         let mut acc = [_mm512_setzero_ps(); MR];
         for p in 0..kp {
             // SAFETY: p < kp: `panel` holds kp × NR words and each `xs` row kp words. The
@@ -331,10 +346,7 @@ mod kernels {
         scales: &[f32],
     ) -> [[f32; NR]; MR] {
         use std::arch::x86_64::*;
-        let kp = panel.len() / NR;
-        let groups = kp.div_ceil(GROUP);
-        assert!(a.len() >= mr * kp && scales.len() >= mr * groups && (1..=MR).contains(&mr));
-        let rows: [usize; MR] = std::array::from_fn(|r| if r < mr { r } else { 0 });
+        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
         let mut out = [_mm512_setzero_ps(); MR];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             let len = bg.len() / NR;
@@ -426,12 +438,7 @@ mod kernels {
         scales: &[f32],
     ) -> [[f32; NR]; MR] {
         use std::arch::x86_64::*;
-        let kp = panel.len() / NR;
-        let groups = kp.div_ceil(GROUP);
-        assert!(a.len() >= mr * kp && scales.len() >= mr * groups && (1..=MR).contains(&mr));
-        // Rows beyond `mr` repeat row 0 (their sums are discarded): no branch on `mr` inside.
-        let row = |r: usize| if r < mr { r } else { 0 };
-        let rows = [row(0), row(1), row(2), row(3)];
+        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
         let mut out = [[_mm256_setzero_ps(); 2]; MR];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             let mut acc = [[_mm256_setzero_si256(); 2]; MR];

@@ -1,12 +1,15 @@
 //! `prep bench encode`: encoder throughput (sentences/s, tokens/s) on the bench corpus.
 //!
 //! Every figure is end to end (tokenize, sort by length, forward, pool, normalise) over the whole
-//! corpus, best of `--rounds`, on a rayon pool of the stated size. Measured in one run: our packed
-//! CPU path at every batch size on all cores and at batch 32 and the best batch on one thread; our
-//! trainable candle graph (the training forward) at batch 32; built with `--features candle-peer`,
-//! stock candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
-//! sentence-transformers (PyTorch) in a child process on the same texts, model folder and batch
-//! sizes (`st_peer.py`), its peak RSS its own.
+//! corpus, best of `--rounds`, on a rayon pool of the stated size, with GFLOP/s of the model's
+//! matrix products and each engine's min cosine to our f32 vectors. Measured in one run: our packed
+//! CPU path at every batch size on all cores and at batch 32 and the best batch on one thread, and
+//! at bf16 and int8 (`encoder::lowp`) at batch 32 and the best batch on all cores; our trainable
+//! candle graph (the training forward) at batch 32; built with `--features candle-peer`, stock
+//! candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
+//! sentence-transformers (PyTorch) and ONNX Runtime fp32 and dynamic int8 (the model exported
+//! with `torch.onnx`) in a child process on the same texts, model folder and batch sizes
+//! (`st_peer.py`), its peak RSS its own; a peer that cannot run is reported as not measured.
 //!
 //! With `--device cuda[:N]` (a build with `--features cuda`) it measures the candle graph on
 //! the GPU at `--precision` over the batch sizes instead, checks its vectors against the CPU's
