@@ -35,6 +35,13 @@ pub struct SentenceEncoder {
     cpu: Option<CpuBert>,
     backend: Backend,
     batch_parallel: bool,
+    precision: Precision,
+}
+
+fn low_precision_needs_packed(precision: Precision) -> EncoderError {
+    EncoderError::Invalid(format!(
+        "precision {precision} on the CPU runs on the packed backend only (the candle graph is f32)"
+    ))
 }
 
 /// What `modules.json` says beyond the transformer itself.
@@ -153,6 +160,7 @@ impl SentenceEncoder {
             cpu,
             backend,
             batch_parallel: true,
+            precision: Precision::F32,
         })
     }
 
@@ -194,6 +202,9 @@ impl SentenceEncoder {
                 "the packed backend runs on the CPU only".to_owned(),
             ));
         }
+        if backend == Backend::Candle && self.device.is_cpu() && self.precision != Precision::F32 {
+            return Err(low_precision_needs_packed(self.precision));
+        }
         self.backend = backend;
         Ok(())
     }
@@ -206,13 +217,36 @@ impl SentenceEncoder {
         self.batch_parallel = on;
     }
 
-    /// Runs the candle graph's matrix products at `precision`, refused where the device cannot
-    /// (the CPU takes f32 only: [`Precision::check`]). Sets candle's process-wide TF32 switch.
+    /// Runs the matrix products at `precision`, refused where the device cannot. On the CPU,
+    /// bf16 and int8 repack the packed backend's Linear weights ([`crate::lowp`]) and the
+    /// candle graph stays f32 (so [`Backend::Candle`] is refused at those precisions); on a GPU
+    /// this sets the candle graph's dtype and candle's process-wide TF32 switch.
     pub fn set_precision(&mut self, precision: Precision) -> Result<()> {
-        let compute = Compute::new(&self.device, precision)?;
-        precision.apply();
+        precision.check_inference(&self.device)?;
+        let graph = if self.device.is_cpu() {
+            Precision::F32
+        } else {
+            precision
+        };
+        let compute = Compute::new(&self.device, graph)?;
+        if self.device.is_cpu() && precision != self.precision {
+            if self.backend == Backend::Candle && precision != Precision::F32 {
+                return Err(low_precision_needs_packed(precision));
+            }
+            self.cpu = Some(
+                CpuBert::from_model_at(&self.model, precision)
+                    .ctx(|| format!("packing weights at {precision}"))?,
+            );
+        }
+        graph.apply();
         self.model.set_compute(compute);
+        self.precision = precision;
         Ok(())
+    }
+
+    /// The precision set by [`SentenceEncoder::set_precision`] (f32 after loading).
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Changes the truncation length (at most the position table).

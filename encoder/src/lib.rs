@@ -2,7 +2,8 @@
 //! and shares one trainable model definition with the trainer.
 //!
 //! - [`BertModel`]: the model over candle ops that all have a backward (training and GPU).
-//! - [`cpu::CpuBert`]: a packed, padding-free CPU inference path over the same weights.
+//! - [`cpu::CpuBert`]: a packed, padding-free CPU inference path over the same weights, at f32,
+//!   bf16 or int8 ([`lowp`]).
 //! - [`SentenceEncoder`]: tokenizer + model + pooling + normalisation from a model folder.
 //! - [`retrieval`]: MRR/Recall/nDCG over dot-product scores.
 
@@ -11,6 +12,7 @@ pub mod cpu;
 pub mod encoder;
 pub mod error;
 pub mod linalg;
+pub mod lowp;
 pub mod model;
 pub mod ops;
 pub mod precision;

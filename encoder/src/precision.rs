@@ -18,7 +18,7 @@ pub enum Precision {
     Tf32,
     /// bf16 products, f32 accumulation.
     Bf16,
-    /// int8 weights and activations, f32 accumulation (CPU inference only).
+    /// int8 weights and activations, f32 accumulation (CPU inference only: [`crate::lowp`]).
     Int8,
 }
 
@@ -36,23 +36,38 @@ impl Precision {
 }
 
 impl Precision {
-    /// Refuses what `device` cannot run: the CPU takes f32 only (TF32 and bf16 tensor-core
-    /// products are a GPU's; candle's CPU bf16 gemm is slower than its f32 one), a GPU takes
-    /// f32, tf32 and bf16 (int8 is a CPU-inference format; no training or GPU path uses it).
+    /// Refuses what `device` cannot train or run through the candle graph: the CPU takes f32
+    /// only (TF32 and bf16 tensor-core products are a GPU's; candle's CPU bf16 gemm is slower
+    /// than its f32 one), a GPU takes f32, tf32 and bf16 (int8 is a CPU-inference format).
     pub fn check(self, device: &Device) -> Result<()> {
+        self.check_for(device, false)
+    }
+
+    /// As [`Precision::check`] for inference (embed, search, eval, mine): the CPU's packed path
+    /// also runs bf16 and int8 ([`crate::lowp`]).
+    pub fn check_inference(self, device: &Device) -> Result<()> {
+        self.check_for(device, true)
+    }
+
+    fn check_for(self, device: &Device, inference: bool) -> Result<()> {
+        let cpu_low = inference && !device.is_cuda();
         let ok = match self {
             Self::F32 => true,
-            Self::Tf32 | Self::Bf16 => device.is_cuda(),
-            Self::Int8 => false,
+            Self::Tf32 => device.is_cuda(),
+            Self::Bf16 => device.is_cuda() || cpu_low,
+            Self::Int8 => cpu_low,
         };
         if ok {
             return Ok(());
         }
         let on = if device.is_cuda() { "a GPU" } else { "the CPU" };
-        let allowed = if device.is_cuda() {
-            "f32, tf32 or bf16"
-        } else {
-            "f32 (tf32 and bf16 need --device cuda)"
+        let allowed = match (device.is_cuda(), inference) {
+            (true, _) => "f32, tf32 or bf16",
+            (false, true) => "f32, bf16 or int8 (tf32 needs --device cuda)",
+            (false, false) => {
+                "f32 (training and the candle graph take tf32 and bf16 with --device cuda; \
+                 bf16 and int8 on the CPU are for encoding)"
+            }
         };
         Err(EncoderError::Invalid(format!(
             "precision {self} is not available on {on}: use {allowed}"

@@ -18,8 +18,9 @@ pub struct ComputeArgs {
     )]
     pub device: DeviceSpec,
     /// Number format of the matrix products: f32; tf32 (GPU: TF32 tensor cores for f32
-    /// products); bf16 (GPU: bf16 products with f32 accumulation; weights, gradients, AdamW
-    /// moments, LayerNorm, softmax and the loss stay f32). The CPU takes f32 only.
+    /// products); bf16 (bf16 products with f32 accumulation; LayerNorm, softmax and the loss
+    /// stay f32); int8 (CPU encoding: int8 weights and activations). On the CPU, bf16 and int8
+    /// are for encoding only (embed, search, eval, mine); training there takes f32.
     #[arg(long, default_value = "f32", help_heading = "Compute")]
     pub precision: Precision,
 }
@@ -42,6 +43,14 @@ impl ComputeArgs {
     pub fn open(&self) -> Result<Device> {
         let device = self.device.open()?;
         self.precision.check(&device)?;
+        Ok(device)
+    }
+
+    /// As [`ComputeArgs::open`] for commands that only encode: the CPU also takes bf16 and int8
+    /// (`Precision::check_inference`).
+    pub fn open_for_encoding(&self) -> Result<Device> {
+        let device = self.device.open()?;
+        self.precision.check_inference(&device)?;
         Ok(device)
     }
 }
@@ -76,7 +85,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cpu_takes_f32_only() {
+    fn the_cpu_trains_at_f32_and_encodes_at_f32_bf16_int8() {
         let at = |p| ComputeArgs {
             device: DeviceSpec::Cpu,
             precision: p,
@@ -86,6 +95,11 @@ mod tests {
             let e = at(p).open().unwrap_err().to_string();
             assert!(e.contains("not available on the CPU"), "{e}");
         }
+        for p in [Precision::F32, Precision::Bf16, Precision::Int8] {
+            assert!(at(p).open_for_encoding().unwrap().is_cpu());
+        }
+        let e = at(Precision::Tf32).open_for_encoding().unwrap_err();
+        assert!(e.to_string().contains("tf32 needs --device cuda"), "{e}");
     }
 
     #[cfg(not(feature = "cuda"))]

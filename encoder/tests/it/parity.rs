@@ -6,12 +6,12 @@ use encoder::{Backend, SentenceEncoder};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-struct Fixture {
-    reference: Value,
-    model_dir: std::path::PathBuf,
+pub(crate) struct Fixture {
+    pub reference: Value,
+    pub model_dir: std::path::PathBuf,
 }
 
-fn fixture() -> Option<Fixture> {
+pub(crate) fn fixture() -> Option<Fixture> {
     let model_dir = testdata::test_model_dir()?;
     let reference_dir = testdata::reference_dir()?;
     let text = std::fs::read_to_string(reference_dir.join("minilm_parity.json")).unwrap();
@@ -21,7 +21,7 @@ fn fixture() -> Option<Fixture> {
     })
 }
 
-fn sentences(r: &Value) -> Vec<String> {
+pub(crate) fn sentences(r: &Value) -> Vec<String> {
     r["sentences"]
         .as_array()
         .unwrap()
@@ -30,18 +30,18 @@ fn sentences(r: &Value) -> Vec<String> {
         .collect()
 }
 
-fn matrix<T: serde::de::DeserializeOwned>(v: &Value) -> Vec<Vec<T>> {
+pub(crate) fn matrix<T: serde::de::DeserializeOwned>(v: &Value) -> Vec<Vec<T>> {
     serde_json::from_value(v.clone()).unwrap()
 }
 
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
     let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
     dot / (na * nb)
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn max_abs(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
         .zip(b)
         .map(|(x, y)| (x - y).abs())

@@ -1,12 +1,15 @@
 //! `prep bench encode`: encoder throughput (sentences/s, tokens/s) on the bench corpus.
 //!
 //! Every figure is end to end (tokenize, sort by length, forward, pool, normalise) over the whole
-//! corpus, best of `--rounds`, on a rayon pool of the stated size. Measured in one run: our packed
-//! CPU path at every batch size on all cores and at batch 32 and the best batch on one thread; our
-//! trainable candle graph (the training forward) at batch 32; built with `--features candle-peer`,
-//! stock candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
-//! sentence-transformers (PyTorch) in a child process on the same texts, model folder and batch
-//! sizes (`st_peer.py`), its peak RSS its own.
+//! corpus, best of `--rounds`, on a rayon pool of the stated size, with GFLOP/s of the model's
+//! matrix products and each engine's min cosine to our f32 vectors. Measured in one run: our packed
+//! CPU path at every batch size on all cores and at batch 32 and the best batch on one thread, and
+//! at bf16 and int8 (`encoder::lowp`) at batch 32 and the best batch on all cores; our trainable
+//! candle graph (the training forward) at batch 32; built with `--features candle-peer`, stock
+//! candle-transformers `BertModel` on the same sorted batches; and with `--peer-python PY`,
+//! sentence-transformers (PyTorch) and ONNX Runtime fp32 and dynamic int8 (the model exported
+//! with `torch.onnx`) in a child process on the same texts, model folder and batch sizes
+//! (`st_peer.py`), its peak RSS its own; a peer that cannot run is reported as not measured.
 //!
 //! With `--device cuda[:N]` (a build with `--features cuda`) it measures the candle graph on
 //! the GPU at `--precision` over the batch sizes instead, checks its vectors against the CPU's
@@ -68,6 +71,26 @@ struct Row {
     sentences_per_cpu_s: f64,
     /// Peak RSS during this configuration (the high-water mark is reset before it).
     peak_rss_bytes: Option<u64>,
+    /// Arithmetic rate of the model's matrix products ([`encode_flops`]) over wall time.
+    gflop_per_s: f64,
+    /// Smallest cosine of this engine's vectors to our packed f32 ones over the whole corpus
+    /// (None where not compared).
+    min_cosine_to_f32: Option<f64>,
+}
+
+/// Multiply-add FLOPs of one BERT forward over sequences of these lengths: per layer and token
+/// the Q|K|V, output and feed-forward products, plus the attention's two `t × t` products.
+fn encode_flops(cfg: &encoder::BertConfig, lens: impl Iterator<Item = usize>) -> f64 {
+    let (h, inter, layers) = (
+        cfg.hidden_size as f64,
+        cfg.intermediate_size as f64,
+        cfg.num_hidden_layers as f64,
+    );
+    lens.map(|t| {
+        let t = t as f64;
+        layers * (2.0 * t * (4.0 * h * h + 2.0 * h * inter) + 4.0 * t * t * h)
+    })
+    .sum()
 }
 
 /// Resets the peak-RSS high-water mark (`VmHWM`) so each configuration reports its own.
@@ -79,6 +102,8 @@ fn reset_peak_rss() {
 struct Bench<'a> {
     texts: &'a [&'a str],
     tokens: usize,
+    /// [`encode_flops`] of the whole corpus.
+    flops: f64,
     rounds: usize,
     rows: Vec<Row>,
 }
@@ -136,24 +161,39 @@ impl Bench<'_> {
             tokens_per_s: self.tokens as f64 / seconds,
             sentences_per_cpu_s: n / cpu_seconds.max(1e-9),
             peak_rss_bytes,
+            gflop_per_s: self.flops / seconds / 1e9,
+            min_cosine_to_f32: None,
         };
         println!(
-            "{:<30} threads {:>2}  batch {:>4}  {:>7.1} sentences/s  {:>7.0} tokens/s  {:>6.1} sent/CPU-s  peak RSS {:>6.1} MiB  ({:.2}s)",
+            "{:<30} threads {:>2}  batch {:>4}  {:>7.1} sentences/s  {:>7.0} tokens/s  {:>6.1} GFLOP/s  {:>6.1} sent/CPU-s  peak RSS {:>6.1} MiB  ({:.2}s)",
             row.engine,
             row.threads,
             row.batch,
             row.sentences_per_s,
             row.tokens_per_s,
+            row.gflop_per_s,
             row.sentences_per_cpu_s,
             row.peak_rss_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
             row.seconds
         );
         self.rows.push(row);
     }
+
+    /// Sets the min cosine of `engine`'s rows (printed once).
+    fn set_min_cosine(&mut self, engine: &str, got: &[Vec<f32>], reference: &[Vec<f32>]) {
+        let min = gpu::min_cosine(got, reference);
+        println!(
+            "  {engine} vs packed f32: min cosine {min:.6} over {} texts",
+            got.len().min(reference.len())
+        );
+        for r in self.rows.iter_mut().filter(|r| r.engine == engine) {
+            r.min_cosine_to_f32 = Some(min);
+        }
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = args.compute.open()?;
+    let device = args.compute.open_for_encoding()?;
     let model_dir = match &args.model {
         Some(m) => crate::model::resolve(m)?,
         None => super::default_test_model(),
@@ -179,10 +219,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut enc = SentenceEncoder::load(&model_dir, &Device::Cpu)
         .with_context(|| format!("loading {}", model_dir.display()))?;
-    let tokens = describe_corpus(&corpus, &enc, &texts, all)?;
+    let (tokens, flops) = describe_corpus(&corpus, &enc, &texts, all)?;
     let mut bench = Bench {
         texts: &texts,
         tokens,
+        // No products in tokenization: its row's GFLOP/s is 0.
+        flops: 0.0,
         rounds: args.rounds.max(1),
         rows: Vec::new(),
     };
@@ -192,10 +234,13 @@ pub fn run(args: Args) -> Result<()> {
         enc.tokenize(&texts)?;
         Ok(())
     })?;
+    bench.flops = flops;
     // Warm-up: page in weights, grow allocator pools.
     enc.encode(&texts[..texts.len().min(64)], 32)?;
     let best_batch = bench_packed(&mut bench, &mut enc, &args.batch_sizes, all)?;
     let reference = enc.encode(&texts, 32)?;
+    bench.set_min_cosine("prep packed (ours)", &reference, &reference);
+    bench_low_precision(&mut bench, &mut enc, &[32, best_batch], all, &reference)?;
     if !args.no_peers {
         bench_candle_graph(&mut bench, &mut enc, &reference, all)?;
         stock::bench(&model_dir, &enc, &reference, &mut bench, all)?;
@@ -212,6 +257,7 @@ pub fn run(args: Args) -> Result<()> {
             batches: &batches,
             threads: all,
             device: None,
+            onnx: true,
         };
         peer.bench(&mut bench, &reference)?;
     }
@@ -231,15 +277,16 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Prints what is measured on; returns the corpus's token count.
+/// Prints what is measured on; returns the corpus's token count and [`encode_flops`].
 fn describe_corpus(
     corpus: &Path,
     enc: &SentenceEncoder,
     texts: &[&str],
     threads: usize,
-) -> Result<usize> {
+) -> Result<(usize, f64)> {
     let ids = enc.tokenize(texts)?;
     let tokens: usize = ids.iter().map(|s| s.len()).sum();
+    let flops = encode_flops(enc.config(), ids.iter().map(|s| s.len()));
     let max_len = ids.iter().map(|s| s.len()).max().unwrap_or(0);
     println!(
         "corpus {}: {} texts, {} tokens (mean {:.1}, max {}), max_seq_length {}, {} cores",
@@ -251,7 +298,38 @@ fn describe_corpus(
         enc.max_seq_length(),
         threads
     );
-    Ok(tokens)
+    println!(
+        "  {:.1} GFLOP per pass over the corpus (matrix products)",
+        flops / 1e9
+    );
+    Ok((tokens, flops))
+}
+
+/// Our packed path at bf16 and int8 ([`encoder::lowp`]) on all cores at `batches`, with each
+/// precision's min cosine to the f32 vectors; leaves the encoder at f32.
+fn bench_low_precision(
+    bench: &mut Bench,
+    enc: &mut SentenceEncoder,
+    batches: &[usize],
+    all: usize,
+    reference: &[Vec<f32>],
+) -> Result<()> {
+    let texts = bench.texts;
+    let mut batches = batches.to_vec();
+    batches.dedup();
+    for p in [encoder::Precision::Bf16, encoder::Precision::Int8] {
+        enc.set_precision(p)?;
+        let engine = format!("prep packed {p} (ours)");
+        for &b in &batches {
+            bench.time(&engine, all, b, &|| {
+                enc.encode(texts, b)?;
+                Ok(())
+            })?;
+        }
+        bench.set_min_cosine(&engine, &enc.encode(texts, 32)?, reference);
+    }
+    enc.set_precision(encoder::Precision::F32)?;
+    Ok(())
 }
 
 /// Our packed path at every batch size on all cores, then split batches and one thread; returns
@@ -347,11 +425,27 @@ struct PythonPeer<'a> {
     threads: usize,
     /// A GPU (`cuda:N`) and the precision to run it at; `None`: the CPU, f32.
     device: Option<(String, encoder::Precision)>,
+    /// Also ONNX Runtime fp32 and int8 (the CPU only).
+    onnx: bool,
+}
+
+/// A peer engine's name with its versions (`st_peer.py`'s "versions" lines).
+fn peer_engine(engine: &str, v: &serde_json::Map<String, serde_json::Value>) -> String {
+    let get = |k: &str| v.get(k).and_then(|s| s.as_str()).unwrap_or("?").to_owned();
+    match engine {
+        "sentence-transformers" => format!(
+            "sentence-transformers {} (torch {})",
+            get("sentence_transformers"),
+            get("torch")
+        ),
+        other => format!("{other} (ort {})", get("onnxruntime")),
+    }
 }
 
 /// One line `st_peer.py` prints per configuration.
 #[derive(serde::Deserialize)]
 struct PeerLine {
+    engine: String,
     threads: usize,
     batch: usize,
     seconds: f64,
@@ -366,22 +460,36 @@ impl PythonPeer<'_> {
         std::fs::write(&script, include_str!("st_peer.py"))?;
         let texts_file = dir.path().join("texts.txt");
         std::fs::write(&texts_file, bench.texts.join("\n"))?;
-        let npy = dir.path().join("first64.npy");
-        let stdout = self.run(&script, &texts_file, &npy, bench.rounds)?;
-        let mut engine = "sentence-transformers".to_owned();
+        let npy = dir.path().join("st.npy");
+        let stdout = self.run(&script, &texts_file, &npy, bench.rounds, dir.path())?;
+        let mut names: Vec<(String, PathBuf)> = Vec::new();
+        let mut versions = serde_json::Map::new();
         for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
             let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
                 format!("{}: unexpected output line {line:?}", script.display())
             })?;
-            if let Some(versions) = v.get("versions") {
-                engine = format!(
-                    "sentence-transformers {} (torch {})",
-                    versions["sentence_transformers"].as_str().unwrap_or("?"),
-                    versions["torch"].as_str().unwrap_or("?")
+            if let Some(vs) = v.get("versions").and_then(|v| v.as_object()) {
+                versions.extend(vs.clone());
+                continue;
+            }
+            if let Some(name) = v.get("skipped").and_then(|n| n.as_str()) {
+                println!(
+                    "{name:<30} not measured: {}",
+                    v["why"].as_str().unwrap_or("?")
                 );
                 continue;
             }
             let p: PeerLine = serde_json::from_value(v)?;
+            let engine = peer_engine(&p.engine, &versions);
+            if !names.iter().any(|(e, _)| *e == engine) {
+                let file = match p.engine.as_str() {
+                    "sentence-transformers" => npy.clone(),
+                    other => {
+                        PathBuf::from(format!("{}.{}.npy", npy.display(), other.replace(' ', "-")))
+                    }
+                };
+                names.push((engine.clone(), file));
+            }
             bench.record(
                 &engine,
                 p.threads,
@@ -391,20 +499,26 @@ impl PythonPeer<'_> {
                 p.peak_rss_bytes,
             );
         }
-        let got = schemas::embeddings::read_npy(&npy)?;
-        let got: Vec<Vec<f32>> = got
-            .vectors
-            .chunks(got.dim.max(1))
-            .map(<[f32]>::to_vec)
-            .collect();
-        println!(
-            "  sentence-transformers vs packed: max |diff| {:.2e}",
-            max_abs_diff(&got, reference)
-        );
+        for (engine, file) in names {
+            let got = schemas::embeddings::read_npy(&file)?;
+            let got: Vec<Vec<f32>> = got
+                .vectors
+                .chunks(got.dim.max(1))
+                .map(<[f32]>::to_vec)
+                .collect();
+            bench.set_min_cosine(&engine, &got, reference);
+        }
         Ok(())
     }
 
-    fn run(&self, script: &Path, texts: &Path, npy: &Path, rounds: usize) -> Result<String> {
+    fn run(
+        &self,
+        script: &Path,
+        texts: &Path,
+        npy: &Path,
+        rounds: usize,
+        onnx_dir: &Path,
+    ) -> Result<String> {
         let mut cmd = std::process::Command::new(self.python);
         cmd.arg(script)
             .arg("--model")
@@ -424,6 +538,9 @@ impl PythonPeer<'_> {
         }
         for t in threads {
             cmd.arg("--threads").arg(t.to_string());
+        }
+        if self.onnx && self.device.is_none() {
+            cmd.arg("--onnx").arg(onnx_dir);
         }
         // Offline, and on the device we run on.
         cmd.env("HF_HUB_OFFLINE", "1")
@@ -477,10 +594,11 @@ mod gpu {
         };
         let mut enc = load(device)?;
         enc.set_precision(args.compute.precision)?;
-        let tokens = describe_corpus(on.path, &enc, texts, all)?;
+        let (tokens, flops) = describe_corpus(on.path, &enc, texts, all)?;
         let mut bench = Bench {
             texts,
             tokens,
+            flops,
             rounds: args.rounds.max(1),
             rows: Vec::new(),
         };
@@ -508,6 +626,7 @@ mod gpu {
                 batches: &args.batch_sizes,
                 threads: all,
                 device: Some((args.compute.device.to_string(), args.compute.precision)),
+                onnx: false,
             };
             peer.bench(&mut bench, &ours)?;
         }

@@ -85,7 +85,7 @@ pub fn load_encoder(
     max_seq_length: Option<usize>,
     compute: &ComputeArgs,
 ) -> Result<SentenceEncoder> {
-    let device = compute.open()?;
+    let device = compute.open_for_encoding()?;
     let dir = crate::model::resolve(spec)?;
     let mut enc = SentenceEncoder::load(&dir, &device)
         .with_context(|| format!("loading model from {}", dir.display()))?;

@@ -197,3 +197,50 @@ fn search_reads_and_extends_the_mine_embedding_cache() {
         }
     }
 }
+
+#[test]
+fn embed_and_search_at_bf16_and_int8_stay_close_to_f32() {
+    let Some(model) = testdata::test_model_dir() else {
+        return;
+    };
+    let m = model.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(&corpus, CORPUS).unwrap();
+    let embed = |precision: &str| {
+        let out = dir.path().join(format!("{precision}.npy"));
+        ok(&prep(
+            &["embed", "--model", m, "--precision", precision, "--input"],
+            &[&corpus, Path::new("--out"), &out],
+        ));
+        read_npy(&out).unwrap()
+    };
+    let f32 = embed("f32");
+    for (precision, gate) in [("bf16", 0.9999), ("int8", 0.995)] {
+        let got = embed(precision);
+        assert_eq!(got.dim, f32.dim);
+        let rows = f32.vectors.chunks(f32.dim).zip(got.vectors.chunks(got.dim));
+        let min = rows
+            .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>())
+            .fold(1.0f32, f32::min);
+        assert!(min >= gate, "{precision}: min cosine to f32 {min}");
+        assert_ne!(got.vectors, f32.vectors, "{precision} ran its own path");
+    }
+    let hits = ok(&prep(
+        &[
+            "search",
+            "--model",
+            m,
+            "-k",
+            "1",
+            "--json",
+            "--precision",
+            "int8",
+            "--query",
+            "which animal runs fastest?",
+            "--corpus",
+        ],
+        &[&corpus],
+    ));
+    assert_eq!(top_text(&hits), "The cheetah is the fastest land animal.");
+}

@@ -1,0 +1,585 @@
+//! bf16 and int8 weights for the packed CPU path ([`crate::cpu`]): `y = x · W + b` with `W`
+//! stored in a low-precision format, packed once at load, and f32 accumulation.
+//!
+//! Layout, shared by both formats: `W` (`[k, n]`) is cut into panels of [`NR`] = 16 output
+//! columns; inside a panel, for each pair of input rows `(2p, 2p+1)` one 32-bit word per column
+//! holds the two 16-bit values (low half: row `2p`). That is the operand layout of AVX-512's
+//! `vdpbf16ps` (bf16 pairs) and of `vpmaddwd` (i16 pairs), so the same packing serves the
+//! hardware dot products and the portable loops. The activations are converted to the same
+//! 32-bit pairs per forward (`k` padded to even with a zero).
+//!
+//! - bf16: weights and activations rounded to bf16 (nearest-even); the product of two bf16
+//!   values is exact in f32, accumulated in f32. With AVX512_BF16 the inner step is one
+//!   `vdpbf16ps`; elsewhere each pair is widened to f32 (a 16-bit shift) and multiplied with FMA.
+//! - int8: symmetric per-output-column weight scales `sw[j] = max|W[:, j]| / 127` and dynamic
+//!   activation scales per row and group of 32 inputs, `sa[r, g] = max|x[r, g]| / 127`;
+//!   `q = round(v / s)` in [-127, 127]. Symmetric on both sides, so there are no zero points
+//!   and no compensation term (VNNI's `vpdpbusd` would need one: u8 activations `q + 128`, and
+//!   `128 · Σ_k w[k, j]` subtracted per column). Products accumulate exactly in i32 per group
+//!   (`vpmaddwd` on i16 pairs: no intermediate saturation, unlike `vpmaddubsw`), each group's
+//!   sum is scaled by `sa[r, g]` into an f32 accumulator, and `y = acc · sw[j] + b`.
+//!   Why groups: BERT's LayerNorm outputs carry a few outlier channels (largest in the
+//!   [CLS]/[SEP] rows); with one scale per row they coarsen every channel's step and the
+//!   embedding of a blank text drops to cosine 0.991 to f32; with groups they coarsen only
+//!   their own group's (0.998), for one extra convert and FMA per 16 pairs. Per-channel
+//!   smoothing (SmoothQuant, ranges estimated from the LayerNorm parameters) was tried and
+//!   gained nothing on top.
+
+use half::bf16;
+use rayon::prelude::*;
+
+/// Output columns per packed panel (one AVX-512 register of f32, two of AVX2).
+pub const NR: usize = 16;
+/// Rows per micro-kernel call: 4 × 16 accumulators fit AVX2's 16 registers with room for the
+/// panel's operands.
+const MR: usize = 4;
+/// Rows per parallel task: one task's activations (`ROWS × k` pairs) stay in L2 while every
+/// panel of the weight streams past them.
+const ROWS: usize = 64;
+/// int8 activations get one scale per row and group of this many pairs (32 values): BERT's few
+/// outlier channels then coarsen only their own group's step, not the whole row's.
+const GROUP: usize = 16;
+
+/// The number formats a packed weight can hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Bf16,
+    Int8,
+}
+
+/// A `[k, n]` weight in [`Format`], packed in 32-bit pairs (see the module docs).
+pub struct PackedWeight {
+    format: Format,
+    /// `n.div_ceil(NR)` panels of `pairs × NR` words.
+    panels: Vec<u32>,
+    /// int8: per-column scales (`n` of them); bf16: empty.
+    scales: Vec<f32>,
+    k: usize,
+    n: usize,
+}
+
+/// `k` rounded up to pairs.
+fn pairs(k: usize) -> usize {
+    k.div_ceil(2)
+}
+
+fn bf16_bits(v: f32) -> u32 {
+    u32::from(bf16::from_f32(v).to_bits())
+}
+
+/// `v / scale` rounded to the nearest integer (ties away from zero) in [-127, 127], as 16 bits.
+/// `round()` would be a libm call outside an SSE4.1 frame; adding ±0.5 and truncating is one
+/// `cvttss2si`.
+fn quant_bits(v: f32, inv_scale: f32) -> u32 {
+    let q = v * inv_scale;
+    let q = ((q + 0.5f32.copysign(q)) as i32).clamp(-127, 127);
+    u32::from(q as i16 as u16)
+}
+
+/// `127 / max|v|`, the factor to quantise `v` with (1 for an all-zero `v`), and its inverse.
+fn int8_scale(max_abs: f32) -> (f32, f32) {
+    if max_abs > 0.0 && max_abs.is_finite() {
+        (127.0 / max_abs, max_abs / 127.0)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
+impl PackedWeight {
+    /// Packs row-major `w` (`[k, n]`).
+    pub fn pack(w: &[f32], k: usize, n: usize, format: Format) -> Self {
+        assert_eq!(w.len(), k * n, "pack: weight is not k × n");
+        let kp = pairs(k);
+        let at = |r: usize, c: usize| if r < k && c < n { w[r * n + c] } else { 0.0 };
+        let (inv, scales): (Vec<f32>, Vec<f32>) = match format {
+            Format::Bf16 => (Vec::new(), Vec::new()),
+            Format::Int8 => (0..n)
+                .map(|c| int8_scale((0..k).map(|r| at(r, c).abs()).fold(0.0, f32::max)))
+                .unzip(),
+        };
+        let word = |r: usize, c: usize| match format {
+            Format::Bf16 => bf16_bits(at(r, c)) | bf16_bits(at(r + 1, c)) << 16,
+            Format::Int8 => {
+                let s = inv.get(c).copied().unwrap_or(0.0);
+                quant_bits(at(r, c), s) | quant_bits(at(r + 1, c), s) << 16
+            }
+        };
+        let mut panels = Vec::with_capacity(n.div_ceil(NR) * kp * NR);
+        for p in 0..n.div_ceil(NR) {
+            for pair in 0..kp {
+                panels.extend((0..NR).map(|j| word(2 * pair, p * NR + j)));
+            }
+        }
+        PackedWeight {
+            format,
+            panels,
+            scales,
+            k,
+            n,
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// `y[m, n] = x[m, k] · W + bias`, rows in parallel tasks when `threaded`.
+    pub fn forward(&self, x: &[f32], y: &mut [f32], bias: &[f32], m: usize, threaded: bool) {
+        let (k, n) = (self.k, self.n);
+        assert!(x.len() >= m * k && y.len() >= m * n && bias.len() == n);
+        let work = |(block, ys): (usize, &mut [f32])| {
+            let rows = ys.len() / n;
+            let xs = &x[block * ROWS * k..][..rows * k];
+            let (a, row_scales) = self.pack_rows(xs, rows);
+            self.block(&a, &row_scales, ys, bias);
+        };
+        let y = &mut y[..m * n];
+        if threaded {
+            y.par_chunks_mut(ROWS * n).enumerate().for_each(work);
+        } else {
+            y.chunks_mut(ROWS * n).enumerate().for_each(work);
+        }
+    }
+
+    /// Activations as 32-bit pairs (`rows × pairs(k)` words), with int8's scales per row and
+    /// [`GROUP`] pairs (`rows × groups`).
+    fn pack_rows(&self, xs: &[f32], rows: usize) -> (Vec<u32>, Vec<f32>) {
+        let (k, kp) = (self.k, pairs(self.k));
+        let mut a = Vec::with_capacity(rows * kp);
+        let mut scales = Vec::with_capacity(rows * kp.div_ceil(GROUP));
+        for row in xs.chunks_exact(k).take(rows) {
+            let at = |i: usize| row.get(i).copied().unwrap_or(0.0);
+            match self.format {
+                Format::Bf16 => {
+                    a.extend((0..kp).map(|p| bf16_bits(at(2 * p)) | bf16_bits(at(2 * p + 1)) << 16))
+                }
+                Format::Int8 => {
+                    for g in (0..kp).step_by(GROUP) {
+                        let pairs = g..(g + GROUP).min(kp);
+                        let max = (2 * g..2 * pairs.end).fold(0.0, |m, i| at(i).abs().max(m));
+                        let (inv, s) = int8_scale(max);
+                        scales.push(s);
+                        a.extend(pairs.map(|p| {
+                            quant_bits(at(2 * p), inv) | quant_bits(at(2 * p + 1), inv) << 16
+                        }));
+                    }
+                }
+            }
+        }
+        (a, scales)
+    }
+
+    /// One row block against every panel.
+    fn block(&self, a: &[u32], act_scales: &[f32], ys: &mut [f32], bias: &[f32]) {
+        let (n, kp) = (self.n, pairs(self.k));
+        let groups = kp.div_ceil(GROUP);
+        let rows = ys.len() / n;
+        for (p, panel) in self.panels.chunks_exact(kp * NR).enumerate() {
+            let cols = NR.min(n - p * NR);
+            let (b, sw) = (
+                &bias[p * NR..][..cols],
+                self.scales.get(p * NR..p * NR + cols),
+            );
+            for r0 in (0..rows).step_by(MR) {
+                let mr = MR.min(rows - r0);
+                let a = &a[r0 * kp..(r0 + mr) * kp];
+                let acc = match self.format {
+                    Format::Bf16 => kernels::bf16(a, mr, panel),
+                    Format::Int8 => {
+                        kernels::int8(a, mr, panel, &act_scales[r0 * groups..(r0 + mr) * groups])
+                    }
+                };
+                for (i, acc) in acc.iter().take(mr).enumerate() {
+                    let y = &mut ys[(r0 + i) * n + p * NR..][..cols];
+                    match sw {
+                        None => y
+                            .iter_mut()
+                            .zip(acc)
+                            .zip(b)
+                            .for_each(|((y, v), b)| *y = v + b),
+                        Some(sw) => {
+                            for (((y, v), b), s) in y.iter_mut().zip(acc).zip(b).zip(sw) {
+                                *y = v * s + b;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The inner loops, one per format and instruction set, chosen at run time.
+mod kernels {
+    use super::{GROUP, MR, NR};
+
+    /// True where the AVX2+FMA kernels run.
+    fn avx2() -> bool {
+        cfg!(target_arch = "x86_64") && crate::simd::level() != crate::simd::Level::Baseline
+    }
+
+    /// bf16: the best kernel this CPU runs.
+    pub fn bf16(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512bf16") {
+            // SAFETY: AVX512_BF16 (which implies AVX512F) detected just above.
+            return unsafe { bf16_avx512(a, mr, panel) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: AVX2 and FMA are part of both non-baseline levels `simd::level` detected.
+            return unsafe { bf16_avx2(a, mr, panel) };
+        }
+        bf16_portable::<false>(a, mr, panel)
+    }
+
+    /// int8 with activation scales `scales` (`mr × groups`): the best kernel this CPU runs.
+    pub fn int8(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> [[f32; NR]; MR] {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx512vnni") {
+            // SAFETY: AVX512_VNNI (which implies AVX512F) detected just above.
+            return unsafe { int8_avx512(a, mr, panel, scales) };
+        }
+        #[cfg(target_arch = "x86_64")]
+        if avx2() {
+            // SAFETY: as above.
+            return unsafe { int8_avx2(a, mr, panel, scales) };
+        }
+        int8_portable(a, mr, panel, scales)
+    }
+
+    /// [`bf16_portable`] compiled with FMA at AVX2 width (a plain `mul_add` outside such a
+    /// frame is a libm call).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn bf16_avx2(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+        bf16_portable::<true>(a, mr, panel)
+    }
+
+    /// The two halves of a 32-bit pair as f32 (bf16 is the top half of an f32).
+    #[inline(always)]
+    fn bf16_pair(w: u32) -> (f32, f32) {
+        (f32::from_bits(w << 16), f32::from_bits(w & 0xFFFF_0000))
+    }
+
+    /// The two halves of a 32-bit pair as signed integers.
+    #[inline(always)]
+    fn i16_pair(w: u32) -> (i32, i32) {
+        (
+            i32::from(w as u16 as i16),
+            i32::from((w >> 16) as u16 as i16),
+        )
+    }
+
+    /// Row indices for a kernel: rows beyond `mr` repeat row 0 (their sums are discarded), so
+    /// the kernels have no branch on `mr` inside.
+    #[cfg(target_arch = "x86_64")]
+    fn rows(mr: usize) -> [usize; MR] {
+        assert!((1..=MR).contains(&mr), "1 to {MR} rows, not {mr}");
+        std::array::from_fn(|r| if r < mr { r } else { 0 })
+    }
+
+    /// The int8 kernels' shape checks: pairs per row, groups per row and [`rows`].
+    #[cfg(target_arch = "x86_64")]
+    fn int8_shape(
+        a: &[u32],
+        mr: usize,
+        panel: &[u32],
+        scales: &[f32],
+    ) -> (usize, usize, [usize; MR]) {
+        let kp = panel.len() / NR;
+        let groups = kp.div_ceil(GROUP);
+        assert!(a.len() >= mr * kp && scales.len() >= mr * groups);
+        (kp, groups, rows(mr))
+    }
+
+    /// bf16 with AVX512_BF16: one `vdpbf16ps` per row and pair (both products of the pair, 16
+    /// columns) into f32 registers. Not measured here: this machine (Zen 3) lacks AVX512_BF16.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512F and AVX512_BF16.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+        use std::arch::x86_64::*;
+        let kp = panel.len() / NR;
+        assert!(a.len() >= mr * kp);
+        let xs = rows(mr).map(|r| a[r * kp..][..kp].as_ptr());
+        let mut acc = [_mm512_setzero_ps(); MR];
+        for p in 0..kp {
+            // SAFETY: p < kp: `panel` holds kp × NR words and each `xs` row kp words. The
+            // transmutes reinterpret 512 bits of bf16 pairs as the type `vdpbf16ps` takes.
+            unsafe {
+                let b: __m512bh =
+                    std::mem::transmute(_mm512_loadu_si512(panel.as_ptr().add(p * NR).cast()));
+                for (acc, x) in acc.iter_mut().zip(&xs) {
+                    let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*x.add(p) as i32));
+                    *acc = _mm512_dpbf16_ps(*acc, x, b);
+                }
+            }
+        }
+        acc.map(|v| {
+            let mut o = [0f32; NR];
+            // SAFETY: `o` holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+            o
+        })
+    }
+
+    /// int8 with AVX512_VNNI: one `vpdpwssd` (i16 pairs multiplied and added into i32: AVX2's
+    /// multiply and add in one instruction) per row and 16 columns. The i16-pair layout is kept
+    /// so one packing serves every CPU; `vpdpbusd` on u8/i8 quads would double the rate again
+    /// but needs u8 activations `q + 128` and a per-column `128 · Σ_k w[k, j]` compensation.
+    /// Not measured here: this machine (Zen 3) lacks AVX512_VNNI.
+    ///
+    /// # Safety
+    /// The CPU must support AVX512F and AVX512_VNNI.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub unsafe fn int8_avx512(
+        a: &[u32],
+        mr: usize,
+        panel: &[u32],
+        scales: &[f32],
+    ) -> [[f32; NR]; MR] {
+        use std::arch::x86_64::*;
+        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
+        let mut out = [_mm512_setzero_ps(); MR];
+        for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
+            let len = bg.len() / NR;
+            let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
+            let mut acc = [_mm512_setzero_si512(); MR];
+            for p in 0..len {
+                // SAFETY: p < len: `bg` holds len × NR words and each `xs` row len words.
+                unsafe {
+                    let b = _mm512_loadu_si512(bg.as_ptr().add(p * NR).cast());
+                    for (acc, x) in acc.iter_mut().zip(&xs) {
+                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_set1_epi32(*x.add(p) as i32), b);
+                    }
+                }
+            }
+            for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&rows) {
+                let s = _mm512_set1_ps(scales[r * groups + g]);
+                *out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), s, *out);
+            }
+        }
+        out.map(|v| {
+            let mut o = [0f32; NR];
+            // SAFETY: `o` holds 16 floats.
+            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
+            o
+        })
+    }
+
+    /// bf16 on any CPU: pairs widened to f32 (exact), products summed in f32; `FMA`: fused
+    /// multiply-adds (only where the CPU has them). LLVM vectorises the column loop.
+    #[inline(always)]
+    pub fn bf16_portable<const FMA: bool>(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+        let kp = panel.len() / NR;
+        let mut acc = [[0f32; NR]; MR];
+        for (p, bw) in panel.chunks_exact(NR).enumerate() {
+            let (mut b0, mut b1) = ([0f32; NR], [0f32; NR]);
+            for j in 0..NR {
+                (b0[j], b1[j]) = bf16_pair(bw[j]);
+            }
+            for (r, acc) in acc.iter_mut().enumerate().take(mr) {
+                let (a0, a1) = bf16_pair(a[r * kp + p]);
+                for j in 0..NR {
+                    acc[j] = if FMA {
+                        a1.mul_add(b1[j], a0.mul_add(b0[j], acc[j]))
+                    } else {
+                        acc[j] + a0 * b0[j] + a1 * b1[j]
+                    };
+                }
+            }
+        }
+        acc
+    }
+
+    /// int8 on any CPU: exact i32 sums of i16 pairs (as `vpmaddwd` computes them) per group,
+    /// scaled into f32 sums.
+    pub fn int8_portable(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> [[f32; NR]; MR] {
+        let kp = panel.len() / NR;
+        let groups = kp.div_ceil(GROUP);
+        let mut out = [[0f32; NR]; MR];
+        for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
+            for (r, out) in out.iter_mut().enumerate().take(mr) {
+                let mut acc = [0i32; NR];
+                for (p, bw) in bg.chunks_exact(NR).enumerate() {
+                    let (a0, a1) = i16_pair(a[r * kp + g * GROUP + p]);
+                    for j in 0..NR {
+                        let (b0, b1) = i16_pair(bw[j]);
+                        acc[j] += a0 * b0 + a1 * b1;
+                    }
+                }
+                let s = scales[r * groups + g];
+                for j in 0..NR {
+                    out[j] += acc[j] as f32 * s;
+                }
+            }
+        }
+        out
+    }
+
+    /// int8 with AVX2: one `vpmaddwd` per row and 8 columns into i32 registers, converted and
+    /// scaled into f32 registers at the end of each group.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn int8_avx2(
+        a: &[u32],
+        mr: usize,
+        panel: &[u32],
+        scales: &[f32],
+    ) -> [[f32; NR]; MR] {
+        use std::arch::x86_64::*;
+        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
+        let mut out = [[_mm256_setzero_ps(); 2]; MR];
+        for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
+            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            let len = bg.len() / NR;
+            // Each row's pairs of this group: `len` words from these pointers.
+            let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
+            for p in 0..len {
+                // SAFETY: p < len: `bg` holds `len × NR` words and each `xs` row `len` words
+                // (sliced above). The broadcast reads a pair's 32 bits straight from memory
+                // (`vbroadcastss`: a load, no shuffle); they are moved, never computed as f32.
+                unsafe {
+                    let bw = bg.as_ptr().add(p * NR);
+                    let b = [
+                        _mm256_loadu_si256(bw.cast()),
+                        _mm256_loadu_si256(bw.add(8).cast()),
+                    ];
+                    for (acc, x) in acc.iter_mut().zip(&xs) {
+                        let x = _mm256_castps_si256(_mm256_broadcast_ss(&*x.add(p).cast::<f32>()));
+                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, b[0]));
+                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, b[1]));
+                    }
+                }
+            }
+            for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&rows) {
+                let s = _mm256_set1_ps(scales[r * groups + g]);
+                out[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[0]), s, out[0]);
+                out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[1]), s, out[1]);
+            }
+        }
+        let mut res = [[0f32; NR]; MR];
+        for (o, v) in res.iter_mut().zip(&out) {
+            // SAFETY: `o` holds 16 floats: two unaligned 8-float stores.
+            unsafe {
+                _mm256_storeu_ps(o.as_mut_ptr(), v[0]);
+                _mm256_storeu_ps(o.as_mut_ptr().add(8), v[1]);
+            }
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(len: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// f64 reference `x · W + b`.
+    fn reference(x: &[f32], w: &[f32], b: &[f32], (m, k, n): (usize, usize, usize)) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k)
+                    .map(|t| x[i * k + t] as f64 * w[t * n + j] as f64)
+                    .sum();
+                y[i * n + j] = (s + b[j] as f64) as f32;
+            }
+        }
+        y
+    }
+
+    /// Odd sizes (k odd, n not a multiple of 16, m not a multiple of 4) against f64, with
+    /// error bounds from each format's rounding: bf16 rounds each input by ≤ 2⁻⁹ relative,
+    /// int8 each by ≤ half a step of max/127.
+    #[test]
+    fn packed_formats_match_f64_on_odd_shapes() {
+        let (m, k, n) = (70, 37, 41);
+        let (x, w, b) = (random(m * k, 1), random(k * n, 2), random(n, 3));
+        let want = reference(&x, &w, &b, (m, k, n));
+        for (format, tol) in [(Format::Bf16, 0.02), (Format::Int8, 0.08)] {
+            let packed = PackedWeight::pack(&w, k, n, format);
+            for threaded in [false, true] {
+                let mut y = vec![f32::NAN; m * n];
+                packed.forward(&x, &mut y, &b, m, threaded);
+                let worst = y
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(worst < tol, "{format:?}: max error {worst}");
+                assert!(worst > 0.0, "{format:?}: rounding must show");
+            }
+        }
+    }
+
+    fn assert_close(got: &[[f32; NR]], want: &[[f32; NR]], what: &str) {
+        for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
+            assert!(
+                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                "{what}: {g} vs {w}"
+            );
+        }
+    }
+
+    /// Every kernel this CPU runs against the portable one, on 3 rows (one short of [`MR`], so
+    /// the repeated-row trick is exercised): the same exact products, summed in another order.
+    #[test]
+    fn kernels_agree_with_the_portable_ones() {
+        let (k, n) = (300, 16);
+        let w = random(k * n, 4);
+        let x = random(3 * k, 5);
+        let bf = PackedWeight::pack(&w, k, n, Format::Bf16);
+        let (a, _) = bf.pack_rows(&x, 3);
+        let want = kernels::bf16_portable::<false>(&a, 3, &bf.panels);
+        let i8w = PackedWeight::pack(&w, k, n, Format::Int8);
+        let (q, scales) = i8w.pack_rows(&x, 3);
+        let want8 = kernels::int8_portable(&q, 3, &i8w.panels, &scales);
+        let mut ran = vec!["portable"];
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx2") && has!("fma") {
+                // SAFETY: AVX2 and FMA detected just above.
+                let (b, i) = unsafe {
+                    (
+                        kernels::bf16_avx2(&a, 3, &bf.panels),
+                        kernels::int8_avx2(&q, 3, &i8w.panels, &scales),
+                    )
+                };
+                assert_close(&b[..3], &want[..3], "bf16 avx2");
+                assert_close(&i[..3], &want8[..3], "int8 avx2");
+                ran.push("avx2");
+            }
+            if has!("avx512bf16") {
+                // SAFETY: AVX512_BF16 detected just above.
+                let b = unsafe { kernels::bf16_avx512(&a, 3, &bf.panels) };
+                assert_close(&b[..3], &want[..3], "bf16 avx512bf16");
+                ran.push("avx512bf16");
+            }
+            if has!("avx512vnni") {
+                // SAFETY: AVX512_VNNI detected just above.
+                let i = unsafe { kernels::int8_avx512(&q, 3, &i8w.panels, &scales) };
+                assert_close(&i[..3], &want8[..3], "int8 avx512vnni");
+                ran.push("avx512vnni");
+            }
+        }
+        eprintln!("kernels compared on this CPU: {ran:?}");
+        assert!(want[0].iter().any(|v| *v != 0.0) && want8[0].iter().any(|v| *v != 0.0));
+    }
+}
