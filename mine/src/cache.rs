@@ -5,7 +5,9 @@
 //! `seg-<id>.keys` (n × 32 bytes: sha256 of each text, same order). A run appends one segment
 //! with the texts it had to embed; `<id>` is the sha256 of its keys, so runs never collide. The
 //! `.npy` is committed before the `.keys`, and a segment counts only once its keys exist, so a
-//! killed run leaves at most an ignored `.npy`. Truncation changes vectors, hence `len-N`.
+//! killed run leaves at most an ignored `.npy`. Truncation changes vectors, hence `len-N`; so
+//! does a reduced-precision encoder (`--precision bf16|int8|tf32`), hence `len-N-<precision>`
+//! for those (f32 keeps the plain `len-N`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -45,17 +47,20 @@ pub struct EmbeddingCache {
 }
 
 impl EmbeddingCache {
-    /// Opens (creating) `<root>/<model_sha256>/len-<max_seq_length>` and indexes its segments'
-    /// keys (32 bytes per cached text; vectors stay on disk until asked for).
+    /// Opens (creating) `<root>/<model_sha256>/len-<max_seq_length>[-<precision>]` and indexes
+    /// its segments' keys (32 bytes per cached text; vectors stay on disk until asked for).
     pub fn open(
         root: &Path,
         model_sha256: &str,
         max_seq_length: usize,
+        precision: encoder::Precision,
         dim: usize,
     ) -> Result<Self> {
-        let dir = root
-            .join(model_sha256)
-            .join(format!("len-{max_seq_length}"));
+        let folder = match precision {
+            encoder::Precision::F32 => format!("len-{max_seq_length}"),
+            p => format!("len-{max_seq_length}-{p}"),
+        };
+        let dir = root.join(model_sha256).join(folder);
         std::fs::create_dir_all(&dir).map_err(|e| MineError::io(&dir, e))?;
         let mut names: Vec<String> = std::fs::read_dir(&dir)
             .map_err(|e| MineError::io(&dir, e))?

@@ -84,6 +84,7 @@ impl<'a> Embedder<'a> {
             root,
             model_sha256,
             self.encoder.max_seq_length(),
+            self.encoder.precision(),
             self.encoder.dim(),
         )?;
         self.cache = Some(Mutex::new(c));

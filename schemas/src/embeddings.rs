@@ -193,6 +193,9 @@ pub struct EmbeddingMeta {
     /// "mean", "cls" or "max".
     pub pooling: String,
     pub max_seq_length: usize,
+    /// The encoder's number format ("f32", "bf16", "int8", "tf32"): reduced-precision vectors
+    /// differ from f32 ones. Files written before this key say nothing and were f32.
+    pub precision: String,
 }
 
 const KEY_MODEL: &str = "prep.model";
@@ -202,6 +205,7 @@ const KEY_NORMALIZE: &str = "prep.normalize";
 const KEY_POOLING: &str = "prep.pooling";
 const KEY_MAX_SEQ: &str = "prep.max_seq_length";
 const KEY_INPUT_SHA: &str = "prep.input_sha256";
+const KEY_PRECISION: &str = "prep.precision";
 
 impl EmbeddingMeta {
     fn key_values(&self) -> Vec<KeyValue> {
@@ -213,6 +217,7 @@ impl EmbeddingMeta {
             kv(KEY_NORMALIZE, self.normalize.to_string()),
             kv(KEY_POOLING, self.pooling.clone()),
             kv(KEY_MAX_SEQ, self.max_seq_length.to_string()),
+            kv(KEY_PRECISION, self.precision.clone()),
         ];
         if let Some(s) = &self.input_sha256 {
             out.push(kv(KEY_INPUT_SHA, s.clone()));
@@ -258,6 +263,7 @@ impl EmbeddingMeta {
             })?,
             pooling: parse(KEY_POOLING)?,
             max_seq_length: number(KEY_MAX_SEQ)?,
+            precision: get(KEY_PRECISION).unwrap_or_else(|| "f32".to_owned()),
         }))
     }
 }

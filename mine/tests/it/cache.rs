@@ -4,6 +4,7 @@ use mine::{curate, EmbedOptions, Embedder, Mode, NegativeOptions, SearchOptions}
 use schemas::NoProgress;
 
 use crate::common;
+use encoder::Precision::{Bf16, F32};
 
 #[test]
 fn a_second_run_reads_every_vector_from_the_cache_and_mines_the_same() {
@@ -81,7 +82,7 @@ fn a_damaged_segment_is_named_and_other_lengths_keep_their_own_cache() {
         .filter(|p| p.extension().is_some_and(|x| x == "npy"))
         .collect();
     assert_eq!(npy.len(), 1, "one segment");
-    let mut other = mine::EmbeddingCache::open(root.path(), "m", 16, enc.dim()).unwrap();
+    let mut other = mine::EmbeddingCache::open(root.path(), "m", 16, F32, enc.dim()).unwrap();
     assert!(
         other.is_empty(),
         "another max_seq_length has its own (empty) cache"
@@ -93,11 +94,15 @@ fn a_damaged_segment_is_named_and_other_lengths_keep_their_own_cache() {
         )
         .unwrap();
     assert_eq!(
-        mine::EmbeddingCache::open(root.path(), "m", 16, enc.dim())
+        mine::EmbeddingCache::open(root.path(), "m", 16, F32, enc.dim())
             .unwrap()
             .len(),
         2
     );
+    // Vectors of a reduced-precision encoder are other vectors: a cache of their own.
+    let bf16 = mine::EmbeddingCache::open(root.path(), "m", 16, Bf16, enc.dim()).unwrap();
+    assert!(bf16.is_empty(), "bf16 vectors never mix with f32 ones");
+    assert!(root.path().join("m/len-16-bf16").is_dir());
 
     let bytes = std::fs::read(&npy[0]).unwrap();
     std::fs::write(&npy[0], &bytes[..bytes.len() - 4]).unwrap();

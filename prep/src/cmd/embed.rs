@@ -109,6 +109,7 @@ pub fn embedding_meta(encoder: &SentenceEncoder, input: Option<&Path>) -> Result
         normalize: encoder.normalize(),
         pooling: format!("{:?}", encoder.pooling()).to_lowercase(),
         max_seq_length: encoder.max_seq_length(),
+        precision: encoder.precision().to_string(),
     })
 }
 

@@ -83,7 +83,7 @@ fn run_inner(args: &Args) -> Result<()> {
         }
         corpus_of(f)
     } else {
-        match cached(args, &model_sha)? {
+        match cached(args, &model_sha, encoder.precision().as_str())? {
             Some(c) => c,
             None => embed_corpus(args, &encoder)?,
         }
@@ -152,13 +152,22 @@ fn corpus_of(f: Embeddings) -> Corpus {
     }
 }
 
-/// The `--embeddings` file, when it was made by this model from this version of the corpus.
-fn cached(args: &Args, model_sha: &str) -> Result<Option<Corpus>> {
+/// The `--embeddings` file, when it was made by this model, at this precision, from this
+/// version of the corpus.
+fn cached(args: &Args, model_sha: &str, precision: &str) -> Result<Option<Corpus>> {
     let Some(path) = args.embeddings.as_deref().filter(|p| p.is_file()) else {
         return Ok(None);
     };
     let f = read_parquet(path)?;
     check_model(&f, model_sha, path)?;
+    let made_at = f.meta.as_ref().map_or("f32", |m| m.precision.as_str());
+    if made_at != precision {
+        eprintln!(
+            "{} holds {made_at} vectors, this search encodes at {precision}: embedding again",
+            path.display()
+        );
+        return Ok(None);
+    }
     let corpus_sha = schemas::sha256_file(&args.corpus)?;
     let input_sha = f.meta.as_ref().and_then(|m| m.input_sha256.as_deref());
     if input_sha == Some(corpus_sha.as_str()) {

@@ -94,6 +94,26 @@ fn embed_formats_read_back_and_search_finds_the_answer() {
     assert!(top_text(&ok(&second)).starts_with("Preheat the oven"));
     let said = String::from_utf8_lossy(&second.stderr);
     assert!(said.contains("using embeddings from"), "{said}");
+    // At another precision the f32 file is not reused (its vectors are not this encoder's).
+    let at_int8 = [
+        "how hot should the oven be?",
+        "--precision",
+        "int8",
+        "--corpus",
+    ];
+    let int8 = [&query[..], &at_int8[..]].concat();
+    let third = prep(&int8, &[&corpus, Path::new("--embeddings"), &cache]);
+    assert!(top_text(&ok(&third)).starts_with("Preheat the oven"));
+    let said = String::from_utf8_lossy(&third.stderr);
+    assert!(
+        said.contains("holds f32 vectors, this search encodes at int8"),
+        "{said}"
+    );
+    let meta = schemas::embeddings::read_embeddings(&cache)
+        .unwrap()
+        .meta
+        .unwrap();
+    assert_eq!(meta.precision, "int8", "rewritten at int8");
 }
 
 #[test]
@@ -113,6 +133,7 @@ fn files_search_cannot_trust_are_refused_naming_them() {
         normalize: true,
         pooling: "mean".into(),
         max_seq_length: 256,
+        precision: "f32".into(),
     };
     let format = schemas::embeddings::EmbeddingFormat::Parquet;
     let mut w = EmbeddingWriter::create(&other, format, 384, 1, &meta).unwrap();

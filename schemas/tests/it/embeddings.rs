@@ -44,6 +44,7 @@ fn meta(dim: usize) -> EmbeddingMeta {
         normalize: true,
         pooling: "mean".into(),
         max_seq_length: 256,
+        precision: "bf16".into(),
     }
 }
 
