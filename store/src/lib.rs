@@ -27,5 +27,5 @@ mod remote;
 pub use error::{Result, StoreError};
 pub use location::{configure, is_remote, settings, Location, Settings};
 pub use mirror::{Mirror, MIRROR_MARKER};
-pub use publish::{listed_files, publish_dir, pull_dir, PublishReport};
+pub use publish::{listed_files, publish_dir, pull_dir, DirPublisher, PublishReport};
 pub use remote::{Remote, MULTIPART_BYTES};

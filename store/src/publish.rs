@@ -1,6 +1,7 @@
 //! Moving whole stage folders between a local folder and a store, in the order that keeps
 //! readers safe: data files first, the listing (index.json / manifest.json) last.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use bytes::Bytes;
@@ -97,20 +98,72 @@ fn is_data_file(name: &str) -> bool {
 /// replaced by different bytes, the old listing is deleted first, so no reader meets a listing
 /// whose files changed under it (it sees no folder, then the new one).
 pub fn publish_dir(dir: &Path, remote: &Remote) -> Result<PublishReport> {
-    let (local, meta) = read_listing(dir)?;
-    let old = remote_listing(remote, local.meta)?;
-    let (present, _) = remote.list()?;
-    let is_present = |f: &str| present.iter().any(|(n, _)| n == f);
-    let old_sha = |f: &str| {
-        old.as_ref()
-            .and_then(|(_, l)| l.files.iter().find(|(n, _)| n == f).map(|(_, s)| s.clone()))
-    };
+    DirPublisher::default().publish(dir, remote)
+}
+
+/// [`publish_dir`] called again and again on one folder (a mix publishing after every shard):
+/// it reads the remote's listing and lists the remote folder once, then keeps track of what
+/// it put there itself, so each call costs only the uploads it needs (not a LIST of every
+/// shard so far, which grows with the mix). A failed call forgets what it knew, and the next
+/// looks at the remote again.
+#[derive(Default)]
+pub struct DirPublisher {
+    known: Option<RemoteDir>,
+}
+
+/// What a remote stage folder holds, as far as a publisher knows: its listing's bytes, the
+/// files that listing names (with their sha256), and each object present.
+struct RemoteDir {
+    listing: Option<Bytes>,
+    listed: HashMap<String, String>,
+    present: BTreeSet<String>,
+}
+
+impl RemoteDir {
+    fn observe(remote: &Remote, meta: &'static str) -> Result<RemoteDir> {
+        let (listing, listed) = match remote_listing(remote, meta)? {
+            Some((bytes, listing)) => (Some(bytes), listing.files.into_iter().collect()),
+            None => (None, HashMap::new()),
+        };
+        let (present, _) = remote.list()?;
+        let present = present.into_iter().map(|(name, _)| name).collect();
+        Ok(RemoteDir {
+            listing,
+            listed,
+            present,
+        })
+    }
+}
+
+impl DirPublisher {
+    /// Publishes `dir` at `remote` as [`publish_dir`] does. Every call must name the same pair.
+    pub fn publish(&mut self, dir: &Path, remote: &Remote) -> Result<PublishReport> {
+        let (local, meta) = read_listing(dir)?;
+        let before = match self.known.take() {
+            Some(known) => known,
+            None => RemoteDir::observe(remote, local.meta)?,
+        };
+        let (report, after) = publish_onto(dir, remote, before, local, meta)?;
+        self.known = Some(after);
+        Ok(report)
+    }
+}
+
+/// One publish of `local` (with its listing's bytes `meta`) onto a remote that holds `before`;
+/// the report and what the remote holds after.
+fn publish_onto(
+    dir: &Path,
+    remote: &Remote,
+    before: RemoteDir,
+    local: Listing,
+    meta: Vec<u8>,
+) -> Result<(PublishReport, RemoteDir)> {
     let mut report = PublishReport::default();
     let mut replaces_listed = false;
     for (file, sha) in &local.files {
-        match old_sha(file) {
-            Some(s) if &s == sha && is_present(file) => report.kept.push(file.clone()),
-            Some(s) if &s != sha => {
+        match before.listed.get(file) {
+            Some(s) if s == sha && before.present.contains(file) => report.kept.push(file.clone()),
+            Some(s) if s != sha => {
                 replaces_listed = true;
                 report.uploaded.push(file.clone());
             }
@@ -123,18 +176,27 @@ pub fn publish_dir(dir: &Path, remote: &Remote) -> Result<PublishReport> {
     for file in &report.uploaded {
         remote.upload(file, &dir.join(file))?;
     }
-    let unchanged = !replaces_listed && old.as_ref().is_some_and(|(b, _)| b[..] == meta[..]);
+    let unchanged = !replaces_listed && before.listing.as_ref().is_some_and(|b| b[..] == meta[..]);
     if !unchanged {
-        remote.put(local.meta, Bytes::from(meta))?;
+        remote.put(local.meta, Bytes::from(meta.clone()))?;
         report.listing_written = true;
     }
-    for (name, _) in &present {
-        if is_data_file(name) && !local.files.iter().any(|(f, _)| f == name) {
-            remote.delete(name)?;
-            report.removed.push(name.clone());
+    let listed: HashMap<String, String> = local.files.into_iter().collect();
+    let mut present = before.present;
+    for name in present.clone() {
+        if is_data_file(&name) && !listed.contains_key(&name) {
+            remote.delete(&name)?;
+            present.remove(&name);
+            report.removed.push(name);
         }
     }
-    Ok(report)
+    present.extend(report.uploaded.iter().cloned());
+    let after = RemoteDir {
+        listing: Some(Bytes::from(meta)),
+        listed,
+        present,
+    };
+    Ok((report, after))
 }
 
 /// Brings the stage folder at `remote` down into `dir`: each listed file missing locally or

@@ -102,7 +102,13 @@ pub fn staging(remote: &Remote) -> PathBuf {
 
 /// Publishes the finished local stage folder `dir` at `remote`, saying what moved.
 pub fn publish(dir: &Path, remote: &Remote) -> Result<()> {
-    let r = store::publish_dir(dir, remote)
+    publish_with(&mut store::DirPublisher::default(), dir, remote)
+}
+
+/// [`publish`] through a publisher that remembers what it already put at `remote`.
+fn publish_with(publisher: &mut store::DirPublisher, dir: &Path, remote: &Remote) -> Result<()> {
+    let r = publisher
+        .publish(dir, remote)
         .with_context(|| format!("publishing {} to {}", dir.display(), remote.url()))?;
     println!(
         "published {}: {} file(s) uploaded, {} already there, {} stale removed{}",
@@ -127,6 +133,8 @@ pub struct ShardPublisher<'a> {
     dir: &'a Path,
     remote: &'a Remote,
     stop: std::sync::atomic::AtomicBool,
+    /// Shared by the watching thread and the final publish: it lists the remote once.
+    publisher: std::sync::Mutex<store::DirPublisher>,
 }
 
 impl<'a> ShardPublisher<'a> {
@@ -138,6 +146,7 @@ impl<'a> ShardPublisher<'a> {
             dir,
             remote,
             stop: false.into(),
+            publisher: Default::default(),
         }
     }
 
@@ -152,8 +161,13 @@ impl<'a> ShardPublisher<'a> {
             self.stop.store(true, Ordering::SeqCst);
             out
         })?;
-        publish(self.dir, self.remote)?;
+        publish_with(&mut self.lock(), self.dir, self.remote)?;
         Ok(out)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, store::DirPublisher> {
+        // A panic while publishing leaves nothing half-known: a failed publish forgets its state.
+        self.publisher.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn watch(&self) {
@@ -167,7 +181,7 @@ impl<'a> ShardPublisher<'a> {
                 continue;
             }
             // A failure here is retried at the next change and at the end, which must succeed.
-            match store::publish_dir(self.dir, self.remote) {
+            match self.lock().publish(self.dir, self.remote) {
                 Ok(_) => published = now,
                 Err(e) => eprintln!(
                     "warning: publishing to {} (will retry): {e}",

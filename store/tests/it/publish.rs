@@ -1,7 +1,10 @@
 //! Publishing a folder to the store and pulling it back: whole objects, listing last, byte for
 //! byte; reruns upload nothing; a replaced set never shows a listing of changed files.
 
-use store::{publish_dir, pull_dir};
+use std::sync::{Arc, Mutex};
+
+use store::{publish_dir, pull_dir, DirPublisher};
+use testdata::moto::{Fault, Proxy};
 
 use crate::common::{files, moto, remote, settings, write_shards, BUCKET};
 
@@ -88,4 +91,52 @@ fn a_large_file_goes_up_in_parts_and_comes_back_whole() {
     let (got, n) = r.download("big.bin", &dest, Some(&sha)).unwrap();
     assert_eq!((got, n), (sha, len as u64));
     assert!(std::fs::read(&dest).unwrap() == bytes);
+}
+
+#[test]
+fn a_growing_set_published_again_and_again_lists_the_store_once() {
+    let Some(moto) = moto() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // Every request the publisher makes, as "METHOD path".
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    let proxy = Proxy::start(moto.port, move |_, method, path| {
+        log.lock().unwrap().push(format!("{method} {path}"));
+        Fault::Forward
+    });
+    let s = settings(&proxy.endpoint(), &tmp.path().join("cache"));
+    let r = remote(&format!("s3://{BUCKET}/grow/shards"), &s);
+    let all = tmp.path().join("all");
+    std::fs::create_dir_all(&all).unwrap();
+    let full = write_shards(&all, 4, 2, 16, 9);
+    // A mix lays the set out one shard at a time; one publisher goes after each.
+    let dir = tmp.path().join("staging");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut publisher = DirPublisher::default();
+    for k in 1..=full.shards.len() {
+        let file = &full.shards[k - 1].file;
+        std::fs::copy(all.join(file), dir.join(file)).unwrap();
+        let mut index = full.clone();
+        index.shards.truncate(k);
+        index.complete = k == full.shards.len();
+        index.write(&dir).unwrap();
+        seen.lock().unwrap().clear();
+        let report = publisher.publish(&dir, &r).unwrap();
+        assert_eq!(report.uploaded, std::slice::from_ref(file), "publish {k}");
+        assert_eq!(report.kept.len(), k - 1);
+        let requests = seen.lock().unwrap().clone();
+        let lists = requests.iter().filter(|q| q.contains("list-type")).count();
+        let reads = requests.iter().filter(|q| q.starts_with("GET")).count();
+        let puts = requests.iter().filter(|q| q.starts_with("PUT")).count();
+        // The first call reads the store's listing and lists the folder; later ones know.
+        assert_eq!(
+            (lists, reads),
+            if k == 1 { (1, 2) } else { (0, 0) },
+            "{requests:?}"
+        );
+        assert_eq!(puts, 2, "one shard and the listing: {requests:?}");
+    }
+    let back = tmp.path().join("back");
+    pull_dir(&r, &back, "index.json").unwrap();
+    assert_eq!(files(&back), files(&all));
 }
