@@ -368,10 +368,40 @@ pub fn resume_with(
     progress: &dyn Progress,
     coll: &dyn Collective,
 ) -> Result<TrainSummary> {
+    resume_from(Resumption::find(from)?, run, progress, coll)
+}
+
+/// A checkpoint to resume from, found and read, with the shard folder it will read
+/// ([`resume_shards`]), for callers that look at the shards before the run goes on.
+pub struct Resumption {
+    dir: PathBuf,
+    state: TrainerState,
+}
+
+impl Resumption {
+    /// The newest complete checkpoint under `from` (or `from` itself), its state, its shards.
+    pub fn find(from: &Path) -> Result<Resumption> {
+        let dir = checkpoint::find_latest(from)?;
+        let mut state = checkpoint::read_state(&dir)?;
+        state.shards = resume_shards(&state)?;
+        Ok(Resumption { dir, state })
+    }
+
+    /// The local shard folder the resumed run reads.
+    pub fn shards(&self) -> &Path {
+        &self.state.shards
+    }
+}
+
+/// Continues the run saved at `resumption` ([`resume_with`] once it is found).
+pub fn resume_from(
+    resumption: Resumption,
+    run: &RunOptions,
+    progress: &dyn Progress,
+    coll: &dyn Collective,
+) -> Result<TrainSummary> {
     let lock = lock_if_root(run, coll)?;
-    let dir = checkpoint::find_latest(from)?;
-    let mut state = checkpoint::read_state(&dir)?;
-    state.shards = resume_shards(&state)?;
+    let Resumption { dir, mut state } = resumption;
     state.config.rank = coll.rank();
     state.config.world_size = coll.world_size();
     state.config.dropout_per_chunk |= coll.world_size() > 1;
@@ -392,7 +422,7 @@ pub fn resume_with(
 /// The shard folder a resume of `state` reads: remote shards through a mirror reopened under
 /// this process's cache (the saved mirror folder may be another machine's), local ones where they
 /// were. Refuses a folder that now holds another mix than the one the run started on.
-pub fn resume_shards(state: &TrainerState) -> Result<PathBuf> {
+fn resume_shards(state: &TrainerState) -> Result<PathBuf> {
     let dir = match &state.shards_url {
         Some(url) => store::Mirror::open(url)
             .map_err(loader::LoaderError::from)?

@@ -439,12 +439,9 @@ fn train_on(
     let summary = match &args.resume {
         Some(from) => {
             let context = || format!("resuming from {}", from.display());
-            let dir = train::checkpoint::find_latest(from).with_context(context)?;
-            let state = train::checkpoint::read_state(&dir).with_context(context)?;
-            let shards = train::resume_shards(&state).with_context(context)?;
-            notice_incomplete(&shards, args.allow_incomplete)?;
-            train::resume_with(from, &opts, bar, coll)
-                .with_context(|| format!("resuming from {}", from.display()))?
+            let resumption = train::Resumption::find(from).with_context(context)?;
+            notice_incomplete(resumption.shards(), args.allow_incomplete)?;
+            train::resume_from(resumption, &opts, bar, coll).with_context(context)?
         }
         None => {
             let Some(shards) = &args.shards else {
