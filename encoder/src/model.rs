@@ -341,7 +341,7 @@ impl BertEmbeddings {
         })
     }
 
-    /// `[B, T, H]` for `ids` `[B, T]` (u32) at `positions` `[B, T]` (u32); every token has
+    /// `[N, H]` for the tokens `ids` `[N]` (u32) at `positions` `[N]` (u32); every token has
     /// token type 0.
     pub fn forward(
         &self,
@@ -349,14 +349,48 @@ impl BertEmbeddings {
         positions: &Tensor,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let word = self.word.index_select(&ids.flatten_all()?, 0)?;
-        let pos = self.position.index_select(&positions.flatten_all()?, 0)?;
+        let word = self.word.index_select(ids, 0)?;
+        let pos = self.position.index_select(positions, 0)?;
         let x = (word + pos)?.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
-        let x = self
-            .layer_norm
-            .forward(&x.reshape((b, t, self.word.dim(1)?))?)?;
-        dropout(x, self.dropout, rng)
+        dropout(self.layer_norm.forward(&x)?, self.dropout, rng)
+    }
+}
+
+/// Where a padded batch's real tokens are: every position-wise step of a layer (each Linear,
+/// GELU, LayerNorm, dropout, residual) runs on the real tokens alone, `[N, H]`, and only
+/// attention sees the padded `[B, T, H]` (its softmax masks the padded keys). Batches of
+/// texts of mixed lengths are mostly padding (32 bench-corpus pairs at length 128: 1,893 real
+/// tokens in 8,192 slots), and a padded slot's output was never read.
+#[derive(Debug, Clone)]
+pub struct BatchLayout {
+    b: usize,
+    t: usize,
+    /// The real slots of the flattened `[B·T]` batch (u32), in order; None: no padding.
+    real: Option<Tensor>,
+    mask: AttentionMask,
+}
+
+impl BatchLayout {
+    /// The real tokens' rows `[N, H]` of `x` `[B, T, H]` (or `[B·T, H]`).
+    fn pack(&self, x: &Tensor) -> Result<Tensor> {
+        let h = x.dim(D::Minus1)?;
+        let flat = x.reshape((self.b * self.t, h))?;
+        match &self.real {
+            Some(real) => flat.index_select(real, 0),
+            None => Ok(flat),
+        }
+    }
+
+    /// `[B, T, H]` with the rows `y` `[N, H]` at their slots and zeros at the padding.
+    fn unpack(&self, y: &Tensor) -> Result<Tensor> {
+        let h = y.dim(D::Minus1)?;
+        let flat = match &self.real {
+            Some(real) => {
+                Tensor::zeros((self.b * self.t, h), y.dtype(), y.device())?.index_add(real, y, 0)?
+            }
+            None => y.clone(),
+        };
+        flat.reshape((self.b, self.t, h))
     }
 }
 
@@ -399,7 +433,8 @@ impl AttentionMask {
     }
 }
 
-/// Multi-head scaled dot-product self-attention: the per-head context `[B, T, H]`.
+/// Multi-head scaled dot-product self-attention: the per-head context `[N, H]` of the real
+/// tokens `[N, H]` (attended over each sequence's padded rows, [`BatchLayout`]).
 #[derive(Debug, Clone)]
 pub struct BertSelfAttention {
     pub query: Linear,
@@ -430,12 +465,14 @@ impl BertSelfAttention {
     pub fn forward(
         &self,
         x: &Tensor,
-        mask: &AttentionMask,
+        layout: &BatchLayout,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let (b, t, h) = x.dims3()?;
+        let (b, t, h) = (layout.b, layout.t, x.dim(D::Minus1)?);
         let split = |y: Tensor| -> Result<Tensor> {
-            y.reshape((b, t, self.heads, self.head_dim))?
+            layout
+                .unpack(&y)?
+                .reshape((b, t, self.heads, self.head_dim))?
                 .transpose(1, 2)?
                 .contiguous()
         };
@@ -444,10 +481,11 @@ impl BertSelfAttention {
         let v = split(self.value.forward(x)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = matmul_in(&q, &k.t()?, self.matmul)?;
-        let probs = dropout(mask.softmax(&scores, scale)?, self.dropout, rng)?;
-        matmul_in(&probs, &v, self.matmul)?
+        let probs = dropout(layout.mask.softmax(&scores, scale)?, self.dropout, rng)?;
+        let ctx = matmul_in(&probs, &v, self.matmul)?
             .transpose(1, 2)?
-            .reshape((b, t, h))
+            .reshape((b, t, h))?;
+        layout.pack(&ctx)
     }
 }
 
@@ -522,10 +560,10 @@ impl BertAttention {
     pub fn forward(
         &self,
         x: &Tensor,
-        mask: &AttentionMask,
+        layout: &BatchLayout,
         mut rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let ctx = self.self_attention.forward(x, mask, rng.as_deref_mut())?;
+        let ctx = self.self_attention.forward(x, layout, rng.as_deref_mut())?;
         self.output.forward(&ctx, x, rng)
     }
 }
@@ -595,10 +633,10 @@ impl BertLayer {
     pub fn forward(
         &self,
         x: &Tensor,
-        mask: &AttentionMask,
+        layout: &BatchLayout,
         mut rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let attended = self.attention.forward(x, mask, rng.as_deref_mut())?;
+        let attended = self.attention.forward(x, layout, rng.as_deref_mut())?;
         let inter = self.intermediate.forward(&attended)?;
         self.output.forward(&inter, &attended, rng)
     }
@@ -622,12 +660,12 @@ impl BertEncoder {
     pub fn forward(
         &self,
         x: &Tensor,
-        mask: &AttentionMask,
+        layout: &BatchLayout,
         mut rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            x = layer.forward(&x, mask, rng.as_deref_mut())?;
+            x = layer.forward(&x, layout, rng.as_deref_mut())?;
         }
         Ok(x)
     }
@@ -707,6 +745,7 @@ impl BertModel {
     /// Last hidden states `[B, T, H]` for `input_ids` `[B, T]` (u32/i64) and `attention_mask`
     /// `[B, T]` (1 real, 0 padding; any dtype). `dropout: None` is eval mode; `Some(rng)` applies
     /// hidden and attention-probability dropout with the config's rates, masks drawn from `rng`.
+    /// Padded slots hold zeros: only the real tokens are computed ([`BatchLayout`]).
     pub fn forward(
         &self,
         input_ids: &Tensor,
@@ -721,33 +760,53 @@ impl BertModel {
             );
         }
         let mask = attention_mask.to_dtype(DType::F32)?;
-        let positions = positions_from_mask(&mask)?;
-        let ids = input_ids.to_dtype(DType::U32)?;
+        let (b, t) = mask.dims2()?;
+        let tokens = RealTokens::of(&mask)?;
+        let ids = input_ids.to_dtype(DType::U32)?.flatten_all()?;
+        let real = match tokens.slots.len() < b * t {
+            true => Some(Tensor::new(tokens.slots.as_slice(), ids.device())?),
+            false => None,
+        };
+        let ids = match &real {
+            Some(real) => ids.index_select(real, 0)?,
+            None => ids,
+        };
+        let positions = Tensor::new(tokens.positions.as_slice(), ids.device())?;
         let x = self
             .embeddings
             .forward(&ids, &positions, dropout_rng.as_deref_mut())?;
         let mask = AttentionMask::new(&mask, &x, self.compute)?;
-        self.encoder.forward(&x, &mask, dropout_rng)
+        let layout = BatchLayout { b, t, real, mask };
+        let x = self.encoder.forward(&x, &layout, dropout_rng)?;
+        layout.unpack(&x)
     }
 }
 
-/// Position of each token among its row's real tokens (0-based; padding gets 0).
-fn positions_from_mask(mask: &Tensor) -> Result<Tensor> {
-    let rows = mask.to_vec2::<f32>()?;
-    let (b, t) = mask.dims2()?;
-    let mut out = Vec::with_capacity(b * t);
-    for row in rows {
-        let mut seen = 0u32;
-        for m in row {
-            if m > 0.0 {
-                out.push(seen);
-                seen += 1;
-            } else {
-                out.push(0);
+/// A padded batch's real tokens: their slots in the flattened `[B·T]` batch and each one's
+/// position among its row's real tokens (0-based), read from the mask.
+struct RealTokens {
+    slots: Vec<u32>,
+    positions: Vec<u32>,
+}
+
+impl RealTokens {
+    fn of(mask: &Tensor) -> Result<Self> {
+        let rows = mask.to_vec2::<f32>()?;
+        let (mut slots, mut positions) = (Vec::new(), Vec::new());
+        let mut slot = 0u32;
+        for row in rows {
+            let mut seen = 0u32;
+            for m in row {
+                if m > 0.0 {
+                    slots.push(slot);
+                    positions.push(seen);
+                    seen += 1;
+                }
+                slot += 1;
             }
         }
+        Ok(RealTokens { slots, positions })
     }
-    Tensor::from_vec(out, (b, t), mask.device())
 }
 
 /// Mean of the real tokens' vectors: `[B, T, H]`, `[B, T]` → `[B, H]` (sentence-transformers'

@@ -368,23 +368,28 @@ pub fn resume_with(
     progress: &dyn Progress,
     coll: &dyn Collective,
 ) -> Result<TrainSummary> {
-    resume_from(Resumption::find(from)?, run, progress, coll)
+    resume_from(Resumption::find(from, run, coll)?, run, progress, coll)
 }
 
 /// A checkpoint to resume from, found and read, with the shard folder it will read
-/// ([`resume_shards`]), for callers that look at the shards before the run goes on.
+/// ([`resume_shards`]), for callers that look at the shards before the run goes on. It holds
+/// the run folder's lock (on rank 0) from the start: a folder another run is writing is
+/// refused as such before anything is read from it.
 pub struct Resumption {
     dir: PathBuf,
     state: TrainerState,
+    lock: Option<OutputLock>,
 }
 
 impl Resumption {
-    /// The newest complete checkpoint under `from` (or `from` itself), its state, its shards.
-    pub fn find(from: &Path) -> Result<Resumption> {
+    /// Locks `run`'s output folder (rank 0 of `coll`), then reads the newest complete
+    /// checkpoint under `from` (or `from` itself): its state and shards.
+    pub fn find(from: &Path, run: &RunOptions, coll: &dyn Collective) -> Result<Resumption> {
+        let lock = lock_if_root(run, coll)?;
         let dir = checkpoint::find_latest(from)?;
         let mut state = checkpoint::read_state(&dir)?;
         state.shards = resume_shards(&state)?;
-        Ok(Resumption { dir, state })
+        Ok(Resumption { dir, state, lock })
     }
 
     /// The local shard folder the resumed run reads.
@@ -400,8 +405,11 @@ pub fn resume_from(
     progress: &dyn Progress,
     coll: &dyn Collective,
 ) -> Result<TrainSummary> {
-    let lock = lock_if_root(run, coll)?;
-    let Resumption { dir, mut state } = resumption;
+    let Resumption {
+        dir,
+        mut state,
+        lock,
+    } = resumption;
     state.config.rank = coll.rank();
     state.config.world_size = coll.world_size();
     state.config.dropout_per_chunk |= coll.world_size() > 1;

@@ -356,13 +356,13 @@ fn bench_packed(
     if all == 1 {
         return Ok(best_batch);
     }
-    // The other threading: each batch's steps spread over all cores.
-    enc.set_batch_parallel(false);
-    bench.time("prep packed, split batches", all, 32, &|| {
+    // The other threading: whole batches side by side, one per core.
+    enc.set_batch_parallel(true);
+    bench.time("prep packed, batches side by side", all, 32, &|| {
         enc.encode(texts, 32)?;
         Ok(())
     })?;
-    enc.set_batch_parallel(true);
+    enc.set_batch_parallel(false);
     let mut single = vec![32];
     if best_batch != 32 {
         single.push(best_batch);

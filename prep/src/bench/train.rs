@@ -59,6 +59,10 @@ pub struct Args {
     /// Also write the figures here as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// A Python with sentence-transformers: also time the same step in PyTorch (same batch,
+    /// lengths, loss, clipping and AdamW, dropout on) on the same threads, in a child process.
+    #[arg(long, value_name = "PY")]
+    pub peer_python: Option<PathBuf>,
     #[command(flatten)]
     pub compute: crate::compute::ComputeArgs,
 }
@@ -215,8 +219,96 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let mean = report(&args, &batch, &times, cpu)?;
+    if let Some(python) = &args.peer_python {
+        if args.compute.device != encoder::DeviceSpec::Cpu {
+            bail!("--peer-python times PyTorch on the CPU: leave out --device");
+        }
+        pytorch_peer(&args, &prepared, python, threads, mean)?;
+    }
     if args.loader_batches > 0 {
         bench_loader(&args, &batch, mean)?;
+    }
+    Ok(())
+}
+
+/// One line of `train_peer.py`'s output for a thread count.
+#[derive(serde::Deserialize)]
+struct PeerStep {
+    threads: usize,
+    times: Vec<f64>,
+    cpu_seconds_per_step: f64,
+    peak_rss_bytes: Option<u64>,
+    tokens: usize,
+    loss: f64,
+}
+
+/// The same step in sentence-transformers (`train_peer.py`) on `threads`, printed beside ours
+/// (`ours`: our mean seconds per step) with the ratio of the two.
+fn pytorch_peer(
+    args: &Args,
+    prepared: &Prepared,
+    python: &Path,
+    threads: usize,
+    ours: f64,
+) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("train_peer.py");
+    std::fs::write(&script, include_str!("train_peer.py"))?;
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg("--model")
+        .arg(&prepared.model_dir)
+        .arg("--corpus")
+        .arg(&prepared.corpus)
+        .args(["--batch-size", &args.batch_size.to_string()])
+        .args(["--max-length", &args.max_length.to_string()])
+        .arg("--max-length-positive")
+        .arg(
+            args.max_length_positive
+                .unwrap_or(args.max_length)
+                .to_string(),
+        )
+        .args(["--steps", &args.steps.max(1).to_string()])
+        .args(["--threads", &threads.to_string()])
+        .env("HF_HUB_OFFLINE", "1")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .env("OMP_NUM_THREADS", threads.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the PyTorch peer failed ({}): see its output above",
+            out.status
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut engine = "sentence-transformers".to_owned();
+    for line in stdout.lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: unexpected output line {line:?}", script.display()))?;
+        if let Some(vs) = v.get("versions") {
+            let get = |k: &str| vs[k].as_str().unwrap_or("?").to_owned();
+            engine = format!(
+                "sentence-transformers {} (torch {})",
+                get("sentence-transformers"),
+                get("torch")
+            );
+            continue;
+        }
+        let p: PeerStep = serde_json::from_value(v)?;
+        let mean = p.times.iter().sum::<f64>() / p.times.len().max(1) as f64;
+        let min = p.times.iter().cloned().fold(f64::INFINITY, f64::min);
+        println!(
+            "{engine}: {mean:.3} s/step (min {min:.3}) over {} steps, {:.2} CPU s/step, {} threads, {:.0} tokens/s, peak RSS {:.0} MiB, first loss {:.4}",
+            p.times.len(),
+            p.cpu_seconds_per_step,
+            p.threads,
+            p.tokens as f64 / mean,
+            p.peak_rss_bytes.unwrap_or(0) as f64 / (1024.0 * 1024.0),
+            p.loss,
+        );
+        println!("ours / PyTorch step time: {:.2}x", ours / mean);
     }
     Ok(())
 }

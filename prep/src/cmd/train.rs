@@ -439,7 +439,7 @@ fn train_on(
     let summary = match &args.resume {
         Some(from) => {
             let context = || format!("resuming from {}", from.display());
-            let resumption = train::Resumption::find(from).with_context(context)?;
+            let resumption = train::Resumption::find(from, &opts, coll).with_context(context)?;
             notice_incomplete(resumption.shards(), args.allow_incomplete)?;
             train::resume_from(resumption, &opts, bar, coll).with_context(context)?
         }

@@ -39,15 +39,28 @@ fn top_text(stdout: &str) -> String {
     line["results"][0]["text"].as_str().unwrap().to_owned()
 }
 
-#[test]
-fn embed_formats_read_back_and_search_finds_the_answer() {
-    let Some(model) = testdata::test_model_dir() else {
-        return;
-    };
-    let m = model.to_str().unwrap();
+/// What every test here starts from: the test model, a scratch folder, [`CORPUS`] in it.
+struct Setup {
+    model: String,
+    dir: tempfile::TempDir,
+    corpus: std::path::PathBuf,
+}
+
+/// None (the test skips) without the test model.
+fn setup() -> Option<Setup> {
+    let model = testdata::test_model_dir()?.to_str().unwrap().to_owned();
     let dir = tempfile::tempdir().unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, CORPUS).unwrap();
+    Some(Setup { model, dir, corpus })
+}
+
+#[test]
+fn embed_formats_read_back_and_search_finds_the_answer() {
+    let Some(Setup { model, dir, corpus }) = setup() else {
+        return;
+    };
+    let m = model.as_str();
     for name in ["e.parquet", "e.npy", "e.jsonl"] {
         let out = dir.path().join(name);
         ok(&prep(
@@ -118,11 +131,10 @@ fn embed_formats_read_back_and_search_finds_the_answer() {
 
 #[test]
 fn files_search_cannot_trust_are_refused_naming_them() {
-    let Some(model) = testdata::test_model_dir() else {
+    let Some(Setup { model, dir, .. }) = setup() else {
         return;
     };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let m = model.as_str();
     // Vectors recorded as made by other weights.
     let other = dir.path().join("other.parquet");
     let meta = EmbeddingMeta {
@@ -169,13 +181,10 @@ fn files_search_cannot_trust_are_refused_naming_them() {
 /// scores (cosines) as the search without a cache on this normalising model.
 #[test]
 fn search_reads_and_extends_the_mine_embedding_cache() {
-    let Some(model) = testdata::test_model_dir() else {
+    let Some(Setup { model, dir, corpus }) = setup() else {
         return;
     };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, CORPUS).unwrap();
+    let m = model.as_str();
     let cache = dir.path().join("cache");
     let args = [
         "search",
@@ -221,13 +230,10 @@ fn search_reads_and_extends_the_mine_embedding_cache() {
 
 #[test]
 fn embed_and_search_at_bf16_and_int8_stay_close_to_f32() {
-    let Some(model) = testdata::test_model_dir() else {
+    let Some(Setup { model, dir, corpus }) = setup() else {
         return;
     };
-    let m = model.to_str().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("corpus.txt");
-    std::fs::write(&corpus, CORPUS).unwrap();
+    let m = model.as_str();
     let embed = |precision: &str| {
         let out = dir.path().join(format!("{precision}.npy"));
         ok(&prep(
