@@ -137,9 +137,8 @@ impl Embeddings {
 }
 
 /// The dot product of two equal-length vectors, summed in 16 lanes then pairwise: an order
-/// fixed in the source, so the same on every CPU, that the compiler turns into SIMD (a
-/// one-by-one sum cannot be reordered, and ran one multiply-add at a time: the HNSW graph's
-/// build is almost all of these).
+/// fixed in the source, so the same on every CPU, that the compiler can vectorise (a
+/// one-by-one sum cannot be reordered).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     debug_assert_eq!(a.len(), b.len());

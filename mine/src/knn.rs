@@ -172,7 +172,10 @@ pub fn top_k(
         seed,
     } = options.index
     {
+        // The crate reports no progress while it builds: a phase without a total (a spinner).
+        progress.begin("building the HNSW graph (one thread)", None, Unit::Items);
         let graph = HnswGraph::build(emb, corpus, ef_construction, ef_search.max(k), seed);
+        progress.finish();
         return graph.top_k(emb, query_rows, k, progress);
     }
     let dim = emb.dim;

@@ -202,8 +202,8 @@ mod fused {
     }
 
     pub fn step(u: &Update, p: &Tensor, g: &Tensor, m: &Tensor, v: &Tensor) -> Result<()> {
-        m.inplace_op2(g, &FirstMoment(u.beta1))?;
-        v.inplace_op2(g, &SecondMoment(u.beta2))?;
+        m.inplace_op2(g, &Moment::First(u.beta1))?;
+        v.inplace_op2(g, &Moment::Second(u.beta2))?;
         p.inplace_op3(m, v, &Param(u))
     }
 
@@ -224,39 +224,19 @@ mod fused {
         candle_core::Error::Msg("fused AdamW: not contiguous".into())
     }
 
-    /// `m += (g - m) · (1 - beta1)` (torch's `lerp_`).
-    struct FirstMoment(f32);
-
-    impl InplaceOp2 for FirstMoment {
-        fn name(&self) -> &'static str {
-            "adamw-first-moment"
-        }
-        fn cpu_fwd(
-            &self,
-            s: &mut CpuStorage,
-            l: &Layout,
-            gs: &CpuStorage,
-            gl: &Layout,
-        ) -> Result<()> {
-            let (m, g) = (slice_mut(s, l)?, slice(gs, gl)?);
-            let w = 1.0 - self.0;
-            m.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(m, g)| {
-                    for (m, &g) in m.iter_mut().zip(g) {
-                        *m += (g - *m) * w;
-                    }
-                });
-            Ok(())
-        }
+    /// A moment updated in place from the gradient: the first, `m += (g - m) · (1 - beta1)`
+    /// (torch's `lerp_`), or the second, `v = v · beta2 + g² · (1 - beta2)`.
+    enum Moment {
+        First(f32),
+        Second(f32),
     }
 
-    /// `v = v · beta2 + g² · (1 - beta2)`.
-    struct SecondMoment(f32);
-
-    impl InplaceOp2 for SecondMoment {
+    impl InplaceOp2 for Moment {
         fn name(&self) -> &'static str {
-            "adamw-second-moment"
+            match self {
+                Moment::First(_) => "adamw-first-moment",
+                Moment::Second(_) => "adamw-second-moment",
+            }
         }
         fn cpu_fwd(
             &self,
@@ -265,15 +245,20 @@ mod fused {
             gs: &CpuStorage,
             gl: &Layout,
         ) -> Result<()> {
-            let (v, g) = (slice_mut(s, l)?, slice(gs, gl)?);
-            let (b2, w) = (self.0, 1.0 - self.0);
-            v.par_chunks_mut(CHUNK)
-                .zip(g.par_chunks(CHUNK))
-                .for_each(|(v, g)| {
-                    for (v, &g) in v.iter_mut().zip(g) {
-                        *v = *v * b2 + g * g * w;
+            let (x, g) = (slice_mut(s, l)?, slice(gs, gl)?);
+            let chunks = x.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK));
+            match *self {
+                Moment::First(b1) => chunks.for_each(|(m, g)| {
+                    for (m, &g) in m.iter_mut().zip(g) {
+                        *m += (g - *m) * (1.0 - b1);
                     }
-                });
+                }),
+                Moment::Second(b2) => chunks.for_each(|(v, g)| {
+                    for (v, &g) in v.iter_mut().zip(g) {
+                        *v = *v * b2 + g * g * (1.0 - b2);
+                    }
+                }),
+            }
             Ok(())
         }
     }

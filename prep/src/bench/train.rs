@@ -256,19 +256,7 @@ fn pytorch_peer(
     std::fs::write(&script, include_str!("train_peer.py"))?;
     let out = std::process::Command::new(python)
         .arg(&script)
-        .arg("--model")
-        .arg(&prepared.model_dir)
-        .arg("--corpus")
-        .arg(&prepared.corpus)
-        .args(["--batch-size", &args.batch_size.to_string()])
-        .args(["--max-length", &args.max_length.to_string()])
-        .arg("--max-length-positive")
-        .arg(
-            args.max_length_positive
-                .unwrap_or(args.max_length)
-                .to_string(),
-        )
-        .args(["--steps", &args.steps.max(1).to_string()])
+        .args(prepared.batch_flags(args))
         .args(["--threads", &threads.to_string()])
         .env("HF_HUB_OFFLINE", "1")
         .env("CUDA_VISIBLE_DEVICES", "")
@@ -455,6 +443,24 @@ impl Prepared {
             column(&self.anchors[range.clone()])?,
             column(&self.positives[range])?,
         ))
+    }
+
+    /// The flags that rebuild this batch and step count in another process (an MPI rank, the
+    /// PyTorch peer): the resolved model and corpus, the batch size and both lengths.
+    pub fn batch_flags(&self, args: &Args) -> Vec<std::ffi::OsString> {
+        let positive = args.max_length_positive.unwrap_or(args.max_length);
+        let mut flags: Vec<std::ffi::OsString> =
+            vec!["--model".into(), self.model_dir.clone().into()];
+        flags.extend(["--corpus".into(), self.corpus.clone().into()]);
+        for (flag, value) in [
+            ("--batch-size", args.batch_size),
+            ("--max-length", args.max_length),
+            ("--max-length-positive", positive),
+            ("--steps", args.steps),
+        ] {
+            flags.extend([flag.into(), value.to_string().into()]);
+        }
+        flags
     }
 
     /// Real (unpadded) tokens in rows `range` of both columns.

@@ -269,13 +269,7 @@ fn launch_ranks(args: &Args, prepared: &Prepared, per_rank: usize) -> Result<Vec
         .args(["bench", "train", "--rank-worker"])
         .args(["--world-size", &args.world_size.to_string()])
         .args(["--threads", &per_rank.to_string()])
-        .arg("--model")
-        .arg(&prepared.model_dir)
-        .arg("--corpus")
-        .arg(&prepared.corpus)
-        .args(["--batch-size", &args.batch_size.to_string()])
-        .args(["--max-length", &args.max_length.to_string()])
-        .args(["--steps", &args.steps.to_string()]);
+        .args(prepared.batch_flags(args));
     if let Some(m) = args.mini_batch_size {
         cmd.args(["--mini-batch-size", &m.to_string()]);
     }
