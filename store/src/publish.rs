@@ -183,12 +183,14 @@ fn publish_onto(
     }
     let listed: HashMap<String, String> = local.files.into_iter().collect();
     let mut present = before.present;
-    for name in present.clone() {
-        if is_data_file(&name) && !listed.contains_key(&name) {
-            remote.delete(&name)?;
-            present.remove(&name);
-            report.removed.push(name);
-        }
+    let stale: Vec<String> = (present.iter())
+        .filter(|name| is_data_file(name) && !listed.contains_key(*name))
+        .cloned()
+        .collect();
+    for name in stale {
+        remote.delete(&name)?;
+        present.remove(&name);
+        report.removed.push(name);
     }
     present.extend(report.uploaded.iter().cloned());
     let after = RemoteDir {
