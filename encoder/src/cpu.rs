@@ -518,15 +518,24 @@ pub(crate) mod simd {
 
     /// Residual add + LayerNorm of one row, at the widest SIMD width available.
     pub fn add_norm(row: &mut [f32], add: &[f32], w: &[f32], b: &[f32], eps: f32) {
-        crate::simd::dispatch(|| add_norm_impl(row, add, w, b, eps))
+        crate::simd::dispatch(
+            #[inline(always)]
+            || add_norm_impl(row, add, w, b, eps),
+        )
     }
 
     pub fn gelu_erf(xs: &mut [f32]) {
-        crate::simd::dispatch(|| gelu_impl(xs))
+        crate::simd::dispatch(
+            #[inline(always)]
+            || gelu_impl(xs),
+        )
     }
 
     pub fn softmax(xs: &mut [f32]) {
-        crate::simd::dispatch(|| softmax_impl(xs))
+        crate::simd::dispatch(
+            #[inline(always)]
+            || softmax_impl(xs),
+        )
     }
 
     #[cfg(test)]

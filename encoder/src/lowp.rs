@@ -30,9 +30,13 @@ use rayon::prelude::*;
 
 /// Output columns per packed panel (one AVX-512 register of f32, two of AVX2).
 pub const NR: usize = 16;
-/// Rows per micro-kernel call: 4 × 16 accumulators fit AVX2's 16 registers with room for the
-/// panel's operands.
-const MR: usize = 4;
+/// Rows and panels of one output tile (`MR × NP·NR`): AVX-512's 32 registers hold its 16
+/// accumulators with room for two panel rows and a broadcast, and 16 independent chains hide
+/// the dot products' latency (4 did not: the kernels ran at a third of their rate).
+const MR: usize = 8;
+const NP: usize = 2;
+/// One tile of f32 results.
+type Tile = [[f32; NP * NR]; MR];
 /// Rows per parallel task: one task's activations (`ROWS × k` pairs) stay in L2 while every
 /// panel of the weight streams past them.
 const ROWS: usize = 64;
@@ -68,6 +72,7 @@ fn bf16_bits(v: f32) -> u32 {
 }
 
 /// `v / scale` rounded to the nearest integer (ties away from zero) in [-127, 127], as 16 bits.
+#[inline(always)]
 /// `round()` would be a libm call outside an SSE4.1 frame; adding ±0.5 and truncating is one
 /// `cvttss2si`.
 fn quant_bits(v: f32, inv_scale: f32) -> u32 {
@@ -77,11 +82,59 @@ fn quant_bits(v: f32, inv_scale: f32) -> u32 {
 }
 
 /// `127 / max|v|`, the factor to quantise `v` with (1 for an all-zero `v`), and its inverse.
+#[inline(always)]
 fn int8_scale(max_abs: f32) -> (f32, f32) {
     if max_abs > 0.0 && max_abs.is_finite() {
         (127.0 / max_abs, max_abs / 127.0)
     } else {
         (1.0, 1.0)
+    }
+}
+
+/// [`bf16_bits`] without `half`'s branches (so loops over it vectorise): round to nearest even,
+/// NaN kept a quiet NaN.
+#[inline(always)]
+fn bf16_bits_fast(v: f32) -> u32 {
+    let b = v.to_bits();
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16;
+    if b & 0x7FFF_FFFF > 0x7F80_0000 {
+        (b >> 16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+/// One row of activations as bf16 pairs.
+#[inline(always)]
+fn bf16_row(row: &[f32], out: &mut [u32]) {
+    for (o, p) in out.iter_mut().zip(row.chunks_exact(2)) {
+        *o = bf16_bits_fast(p[0]) | bf16_bits_fast(p[1]) << 16;
+    }
+    if row.len() % 2 == 1 {
+        out[row.len() / 2] = bf16_bits_fast(row[row.len() - 1]);
+    }
+}
+
+/// One row of activations as int8 (in i16 halves) pairs, a scale per [`GROUP`] pairs.
+#[inline(always)]
+fn int8_row(row: &[f32], out: &mut [u32], scales: &mut [f32]) {
+    let values = row.chunks(2 * GROUP);
+    for ((vals, out), scale) in values.zip(out.chunks_mut(GROUP)).zip(scales) {
+        // Sixteen running maxima: a float max reduction does not vectorise on its own.
+        let mut lanes = [0f32; 16];
+        for c in vals.chunks(16) {
+            for (m, v) in lanes.iter_mut().zip(c) {
+                *m = m.max(v.abs());
+            }
+        }
+        let (inv, s) = int8_scale(lanes.iter().fold(0f32, |m, v| m.max(*v)));
+        *scale = s;
+        for (o, p) in out.iter_mut().zip(vals.chunks_exact(2)) {
+            *o = quant_bits(p[0], inv) | quant_bits(p[1], inv) << 16;
+        }
+        if vals.len() % 2 == 1 {
+            out[vals.len() / 2] = quant_bits(vals[vals.len() - 1], inv);
+        }
     }
 }
 
@@ -142,55 +195,57 @@ impl PackedWeight {
     }
 
     /// Activations as 32-bit pairs (`rows × pairs(k)` words), with int8's scales per row and
-    /// [`GROUP`] pairs (`rows × groups`).
+    /// [`GROUP`] pairs (`rows × groups`). Vectorised: done per forward, it cost as much as the
+    /// products themselves when each value went through `half`'s scalar conversion.
     fn pack_rows(&self, xs: &[f32], rows: usize) -> (Vec<u32>, Vec<f32>) {
         let (k, kp) = (self.k, pairs(self.k));
-        let mut a = Vec::with_capacity(rows * kp);
-        let mut scales = Vec::with_capacity(rows * kp.div_ceil(GROUP));
-        for row in xs.chunks_exact(k).take(rows) {
-            let at = |i: usize| row.get(i).copied().unwrap_or(0.0);
-            match self.format {
+        let groups = kp.div_ceil(GROUP);
+        let mut a = vec![0u32; rows * kp];
+        let mut scales = match self.format {
+            Format::Bf16 => Vec::new(),
+            Format::Int8 => vec![0f32; rows * groups],
+        };
+        let rows_in = xs.chunks_exact(k).take(rows);
+        crate::simd::dispatch(
+            #[inline(always)]
+            || match self.format {
                 Format::Bf16 => {
-                    a.extend((0..kp).map(|p| bf16_bits(at(2 * p)) | bf16_bits(at(2 * p + 1)) << 16))
-                }
-                Format::Int8 => {
-                    for g in (0..kp).step_by(GROUP) {
-                        let pairs = g..(g + GROUP).min(kp);
-                        let max = (2 * g..2 * pairs.end).fold(0.0, |m, i| at(i).abs().max(m));
-                        let (inv, s) = int8_scale(max);
-                        scales.push(s);
-                        a.extend(pairs.map(|p| {
-                            quant_bits(at(2 * p), inv) | quant_bits(at(2 * p + 1), inv) << 16
-                        }));
+                    for (row, out) in rows_in.zip(a.chunks_exact_mut(kp)) {
+                        bf16_row(row, out);
                     }
                 }
-            }
-        }
+                Format::Int8 => {
+                    let outs = a.chunks_exact_mut(kp).zip(scales.chunks_exact_mut(groups));
+                    for (row, (out, scales)) in rows_in.zip(outs) {
+                        int8_row(row, out, scales);
+                    }
+                }
+            },
+        );
         (a, scales)
     }
 
-    /// One row block against every panel.
+    /// One row block against every pair of panels.
     fn block(&self, a: &[u32], act_scales: &[f32], ys: &mut [f32], bias: &[f32]) {
         let (n, kp) = (self.n, pairs(self.k));
         let groups = kp.div_ceil(GROUP);
         let rows = ys.len() / n;
-        for (p, panel) in self.panels.chunks_exact(kp * NR).enumerate() {
-            let cols = NR.min(n - p * NR);
-            let (b, sw) = (
-                &bias[p * NR..][..cols],
-                self.scales.get(p * NR..p * NR + cols),
-            );
+        for (t, panels) in self.panels.chunks(NP * kp * NR).enumerate() {
+            let c0 = t * NP * NR;
+            let cols = (NP * NR).min(n - c0);
+            let (b, sw) = (&bias[c0..][..cols], self.scales.get(c0..c0 + cols));
             for r0 in (0..rows).step_by(MR) {
                 let mr = MR.min(rows - r0);
                 let a = &a[r0 * kp..(r0 + mr) * kp];
                 let acc = match self.format {
-                    Format::Bf16 => kernels::bf16(a, mr, panel),
+                    Format::Bf16 => kernels::bf16(a, mr, panels, kp),
                     Format::Int8 => {
-                        kernels::int8(a, mr, panel, &act_scales[r0 * groups..(r0 + mr) * groups])
+                        let s = &act_scales[r0 * groups..(r0 + mr) * groups];
+                        kernels::int8(a, mr, panels, kp, s)
                     }
                 };
                 for (i, acc) in acc.iter().take(mr).enumerate() {
-                    let y = &mut ys[(r0 + i) * n + p * NR..][..cols];
+                    let y = &mut ys[(r0 + i) * n + c0..][..cols];
                     match sw {
                         None => y
                             .iter_mut()
@@ -209,9 +264,15 @@ impl PackedWeight {
     }
 }
 
-/// The inner loops, one per format and instruction set, chosen at run time.
+/// The inner loops, one per format and instruction set, chosen at run time. Each computes one
+/// [`Tile`]: `mr ≤ MR` rows of activations (`kp` pairs each) against one or two panels.
 mod kernels {
-    use super::{GROUP, MR, NR};
+    use super::{Tile, GROUP, MR, NP, NR};
+
+    /// Rows of the AVX2 and portable bodies: 4 × 16 accumulators fit AVX2's 16 registers.
+    const HALF: usize = 4;
+    /// The 4-row, one-panel results of those bodies.
+    type Quarter = [[f32; NR]; HALF];
 
     /// True where the AVX2+FMA kernels run.
     fn avx2() -> bool {
@@ -219,33 +280,75 @@ mod kernels {
     }
 
     /// bf16: the best kernel this CPU runs.
-    pub fn bf16(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+    pub fn bf16(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             // SAFETY: AVX512_BF16 (which implies AVX512F) detected just above.
-            return unsafe { bf16_avx512(a, mr, panel) };
+            return unsafe { bf16_avx512(a, mr, panels, kp) };
         }
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: AVX2 and FMA are part of both non-baseline levels `simd::level` detected.
-            return unsafe { bf16_avx2(a, mr, panel) };
+            return unsafe { bf16_avx2(a, mr, panels, kp) };
         }
-        bf16_portable::<false>(a, mr, panel)
+        bf16_portable_tile(a, mr, panels, kp)
+    }
+
+    /// bf16 on any CPU, as a tile of [`bf16_portable`] bodies.
+    pub fn bf16_portable_tile(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
+        quarters(mr, panels, kp, |r0, rows, panel| {
+            bf16_portable::<false>(&a[r0 * kp..], rows, panel)
+        })
     }
 
     /// int8 with activation scales `scales` (`mr × groups`): the best kernel this CPU runs.
-    pub fn int8(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> [[f32; NR]; MR] {
+    pub fn int8(a: &[u32], mr: usize, panels: &[u32], kp: usize, scales: &[f32]) -> Tile {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512vnni") {
             // SAFETY: AVX512_VNNI (which implies AVX512F) detected just above.
-            return unsafe { int8_avx512(a, mr, panel, scales) };
+            return unsafe { int8_avx512(a, mr, panels, kp, scales) };
         }
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: as above.
-            return unsafe { int8_avx2(a, mr, panel, scales) };
+            return unsafe { int8_avx2(a, mr, panels, kp, scales) };
         }
-        int8_portable(a, mr, panel, scales)
+        int8_portable_tile(a, mr, panels, kp, scales)
+    }
+
+    /// int8 on any CPU, as a tile of [`int8_portable`] bodies.
+    pub fn int8_portable_tile(
+        a: &[u32],
+        mr: usize,
+        panels: &[u32],
+        kp: usize,
+        scales: &[f32],
+    ) -> Tile {
+        let groups = kp.div_ceil(GROUP);
+        quarters(mr, panels, kp, |r0, rows, panel| {
+            int8_portable(&a[r0 * kp..], rows, panel, &scales[r0 * groups..])
+        })
+    }
+
+    /// A tile from 4-row, one-panel bodies: `body(first row, rows, panel)`.
+    #[inline(always)]
+    fn quarters(
+        mr: usize,
+        panels: &[u32],
+        kp: usize,
+        body: impl Fn(usize, usize, &[u32]) -> Quarter,
+    ) -> Tile {
+        assert!((1..=MR).contains(&mr) && panels.len() <= NP * kp * NR);
+        let mut tile = [[0f32; NP * NR]; MR];
+        for (pi, panel) in panels.chunks_exact(kp * NR).enumerate() {
+            for r0 in (0..mr).step_by(HALF) {
+                let rows = HALF.min(mr - r0);
+                for (out, acc) in tile[r0..].iter_mut().zip(&body(r0, rows, panel)[..rows]) {
+                    out[pi * NR..][..NR].copy_from_slice(acc);
+                }
+            }
+        }
+        tile
     }
 
     /// [`bf16_portable`] compiled with FMA at AVX2 width (a plain `mul_add` outside such a
@@ -255,8 +358,10 @@ mod kernels {
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn bf16_avx2(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
-        bf16_portable::<true>(a, mr, panel)
+    pub unsafe fn bf16_avx2(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
+        quarters(mr, panels, kp, |r0, rows, panel| {
+            bf16_portable::<true>(&a[r0 * kp..], rows, panel)
+        })
     }
 
     /// The two halves of a 32-bit pair as f32 (bf16 is the top half of an f32).
@@ -274,66 +379,81 @@ mod kernels {
         )
     }
 
-    /// Row indices for a kernel: rows beyond `mr` repeat row 0 (their sums are discarded), so
-    /// the kernels have no branch on `mr` inside.
+    /// Row indices for a kernel of `R` rows: rows beyond `mr` repeat row 0 (their sums are
+    /// discarded), so the kernels have no branch on `mr` inside.
     #[cfg(target_arch = "x86_64")]
-    fn rows(mr: usize) -> [usize; MR] {
-        assert!((1..=MR).contains(&mr), "1 to {MR} rows, not {mr}");
+    fn rows<const R: usize>(mr: usize) -> [usize; R] {
+        assert!((1..=R).contains(&mr), "1 to {R} rows, not {mr}");
         std::array::from_fn(|r| if r < mr { r } else { 0 })
     }
 
-    /// The int8 kernels' shape checks: pairs per row, groups per row and [`rows`].
+    /// The AVX-512 kernels' operands: each row's first pair, and the two panels (the first
+    /// twice when there is one: the second half of the tile is then discarded).
     #[cfg(target_arch = "x86_64")]
-    fn int8_shape(
+    fn tile_operands(
         a: &[u32],
         mr: usize,
-        panel: &[u32],
-        scales: &[f32],
-    ) -> (usize, usize, [usize; MR]) {
-        let kp = panel.len() / NR;
-        let groups = kp.div_ceil(GROUP);
-        assert!(a.len() >= mr * kp && scales.len() >= mr * groups);
-        (kp, groups, rows(mr))
+        panels: &[u32],
+        kp: usize,
+    ) -> ([*const u32; MR], [*const u32; NP]) {
+        assert!(
+            a.len() >= mr * kp,
+            "activations shorter than {mr} × {kp} pairs"
+        );
+        let np = panels.len() / (kp * NR);
+        assert!((1..=NP).contains(&np) && panels.len() == np * kp * NR);
+        let xs = rows::<MR>(mr).map(|r| a[r * kp..][..kp].as_ptr());
+        let ps = std::array::from_fn(|i| panels[i.min(np - 1) * kp * NR..].as_ptr());
+        (xs, ps)
     }
 
-    /// bf16 with AVX512_BF16: one `vdpbf16ps` per row and pair (both products of the pair, 16
-    /// columns) into f32 registers. Not measured here: this machine (Zen 3) lacks AVX512_BF16.
+    /// Stores AVX-512 accumulators into a [`Tile`].
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn store_tile(acc: &[[std::arch::x86_64::__m512; NP]; MR]) -> Tile {
+        let mut tile = [[0f32; NP * NR]; MR];
+        for (out, acc) in tile.iter_mut().zip(acc) {
+            for (o, v) in out.chunks_exact_mut(NR).zip(acc) {
+                // SAFETY: `o` holds 16 floats.
+                unsafe { std::arch::x86_64::_mm512_storeu_ps(o.as_mut_ptr(), *v) };
+            }
+        }
+        tile
+    }
+
+    /// bf16 with AVX512_BF16: one `vdpbf16ps` per row, pair and panel (both products of the
+    /// pair, 16 columns) into 16 f32 registers.
     ///
     /// # Safety
     /// The CPU must support AVX512F and AVX512_BF16.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+    pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
         use std::arch::x86_64::*;
-        let kp = panel.len() / NR;
-        assert!(a.len() >= mr * kp);
-        let xs = rows(mr).map(|r| a[r * kp..][..kp].as_ptr());
-        let mut acc = [_mm512_setzero_ps(); MR];
+        let (xs, ps) = tile_operands(a, mr, panels, kp);
+        let mut acc = [[_mm512_setzero_ps(); NP]; MR];
         for p in 0..kp {
-            // SAFETY: p < kp: `panel` holds kp × NR words and each `xs` row kp words. The
+            // SAFETY: p < kp: each panel holds kp × NR words and each `xs` row kp words. The
             // transmutes reinterpret 512 bits of bf16 pairs as the type `vdpbf16ps` takes.
             unsafe {
-                let b: __m512bh =
-                    std::mem::transmute(_mm512_loadu_si512(panel.as_ptr().add(p * NR).cast()));
+                let b: [__m512bh; NP] =
+                    ps.map(|w| std::mem::transmute(_mm512_loadu_si512(w.add(p * NR).cast())));
                 for (acc, x) in acc.iter_mut().zip(&xs) {
                     let x: __m512bh = std::mem::transmute(_mm512_set1_epi32(*x.add(p) as i32));
-                    *acc = _mm512_dpbf16_ps(*acc, x, b);
+                    for (acc, b) in acc.iter_mut().zip(&b) {
+                        *acc = _mm512_dpbf16_ps(*acc, x, *b);
+                    }
                 }
             }
         }
-        acc.map(|v| {
-            let mut o = [0f32; NR];
-            // SAFETY: `o` holds 16 floats.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-            o
-        })
+        store_tile(&acc)
     }
 
     /// int8 with AVX512_VNNI: one `vpdpwssd` (i16 pairs multiplied and added into i32: AVX2's
-    /// multiply and add in one instruction) per row and 16 columns. The i16-pair layout is kept
+    /// multiply and add in one instruction) per row, pair and panel, into i32 registers that
+    /// are converted and scaled into f32 at the end of each group. The i16-pair layout is kept
     /// so one packing serves every CPU; `vpdpbusd` on u8/i8 quads would double the rate again
     /// but needs u8 activations `q + 128` and a per-column `128 · Σ_k w[k, j]` compensation.
-    /// Not measured here: this machine (Zen 3) lacks AVX512_VNNI.
     ///
     /// # Safety
     /// The CPU must support AVX512F and AVX512_VNNI.
@@ -342,44 +462,48 @@ mod kernels {
     pub unsafe fn int8_avx512(
         a: &[u32],
         mr: usize,
-        panel: &[u32],
+        panels: &[u32],
+        kp: usize,
         scales: &[f32],
-    ) -> [[f32; NR]; MR] {
+    ) -> Tile {
         use std::arch::x86_64::*;
-        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
-        let mut out = [_mm512_setzero_ps(); MR];
-        for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
-            let len = bg.len() / NR;
-            let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
-            let mut acc = [_mm512_setzero_si512(); MR];
-            for p in 0..len {
-                // SAFETY: p < len: `bg` holds len × NR words and each `xs` row len words.
+        let (xs, ps) = tile_operands(a, mr, panels, kp);
+        let groups = kp.div_ceil(GROUP);
+        assert!(scales.len() >= mr * groups);
+        let row_of = rows::<MR>(mr);
+        let mut out = [[_mm512_setzero_ps(); NP]; MR];
+        for g in 0..groups {
+            let pairs = g * GROUP..((g + 1) * GROUP).min(kp);
+            let mut acc = [[_mm512_setzero_si512(); NP]; MR];
+            for p in pairs {
+                // SAFETY: p < kp, as in `bf16_avx512`.
                 unsafe {
-                    let b = _mm512_loadu_si512(bg.as_ptr().add(p * NR).cast());
+                    let b = ps.map(|w| _mm512_loadu_si512(w.add(p * NR).cast()));
                     for (acc, x) in acc.iter_mut().zip(&xs) {
-                        *acc = _mm512_dpwssd_epi32(*acc, _mm512_set1_epi32(*x.add(p) as i32), b);
+                        let x = _mm512_set1_epi32(*x.add(p) as i32);
+                        for (acc, b) in acc.iter_mut().zip(&b) {
+                            *acc = _mm512_dpwssd_epi32(*acc, x, *b);
+                        }
                     }
                 }
             }
-            for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&rows) {
+            for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&row_of) {
                 let s = _mm512_set1_ps(scales[r * groups + g]);
-                *out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), s, *out);
+                for (out, acc) in out.iter_mut().zip(acc) {
+                    *out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), s, *out);
+                }
             }
         }
-        out.map(|v| {
-            let mut o = [0f32; NR];
-            // SAFETY: `o` holds 16 floats.
-            unsafe { _mm512_storeu_ps(o.as_mut_ptr(), v) };
-            o
-        })
+        store_tile(&out)
     }
 
-    /// bf16 on any CPU: pairs widened to f32 (exact), products summed in f32; `FMA`: fused
-    /// multiply-adds (only where the CPU has them). LLVM vectorises the column loop.
+    /// bf16 on any CPU, 4 rows and one panel: pairs widened to f32 (exact), products summed in
+    /// f32; `FMA`: fused multiply-adds (only where the CPU has them). LLVM vectorises the column
+    /// loop.
     #[inline(always)]
-    pub fn bf16_portable<const FMA: bool>(a: &[u32], mr: usize, panel: &[u32]) -> [[f32; NR]; MR] {
+    pub fn bf16_portable<const FMA: bool>(a: &[u32], mr: usize, panel: &[u32]) -> Quarter {
         let kp = panel.len() / NR;
-        let mut acc = [[0f32; NR]; MR];
+        let mut acc = [[0f32; NR]; HALF];
         for (p, bw) in panel.chunks_exact(NR).enumerate() {
             let (mut b0, mut b1) = ([0f32; NR], [0f32; NR]);
             for j in 0..NR {
@@ -399,12 +523,12 @@ mod kernels {
         acc
     }
 
-    /// int8 on any CPU: exact i32 sums of i16 pairs (as `vpmaddwd` computes them) per group,
-    /// scaled into f32 sums.
-    pub fn int8_portable(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> [[f32; NR]; MR] {
+    /// int8 on any CPU, 4 rows and one panel: exact i32 sums of i16 pairs (as `vpmaddwd`
+    /// computes them) per group, scaled into f32 sums.
+    pub fn int8_portable(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> Quarter {
         let kp = panel.len() / NR;
         let groups = kp.div_ceil(GROUP);
-        let mut out = [[0f32; NR]; MR];
+        let mut out = [[0f32; NR]; HALF];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             for (r, out) in out.iter_mut().enumerate().take(mr) {
                 let mut acc = [0i32; NR];
@@ -424,8 +548,7 @@ mod kernels {
         out
     }
 
-    /// int8 with AVX2: one `vpmaddwd` per row and 8 columns into i32 registers, converted and
-    /// scaled into f32 registers at the end of each group.
+    /// int8 with AVX2, as a tile of [`int8_avx2_quarter`]s.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
@@ -434,14 +557,33 @@ mod kernels {
     pub unsafe fn int8_avx2(
         a: &[u32],
         mr: usize,
-        panel: &[u32],
+        panels: &[u32],
+        kp: usize,
         scales: &[f32],
-    ) -> [[f32; NR]; MR] {
+    ) -> Tile {
+        let groups = kp.div_ceil(GROUP);
+        quarters(mr, panels, kp, |r0, rows, panel| {
+            // SAFETY: this frame has AVX2 and FMA (the caller's contract).
+            unsafe { int8_avx2_quarter(&a[r0 * kp..], rows, panel, &scales[r0 * groups..]) }
+        })
+    }
+
+    /// int8 with AVX2, 4 rows and one panel: one `vpmaddwd` per row and 8 columns into i32
+    /// registers, converted and scaled into f32 registers at the end of each group.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn int8_avx2_quarter(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> Quarter {
         use std::arch::x86_64::*;
-        let (kp, groups, rows) = int8_shape(a, mr, panel, scales);
-        let mut out = [[_mm256_setzero_ps(); 2]; MR];
+        let kp = panel.len() / NR;
+        let groups = kp.div_ceil(GROUP);
+        assert!(a.len() >= mr * kp && scales.len() >= mr * groups);
+        let rows = rows::<HALF>(mr);
+        let mut out = [[_mm256_setzero_ps(); 2]; HALF];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
-            let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+            let mut acc = [[_mm256_setzero_si256(); 2]; HALF];
             let len = bg.len() / NR;
             // Each row's pairs of this group: `len` words from these pointers.
             let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
@@ -468,7 +610,7 @@ mod kernels {
                 out[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(acc[1]), s, out[1]);
             }
         }
-        let mut res = [[0f32; NR]; MR];
+        let mut res = [[0f32; NR]; HALF];
         for (o, v) in res.iter_mut().zip(&out) {
             // SAFETY: `o` holds 16 floats: two unaligned 8-float stores.
             unsafe {
@@ -504,6 +646,34 @@ mod tests {
         y
     }
 
+    /// The branch-free bf16 rounding equals `half`'s on ties, subnormals, infinities, NaNs and a
+    /// sweep of ordinary values.
+    #[test]
+    fn fast_bf16_rounding_equals_half() {
+        let special = [
+            0.0f32,
+            -0.0,
+            1.0 + f32::EPSILON * 64.0, // a tie: rounds to even
+            1.0 + f32::EPSILON * 192.0,
+            f32::MIN_POSITIVE / 3.0,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7F80_0001), // a signalling NaN
+        ];
+        let sweep = (0..200_000u32).map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)));
+        for v in special.into_iter().chain(sweep) {
+            assert_eq!(
+                bf16_bits_fast(v),
+                bf16_bits(v),
+                "{v:e} ({:#x})",
+                v.to_bits()
+            );
+        }
+    }
+
     /// Odd sizes (k odd, n not a multiple of 16, m not a multiple of 4) against f64, with
     /// error bounds from each format's rounding: bf16 rounds each input by ≤ 2⁻⁹ relative,
     /// int8 each by ≤ half a step of max/127.
@@ -528,58 +698,72 @@ mod tests {
         }
     }
 
-    fn assert_close(got: &[[f32; NR]], want: &[[f32; NR]], what: &str) {
+    /// Equal up to f32 rounding of the per-group (int8) or per-pair (bf16) partial sums, whose
+    /// size is about the tile's largest value: ≤ 2⁻²⁴ each, a few dozen of them.
+    fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>], what: &str) {
+        let scale = want.iter().flatten().fold(1f32, |m, v| m.max(v.abs()));
         for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
             assert!(
-                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
-                "{what}: {g} vs {w}"
+                (g - w).abs() <= 2e-6 * scale,
+                "{what}: {g} vs {w} (scale {scale})"
             );
         }
     }
 
-    /// Every kernel this CPU runs against the portable one, on 3 rows (one short of [`MR`], so
-    /// the repeated-row trick is exercised): the same exact products, summed in another order.
+    /// Every kernel this CPU runs against the portable ones, on tiles of one and two panels and
+    /// 3 or 7 rows (short of both body heights, so the repeated-row trick is exercised): the
+    /// same exact products, summed in another order.
     #[test]
     fn kernels_agree_with_the_portable_ones() {
-        let (k, n) = (300, 16);
-        let w = random(k * n, 4);
-        let x = random(3 * k, 5);
-        let bf = PackedWeight::pack(&w, k, n, Format::Bf16);
-        let (a, _) = bf.pack_rows(&x, 3);
-        let want = kernels::bf16_portable::<false>(&a, 3, &bf.panels);
-        let i8w = PackedWeight::pack(&w, k, n, Format::Int8);
-        let (q, scales) = i8w.pack_rows(&x, 3);
-        let want8 = kernels::int8_portable(&q, 3, &i8w.panels, &scales);
+        let k = 300;
+        let kp = pairs(k);
         let mut ran = vec!["portable"];
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx2") && has!("fma") {
-                // SAFETY: AVX2 and FMA detected just above.
-                let (b, i) = unsafe {
-                    (
-                        kernels::bf16_avx2(&a, 3, &bf.panels),
-                        kernels::int8_avx2(&q, 3, &i8w.panels, &scales),
-                    )
+        for (n, mr) in [(16, 3), (32, 7), (32, 8)] {
+            let w = random(k * n, 4);
+            let x = random(mr * k, 5);
+            let bf = PackedWeight::pack(&w, k, n, Format::Bf16);
+            let (a, _) = bf.pack_rows(&x, mr);
+            let want = kernels::bf16_portable_tile(&a, mr, &bf.panels, kp);
+            let i8w = PackedWeight::pack(&w, k, n, Format::Int8);
+            let (q, scales) = i8w.pack_rows(&x, mr);
+            let want8 = kernels::int8_portable_tile(&q, mr, &i8w.panels, kp, &scales);
+            assert!(want[mr - 1][n - 1] != 0.0 && want8[mr - 1][n - 1] != 0.0);
+            let close = |got: Tile, want: &Tile, what: &str| {
+                let (got, want) = (&got[..mr], &want[..mr]);
+                let cut = |t: &[[f32; NP * NR]]| -> Vec<Vec<f32>> {
+                    t.iter().map(|r| r[..n].to_vec()).collect()
                 };
-                assert_close(&b[..3], &want[..3], "bf16 avx2");
-                assert_close(&i[..3], &want8[..3], "int8 avx2");
-                ran.push("avx2");
-            }
-            if has!("avx512bf16") {
-                // SAFETY: AVX512_BF16 detected just above.
-                let b = unsafe { kernels::bf16_avx512(&a, 3, &bf.panels) };
-                assert_close(&b[..3], &want[..3], "bf16 avx512bf16");
-                ran.push("avx512bf16");
-            }
-            if has!("avx512vnni") {
-                // SAFETY: AVX512_VNNI detected just above.
-                let i = unsafe { kernels::int8_avx512(&q, 3, &i8w.panels, &scales) };
-                assert_close(&i[..3], &want8[..3], "int8 avx512vnni");
-                ran.push("avx512vnni");
+                assert_close(&cut(got), &cut(want), &format!("{what}, {mr} × {n}"));
+            };
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx2") && has!("fma") {
+                    // SAFETY: AVX2 and FMA detected just above.
+                    let (b, i) = unsafe {
+                        (
+                            kernels::bf16_avx2(&a, mr, &bf.panels, kp),
+                            kernels::int8_avx2(&q, mr, &i8w.panels, kp, &scales),
+                        )
+                    };
+                    close(b, &want, "bf16 avx2");
+                    close(i, &want8, "int8 avx2");
+                    ran.push("avx2");
+                }
+                if has!("avx512bf16") {
+                    // SAFETY: AVX512_BF16 detected just above.
+                    let b = unsafe { kernels::bf16_avx512(&a, mr, &bf.panels, kp) };
+                    close(b, &want, "bf16 avx512bf16");
+                    ran.push("avx512bf16");
+                }
+                if has!("avx512vnni") {
+                    // SAFETY: AVX512_VNNI detected just above.
+                    let i = unsafe { kernels::int8_avx512(&q, mr, &i8w.panels, kp, &scales) };
+                    close(i, &want8, "int8 avx512vnni");
+                    ran.push("avx512vnni");
+                }
             }
         }
         eprintln!("kernels compared on this CPU: {ran:?}");
-        assert!(want[0].iter().any(|v| *v != 0.0) && want8[0].iter().any(|v| *v != 0.0));
     }
 }

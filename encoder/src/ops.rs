@@ -155,14 +155,17 @@ impl CustomOp3 for LayerNormOp {
         y.par_chunks_mut(ROWS * h)
             .zip(x.par_chunks(ROWS * h))
             .for_each(|(yc, xc)| {
-                crate::simd::dispatch(|| {
-                    for (yr, xr) in yc.chunks_exact_mut(h).zip(xc.chunks_exact(h)) {
-                        let (mean, inv) = moments(xr, eps);
-                        for i in 0..h {
-                            yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (yr, xr) in yc.chunks_exact_mut(h).zip(xc.chunks_exact(h)) {
+                            let (mean, inv) = moments(xr, eps);
+                            for i in 0..h {
+                                yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
+                            }
                         }
-                    }
-                })
+                    },
+                )
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -187,31 +190,34 @@ impl CustomOp3 for LayerNormOp {
                         .zip(x.par_chunks(ROWS * h))
                         .zip(dy.par_chunks(ROWS * h))
                         .map(|((dxc, xc), dyc)| {
-                            crate::simd::dispatch(|| {
-                                let mut dw = vec![0f32; h];
-                                let mut db = vec![0f32; h];
-                                let mut xhat = vec![0f32; h];
-                                let mut g = vec![0f32; h];
-                                for ((dxr, xr), dyr) in dxc
-                                    .chunks_exact_mut(h)
-                                    .zip(xc.chunks_exact(h))
-                                    .zip(dyc.chunks_exact(h))
-                                {
-                                    let (mean, inv) = moments(xr, eps);
-                                    for i in 0..h {
-                                        xhat[i] = (xr[i] - mean) * inv;
-                                        g[i] = dyr[i] * w[i];
-                                        dw[i] += dyr[i] * xhat[i];
-                                        db[i] += dyr[i];
+                            crate::simd::dispatch(
+                                #[inline(always)]
+                                || {
+                                    let mut dw = vec![0f32; h];
+                                    let mut db = vec![0f32; h];
+                                    let mut xhat = vec![0f32; h];
+                                    let mut g = vec![0f32; h];
+                                    for ((dxr, xr), dyr) in dxc
+                                        .chunks_exact_mut(h)
+                                        .zip(xc.chunks_exact(h))
+                                        .zip(dyc.chunks_exact(h))
+                                    {
+                                        let (mean, inv) = moments(xr, eps);
+                                        for i in 0..h {
+                                            xhat[i] = (xr[i] - mean) * inv;
+                                            g[i] = dyr[i] * w[i];
+                                            dw[i] += dyr[i] * xhat[i];
+                                            db[i] += dyr[i];
+                                        }
+                                        let a = sum_of(&g) / h as f32;
+                                        let c = dot(&g, &xhat) / h as f32;
+                                        for i in 0..h {
+                                            dxr[i] = inv * (g[i] - a - xhat[i] * c);
+                                        }
                                     }
-                                    let a = sum_of(&g) / h as f32;
-                                    let c = dot(&g, &xhat) / h as f32;
-                                    for i in 0..h {
-                                        dxr[i] = inv * (g[i] - a - xhat[i] * c);
-                                    }
-                                }
-                                (dw, db)
-                            })
+                                    (dw, db)
+                                },
+                            )
                         })
                         .collect();
                     let mut dw = vec![0f32; h];
@@ -275,29 +281,32 @@ impl CustomOp1 for MaskedSoftmax {
             .zip(x.par_chunks(ROWS * tk))
             .enumerate()
             .for_each(|(ci, (yc, xc))| {
-                crate::simd::dispatch(|| {
-                    for (ri, (yr, xr)) in
-                        yc.chunks_exact_mut(tk).zip(xc.chunks_exact(tk)).enumerate()
-                    {
-                        let seq = (ci * ROWS + ri) / rps;
-                        let k = &keep[seq * tk..(seq + 1) * tk];
-                        let mut max = f32::NEG_INFINITY;
-                        for j in 0..tk {
-                            let v = xr[j] * scale;
-                            if k[j] && v > max {
-                                max = v;
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (ri, (yr, xr)) in
+                            yc.chunks_exact_mut(tk).zip(xc.chunks_exact(tk)).enumerate()
+                        {
+                            let seq = (ci * ROWS + ri) / rps;
+                            let k = &keep[seq * tk..(seq + 1) * tk];
+                            let mut max = f32::NEG_INFINITY;
+                            for j in 0..tk {
+                                let v = xr[j] * scale;
+                                if k[j] && v > max {
+                                    max = v;
+                                }
+                            }
+                            for j in 0..tk {
+                                let e = exp(xr[j] * scale - max);
+                                yr[j] = if k[j] { e } else { 0.0 };
+                            }
+                            let inv = 1.0 / sum_of(yr);
+                            for v in yr.iter_mut() {
+                                *v *= inv;
                             }
                         }
-                        for j in 0..tk {
-                            let e = exp(xr[j] * scale - max);
-                            yr[j] = if k[j] { e } else { 0.0 };
-                        }
-                        let inv = 1.0 / sum_of(yr);
-                        for v in yr.iter_mut() {
-                            *v *= inv;
-                        }
-                    }
-                })
+                    },
+                )
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -312,18 +321,21 @@ impl CustomOp1 for MaskedSoftmax {
                     .zip(p.par_chunks(ROWS * tk))
                     .zip(dy.par_chunks(ROWS * tk))
                     .for_each(|((dxc, pc), dyc)| {
-                        crate::simd::dispatch(|| {
-                            for ((dxr, pr), dyr) in dxc
-                                .chunks_exact_mut(tk)
-                                .zip(pc.chunks_exact(tk))
-                                .zip(dyc.chunks_exact(tk))
-                            {
-                                let s = dot(pr, dyr);
-                                for j in 0..tk {
-                                    dxr[j] = scale * pr[j] * (dyr[j] - s);
+                        crate::simd::dispatch(
+                            #[inline(always)]
+                            || {
+                                for ((dxr, pr), dyr) in dxc
+                                    .chunks_exact_mut(tk)
+                                    .zip(pc.chunks_exact(tk))
+                                    .zip(dyc.chunks_exact(tk))
+                                {
+                                    let s = dot(pr, dyr);
+                                    for j in 0..tk {
+                                        dxr[j] = scale * pr[j] * (dyr[j] - s);
+                                    }
                                 }
-                            }
-                        })
+                            },
+                        )
                     });
                 Ok(dx)
             })
@@ -353,11 +365,14 @@ impl CustomOp1 for GeluErf {
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
             .for_each(|(yc, xc)| {
-                crate::simd::dispatch(|| {
-                    for (y, &x) in yc.iter_mut().zip(xc) {
-                        *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                    }
-                })
+                crate::simd::dispatch(
+                    #[inline(always)]
+                    || {
+                        for (y, &x) in yc.iter_mut().zip(xc) {
+                            *y = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                        }
+                    },
+                )
             });
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
@@ -372,13 +387,17 @@ impl CustomOp1 for GeluErf {
                     .zip(x.par_chunks(CHUNK))
                     .zip(dy.par_chunks(CHUNK))
                     .for_each(|((dc, xc), gc)| {
-                        crate::simd::dispatch(|| {
-                            for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                                let cdf = 0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
-                                let pdf = exp(-0.5 * x * x) * INV_SQRT_2PI;
-                                *d = g * (cdf + x * pdf);
-                            }
-                        })
+                        crate::simd::dispatch(
+                            #[inline(always)]
+                            || {
+                                for ((d, &x), &g) in dc.iter_mut().zip(xc).zip(gc) {
+                                    let cdf =
+                                        0.5 * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+                                    let pdf = exp(-0.5 * x * x) * INV_SQRT_2PI;
+                                    *d = g * (cdf + x * pdf);
+                                }
+                            },
+                        )
                     });
                 Ok(dx)
             })
