@@ -9,6 +9,9 @@ fn cpu_ns() -> f64 {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
     s.split_whitespace().next().unwrap().parse().unwrap()
 }
+/// Products per shape and format: long enough for the CPU clock to settle.
+const REPS: usize = 200;
+
 fn main() {
     for (m, k, n) in [(512, 384, 1152), (512, 384, 1536), (512, 1536, 384)] {
         let x: Vec<f32> = (0..m * k)
@@ -19,18 +22,18 @@ fn main() {
             .collect();
         let b = vec![0f32; n];
         let mut y = vec![0f32; m * n];
-        let flops = 2.0 * (m * k * n) as f64 * 10.0;
+        let flops = 2.0 * (m * k * n) as f64 * REPS as f64;
         let mut line = format!("{m}x{k}x{n}:");
         for f in [Format::Bf16, Format::Int8] {
             let p = PackedWeight::pack(&w, k, n, f);
             let t = cpu_ns();
-            for _ in 0..10 {
+            for _ in 0..REPS {
                 p.forward(&x, &mut y, &b, m, false);
             }
             line += &format!(" {f:?} {:.1}", flops / (cpu_ns() - t));
         }
         let t = cpu_ns();
-        for _ in 0..10 {
+        for _ in 0..REPS {
             gemm(
                 (m, n, k),
                 &mut y,

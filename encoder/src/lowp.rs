@@ -1,27 +1,29 @@
 //! bf16 and int8 weights for the packed CPU path ([`crate::cpu`]): `y = x · W + b` with `W`
 //! stored in a low-precision format, packed once at load, and f32 accumulation.
 //!
-//! Layout, shared by both formats: `W` (`[k, n]`) is cut into panels of [`NR`] = 16 output
-//! columns; inside a panel, for each pair of input rows `(2p, 2p+1)` one 32-bit word per column
-//! holds the two 16-bit values (low half: row `2p`). That is the operand layout of AVX-512's
-//! `vdpbf16ps` (bf16 pairs) and of `vpmaddwd` (i16 pairs), so the same packing serves the
-//! hardware dot products and the portable loops. The activations are converted to the same
-//! 32-bit pairs per forward (`k` padded to even with a zero).
+//! Layout: `W` (`[k, n]`) is cut into panels of [`NR`] = 16 output columns; inside a panel,
+//! one 32-bit word per column holds the values of consecutive input rows: two bf16 values
+//! (rows `2p, 2p+1`, low half first) or four int8 values (rows `4q..4q+3`, low byte first).
+//! Those are the operand layouts of AVX-512's `vdpbf16ps` (bf16 pairs) and `vpdpbusd` (byte
+//! quads), and the portable and AVX2 loops read the same words. The activations are converted
+//! to the same words per forward (`k` padded with zeros).
 //!
 //! - bf16: weights and activations rounded to bf16 (nearest-even); the product of two bf16
 //!   values is exact in f32, accumulated in f32. With AVX512_BF16 the inner step is one
 //!   `vdpbf16ps`; elsewhere each pair is widened to f32 (a 16-bit shift) and multiplied with FMA.
 //! - int8: symmetric per-output-column weight scales `sw[j] = max|W[:, j]| / 127` and dynamic
 //!   activation scales per row and group of 32 inputs, `sa[r, g] = max|x[r, g]| / 127`;
-//!   `q = round(v / s)` in [-127, 127]. Symmetric on both sides, so there are no zero points
-//!   and no compensation term (VNNI's `vpdpbusd` would need one: u8 activations `q + 128`, and
-//!   `128 · Σ_k w[k, j]` subtracted per column). Products accumulate exactly in i32 per group
-//!   (`vpmaddwd` on i16 pairs: no intermediate saturation, unlike `vpmaddubsw`), each group's
-//!   sum is scaled by `sa[r, g]` into an f32 accumulator, and `y = acc · sw[j] + b`.
+//!   `q = round(v / s)` in [-127, 127]. Products accumulate exactly in i32 per group, each
+//!   group's sum is scaled by `sa[r, g]` into an f32 accumulator, and `y = acc · sw[j] + b`.
+//!   With AVX512_VNNI the inner step is one `vpdpbusd` (64 products): it multiplies unsigned
+//!   bytes by signed ones, so the activations go in as `q + 128` (their top bit flipped) and
+//!   `128 · Σ_group w[k, j]`, kept per panel and group at packing, is subtracted from each
+//!   group's sum. With AVX2, `vpmaddubsw` on `|q_a|` and `w · sign(q_a)` (at most 2 · 127² per
+//!   i16 pair: no saturation) and `vpmaddwd` by ones. Every path gives the same i32 sums.
 //!   Why groups: BERT's LayerNorm outputs carry a few outlier channels (largest in the
 //!   [CLS]/[SEP] rows); with one scale per row they coarsen every channel's step and the
 //!   embedding of a blank text drops to cosine 0.991 to f32; with groups they coarsen only
-//!   their own group's (0.998), for one extra convert and FMA per 16 pairs. Per-channel
+//!   their own group's (0.998), for one extra convert and FMA per 8 quads. Per-channel
 //!   smoothing (SmoothQuant, ranges estimated from the LayerNorm parameters) was tried and
 //!   gained nothing on top.
 
@@ -37,12 +39,12 @@ const MR: usize = 8;
 const NP: usize = 2;
 /// One tile of f32 results.
 type Tile = [[f32; NP * NR]; MR];
-/// Rows per parallel task: one task's activations (`ROWS × k` pairs) stay in L2 while every
+/// Rows per parallel task: one task's activations (`ROWS × k` values) stay in L2 while every
 /// panel of the weight streams past them.
 const ROWS: usize = 64;
-/// int8 activations get one scale per row and group of this many pairs (32 values): BERT's few
+/// int8 activations get one scale per row and group of this many quads (32 values): BERT's few
 /// outlier channels then coarsen only their own group's step, not the whole row's.
-const GROUP: usize = 16;
+const GROUP: usize = 8;
 
 /// The number formats a packed weight can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,34 +53,52 @@ pub enum Format {
     Int8,
 }
 
-/// A `[k, n]` weight in [`Format`], packed in 32-bit pairs (see the module docs).
+/// A `[k, n]` weight in [`Format`], packed in 32-bit words (see the module docs).
 pub struct PackedWeight {
     format: Format,
-    /// `n.div_ceil(NR)` panels of `pairs × NR` words.
+    /// `n.div_ceil(NR)` panels of `words(k) × NR` words.
     panels: Vec<u32>,
     /// int8: per-column scales (`n` of them); bf16: empty.
     scales: Vec<f32>,
+    /// int8: `128 · Σ_group w[k, j]` per panel, group and column (`vpdpbusd`'s offset); bf16:
+    /// empty.
+    offsets: Vec<i32>,
     k: usize,
     n: usize,
 }
 
-/// `k` rounded up to pairs.
-fn pairs(k: usize) -> usize {
-    k.div_ceil(2)
+impl Format {
+    /// Values per packed 32-bit word.
+    fn per_word(self) -> usize {
+        match self {
+            Format::Bf16 => 2,
+            Format::Int8 => 4,
+        }
+    }
+
+    /// Words per column for `k` input rows.
+    fn words(self, k: usize) -> usize {
+        k.div_ceil(self.per_word())
+    }
 }
 
 fn bf16_bits(v: f32) -> u32 {
     u32::from(bf16::from_f32(v).to_bits())
 }
 
-/// `v / scale` rounded to the nearest integer (ties away from zero) in [-127, 127], as 16 bits.
+/// `v / scale` rounded to the nearest integer (ties away from zero) in [-127, 127]. `round()`
+/// would be a libm call outside an SSE4.1 frame; adding ±0.5 and truncating is one `cvttss2si`.
 #[inline(always)]
-/// `round()` would be a libm call outside an SSE4.1 frame; adding ±0.5 and truncating is one
-/// `cvttss2si`.
-fn quant_bits(v: f32, inv_scale: f32) -> u32 {
+fn quant(v: f32, inv_scale: f32) -> i32 {
     let q = v * inv_scale;
-    let q = ((q + 0.5f32.copysign(q)) as i32).clamp(-127, 127);
-    u32::from(q as i16 as u16)
+    ((q + 0.5f32.copysign(q)) as i32).clamp(-127, 127)
+}
+
+/// Four values quantised into one word's bytes (low byte first).
+#[inline(always)]
+fn quad_word(v: [f32; 4], inv_scale: f32) -> u32 {
+    let b = v.map(|v| quant(v, inv_scale) as u8);
+    u32::from_le_bytes(b)
 }
 
 /// `127 / max|v|`, the factor to quantise `v` with (1 for an all-zero `v`), and its inverse.
@@ -115,10 +135,37 @@ fn bf16_row(row: &[f32], out: &mut [u32]) {
     }
 }
 
-/// One row of activations as int8 (in i16 halves) pairs, a scale per [`GROUP`] pairs.
+/// [`bf16_row`] with AVX512_BF16's conversion (`vcvtne2ps2bf16`: 32 values per instruction,
+/// nearest-even like [`bf16_bits_fast`], except that subnormal inputs, below 1.2e-38, become
+/// zero; their products are below f32's range anyway).
+///
+/// # Safety
+/// The CPU must support AVX512F and AVX512_BF16.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn bf16_row_avx512(row: &[f32], out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    let blocks = row.chunks_exact(32);
+    let tail = blocks.remainder();
+    for (x, o) in blocks.zip(out.chunks_exact_mut(16)) {
+        // SAFETY: `x` holds 32 floats and `o` 16 words; the result is 32 bf16 values in input
+        // order (the second operand's 16 in the low half), i.e. 16 little-endian pairs.
+        unsafe {
+            let lo = _mm512_loadu_ps(x.as_ptr());
+            let hi = _mm512_loadu_ps(x.as_ptr().add(16));
+            let pairs: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+            _mm512_storeu_si512(o.as_mut_ptr().cast(), pairs);
+        }
+    }
+    let done = row.len() - tail.len();
+    bf16_row(tail, &mut out[done / 2..]);
+}
+
+/// One row of activations as int8 quads, a scale per [`GROUP`] quads, each word XORed with
+/// `flip`.
 #[inline(always)]
-fn int8_row(row: &[f32], out: &mut [u32], scales: &mut [f32]) {
-    let values = row.chunks(2 * GROUP);
+fn int8_row(row: &[f32], out: &mut [u32], scales: &mut [f32], flip: u32) {
+    let values = row.chunks(4 * GROUP);
     for ((vals, out), scale) in values.zip(out.chunks_mut(GROUP)).zip(scales) {
         // Sixteen running maxima: a float max reduction does not vectorise on its own.
         let mut lanes = [0f32; 16];
@@ -129,20 +176,39 @@ fn int8_row(row: &[f32], out: &mut [u32], scales: &mut [f32]) {
         }
         let (inv, s) = int8_scale(lanes.iter().fold(0f32, |m, v| m.max(*v)));
         *scale = s;
-        for (o, p) in out.iter_mut().zip(vals.chunks_exact(2)) {
-            *o = quant_bits(p[0], inv) | quant_bits(p[1], inv) << 16;
+        let quads = vals.chunks_exact(4);
+        let tail = quads.remainder();
+        for (o, q) in out.iter_mut().zip(quads) {
+            *o = quad_word([q[0], q[1], q[2], q[3]], inv) ^ flip;
         }
-        if vals.len() % 2 == 1 {
-            out[vals.len() / 2] = quant_bits(vals[vals.len() - 1], inv);
+        if !tail.is_empty() {
+            let mut q = [0f32; 4];
+            q[..tail.len()].copy_from_slice(tail);
+            out[vals.len() / 4] = quad_word(q, inv) ^ flip;
         }
     }
+}
+
+/// `128 · Σ_group w[k, j]` of packed int8 panels (`kw` words per column), per panel, group and
+/// column.
+fn int8_offsets(panels: &[u32], kw: usize) -> Vec<i32> {
+    let mut out = Vec::new();
+    for panel in panels.chunks_exact(kw * NR) {
+        for group in panel.chunks(GROUP * NR) {
+            out.extend((0..NR).map(|j| {
+                let bytes = group.chunks_exact(NR).flat_map(|w| w[j].to_le_bytes());
+                128 * bytes.map(|b| i32::from(b as i8)).sum::<i32>()
+            }));
+        }
+    }
+    out
 }
 
 impl PackedWeight {
     /// Packs row-major `w` (`[k, n]`).
     pub fn pack(w: &[f32], k: usize, n: usize, format: Format) -> Self {
         assert_eq!(w.len(), k * n, "pack: weight is not k × n");
-        let kp = pairs(k);
+        let (kw, per) = (format.words(k), format.per_word());
         let at = |r: usize, c: usize| if r < k && c < n { w[r * n + c] } else { 0.0 };
         let (inv, scales): (Vec<f32>, Vec<f32>) = match format {
             Format::Bf16 => (Vec::new(), Vec::new()),
@@ -154,19 +220,24 @@ impl PackedWeight {
             Format::Bf16 => bf16_bits(at(r, c)) | bf16_bits(at(r + 1, c)) << 16,
             Format::Int8 => {
                 let s = inv.get(c).copied().unwrap_or(0.0);
-                quant_bits(at(r, c), s) | quant_bits(at(r + 1, c), s) << 16
+                quad_word(std::array::from_fn(|i| at(r + i, c)), s)
             }
         };
-        let mut panels = Vec::with_capacity(n.div_ceil(NR) * kp * NR);
+        let mut panels = Vec::with_capacity(n.div_ceil(NR) * kw * NR);
         for p in 0..n.div_ceil(NR) {
-            for pair in 0..kp {
-                panels.extend((0..NR).map(|j| word(2 * pair, p * NR + j)));
+            for q in 0..kw {
+                panels.extend((0..NR).map(|j| word(per * q, p * NR + j)));
             }
         }
+        let offsets = match format {
+            Format::Bf16 => Vec::new(),
+            Format::Int8 => int8_offsets(&panels, kw),
+        };
         PackedWeight {
             format,
             panels,
             scales,
+            offsets,
             k,
             n,
         }
@@ -194,13 +265,13 @@ impl PackedWeight {
         }
     }
 
-    /// Activations as 32-bit pairs (`rows × pairs(k)` words), with int8's scales per row and
-    /// [`GROUP`] pairs (`rows × groups`). Vectorised: done per forward, it cost as much as the
+    /// Activations as packed words (`rows × words(k)`), with int8's scales per row and
+    /// [`GROUP`] quads (`rows × groups`). Vectorised: done per forward, it cost as much as the
     /// products themselves when each value went through `half`'s scalar conversion.
     fn pack_rows(&self, xs: &[f32], rows: usize) -> (Vec<u32>, Vec<f32>) {
-        let (k, kp) = (self.k, pairs(self.k));
-        let groups = kp.div_ceil(GROUP);
-        let mut a = vec![0u32; rows * kp];
+        let (k, kw) = (self.k, self.format.words(self.k));
+        let groups = kw.div_ceil(GROUP);
+        let mut a = vec![0u32; rows * kw];
         let mut scales = match self.format {
             Format::Bf16 => Vec::new(),
             Format::Int8 => vec![0f32; rows * groups],
@@ -210,14 +281,25 @@ impl PackedWeight {
             #[inline(always)]
             || match self.format {
                 Format::Bf16 => {
-                    for (row, out) in rows_in.zip(a.chunks_exact_mut(kp)) {
+                    for (row, out) in rows_in.zip(a.chunks_exact_mut(kw)) {
+                        #[cfg(target_arch = "x86_64")]
+                        if std::arch::is_x86_feature_detected!("avx512bf16") {
+                            // SAFETY: AVX512_BF16 (which implies AVX512F) detected just above.
+                            unsafe { bf16_row_avx512(row, out) };
+                            continue;
+                        }
                         bf16_row(row, out);
                     }
                 }
                 Format::Int8 => {
-                    let outs = a.chunks_exact_mut(kp).zip(scales.chunks_exact_mut(groups));
+                    let flip = if kernels::unsigned_activations() {
+                        0x8080_8080
+                    } else {
+                        0
+                    };
+                    let outs = a.chunks_exact_mut(kw).zip(scales.chunks_exact_mut(groups));
                     for (row, (out, scales)) in rows_in.zip(outs) {
-                        int8_row(row, out, scales);
+                        int8_row(row, out, scales, flip);
                     }
                 }
             },
@@ -227,21 +309,22 @@ impl PackedWeight {
 
     /// One row block against every pair of panels.
     fn block(&self, a: &[u32], act_scales: &[f32], ys: &mut [f32], bias: &[f32]) {
-        let (n, kp) = (self.n, pairs(self.k));
-        let groups = kp.div_ceil(GROUP);
+        let (n, kw) = (self.n, self.format.words(self.k));
+        let groups = kw.div_ceil(GROUP);
         let rows = ys.len() / n;
-        for (t, panels) in self.panels.chunks(NP * kp * NR).enumerate() {
+        for (t, panels) in self.panels.chunks(NP * kw * NR).enumerate() {
             let c0 = t * NP * NR;
             let cols = (NP * NR).min(n - c0);
             let (b, sw) = (&bias[c0..][..cols], self.scales.get(c0..c0 + cols));
+            let offsets = self.offsets.get(t * NP * groups * NR..).unwrap_or(&[]);
             for r0 in (0..rows).step_by(MR) {
                 let mr = MR.min(rows - r0);
-                let a = &a[r0 * kp..(r0 + mr) * kp];
+                let a = &a[r0 * kw..(r0 + mr) * kw];
                 let acc = match self.format {
-                    Format::Bf16 => kernels::bf16(a, mr, panels, kp),
+                    Format::Bf16 => kernels::bf16(a, mr, panels, kw),
                     Format::Int8 => {
                         let s = &act_scales[r0 * groups..(r0 + mr) * groups];
-                        kernels::int8(a, mr, panels, kp, s)
+                        kernels::int8(a, mr, panels, kw, s, offsets)
                     }
                 };
                 for (i, acc) in acc.iter().take(mr).enumerate() {
@@ -265,7 +348,7 @@ impl PackedWeight {
 }
 
 /// The inner loops, one per format and instruction set, chosen at run time. Each computes one
-/// [`Tile`]: `mr ≤ MR` rows of activations (`kp` pairs each) against one or two panels.
+/// [`Tile`]: `mr ≤ MR` rows of activations (`kw` words each) against one or two panels.
 mod kernels {
     use super::{Tile, GROUP, MR, NP, NR};
 
@@ -280,40 +363,58 @@ mod kernels {
     }
 
     /// bf16: the best kernel this CPU runs.
-    pub fn bf16(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
+    pub fn bf16(a: &[u32], mr: usize, panels: &[u32], kw: usize) -> Tile {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512bf16") {
             // SAFETY: AVX512_BF16 (which implies AVX512F) detected just above.
-            return unsafe { bf16_avx512(a, mr, panels, kp) };
+            return unsafe { bf16_avx512(a, mr, panels, kw) };
         }
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: AVX2 and FMA are part of both non-baseline levels `simd::level` detected.
-            return unsafe { bf16_avx2(a, mr, panels, kp) };
+            return unsafe { bf16_avx2(a, mr, panels, kw) };
         }
-        bf16_portable_tile(a, mr, panels, kp)
+        bf16_portable_tile(a, mr, panels, kw)
     }
 
     /// bf16 on any CPU, as a tile of [`bf16_portable`] bodies.
-    pub fn bf16_portable_tile(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
-        quarters(mr, panels, kp, |r0, rows, panel| {
-            bf16_portable::<false>(&a[r0 * kp..], rows, panel)
+    pub fn bf16_portable_tile(a: &[u32], mr: usize, panels: &[u32], kw: usize) -> Tile {
+        quarters(mr, panels, kw, |r0, rows, panel| {
+            bf16_portable::<false>(&a[r0 * kw..], rows, panel)
         })
     }
 
-    /// int8 with activation scales `scales` (`mr × groups`): the best kernel this CPU runs.
-    pub fn int8(a: &[u32], mr: usize, panels: &[u32], kp: usize, scales: &[f32]) -> Tile {
+    /// True where [`int8`] runs [`int8_avx512`], whose activations are `q + 128` (each byte's
+    /// top bit flipped), not `q`.
+    pub fn unsigned_activations() -> bool {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512vnni") {
-            // SAFETY: AVX512_VNNI (which implies AVX512F) detected just above.
-            return unsafe { int8_avx512(a, mr, panels, kp, scales) };
+            return true;
+        }
+        false
+    }
+
+    /// int8 with activation scales `scales` (`mr × groups`) and the panels' `offsets` (see
+    /// [`super::int8_offsets`]; only `vpdpbusd` needs them): the best kernel this CPU runs.
+    pub fn int8(
+        a: &[u32],
+        mr: usize,
+        panels: &[u32],
+        kw: usize,
+        scales: &[f32],
+        offsets: &[i32],
+    ) -> Tile {
+        #[cfg(target_arch = "x86_64")]
+        if unsigned_activations() {
+            // SAFETY: AVX512_VNNI (which implies AVX512F) detected there.
+            return unsafe { int8_avx512(a, mr, panels, kw, scales, offsets) };
         }
         #[cfg(target_arch = "x86_64")]
         if avx2() {
             // SAFETY: as above.
-            return unsafe { int8_avx2(a, mr, panels, kp, scales) };
+            return unsafe { int8_avx2(a, mr, panels, kw, scales) };
         }
-        int8_portable_tile(a, mr, panels, kp, scales)
+        int8_portable_tile(a, mr, panels, kw, scales)
     }
 
     /// int8 on any CPU, as a tile of [`int8_portable`] bodies.
@@ -321,12 +422,12 @@ mod kernels {
         a: &[u32],
         mr: usize,
         panels: &[u32],
-        kp: usize,
+        kw: usize,
         scales: &[f32],
     ) -> Tile {
-        let groups = kp.div_ceil(GROUP);
-        quarters(mr, panels, kp, |r0, rows, panel| {
-            int8_portable(&a[r0 * kp..], rows, panel, &scales[r0 * groups..])
+        let groups = kw.div_ceil(GROUP);
+        quarters(mr, panels, kw, |r0, rows, panel| {
+            int8_portable(&a[r0 * kw..], rows, panel, &scales[r0 * groups..])
         })
     }
 
@@ -335,12 +436,12 @@ mod kernels {
     fn quarters(
         mr: usize,
         panels: &[u32],
-        kp: usize,
+        kw: usize,
         body: impl Fn(usize, usize, &[u32]) -> Quarter,
     ) -> Tile {
-        assert!((1..=MR).contains(&mr) && panels.len() <= NP * kp * NR);
+        assert!((1..=MR).contains(&mr) && panels.len() <= NP * kw * NR);
         let mut tile = [[0f32; NP * NR]; MR];
-        for (pi, panel) in panels.chunks_exact(kp * NR).enumerate() {
+        for (pi, panel) in panels.chunks_exact(kw * NR).enumerate() {
             for r0 in (0..mr).step_by(HALF) {
                 let rows = HALF.min(mr - r0);
                 for (out, acc) in tile[r0..].iter_mut().zip(&body(r0, rows, panel)[..rows]) {
@@ -358,9 +459,9 @@ mod kernels {
     /// The CPU must support AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn bf16_avx2(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
-        quarters(mr, panels, kp, |r0, rows, panel| {
-            bf16_portable::<true>(&a[r0 * kp..], rows, panel)
+    pub unsafe fn bf16_avx2(a: &[u32], mr: usize, panels: &[u32], kw: usize) -> Tile {
+        quarters(mr, panels, kw, |r0, rows, panel| {
+            bf16_portable::<true>(&a[r0 * kw..], rows, panel)
         })
     }
 
@@ -370,13 +471,10 @@ mod kernels {
         (f32::from_bits(w << 16), f32::from_bits(w & 0xFFFF_0000))
     }
 
-    /// The two halves of a 32-bit pair as signed integers.
+    /// The four bytes of a 32-bit quad as signed integers.
     #[inline(always)]
-    fn i16_pair(w: u32) -> (i32, i32) {
-        (
-            i32::from(w as u16 as i16),
-            i32::from((w >> 16) as u16 as i16),
-        )
+    fn i8_quad(w: u32) -> [i32; 4] {
+        w.to_le_bytes().map(|b| i32::from(b as i8))
     }
 
     /// Row indices for a kernel of `R` rows: rows beyond `mr` repeat row 0 (their sums are
@@ -394,16 +492,16 @@ mod kernels {
         a: &[u32],
         mr: usize,
         panels: &[u32],
-        kp: usize,
+        kw: usize,
     ) -> ([*const u32; MR], [*const u32; NP]) {
         assert!(
-            a.len() >= mr * kp,
-            "activations shorter than {mr} × {kp} pairs"
+            a.len() >= mr * kw,
+            "activations shorter than {mr} × {kw} pairs"
         );
-        let np = panels.len() / (kp * NR);
-        assert!((1..=NP).contains(&np) && panels.len() == np * kp * NR);
-        let xs = rows::<MR>(mr).map(|r| a[r * kp..][..kp].as_ptr());
-        let ps = std::array::from_fn(|i| panels[i.min(np - 1) * kp * NR..].as_ptr());
+        let np = panels.len() / (kw * NR);
+        assert!((1..=NP).contains(&np) && panels.len() == np * kw * NR);
+        let xs = rows::<MR>(mr).map(|r| a[r * kw..][..kw].as_ptr());
+        let ps = std::array::from_fn(|i| panels[i.min(np - 1) * kw * NR..].as_ptr());
         (xs, ps)
     }
 
@@ -428,12 +526,12 @@ mod kernels {
     /// The CPU must support AVX512F and AVX512_BF16.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panels: &[u32], kp: usize) -> Tile {
+    pub unsafe fn bf16_avx512(a: &[u32], mr: usize, panels: &[u32], kw: usize) -> Tile {
         use std::arch::x86_64::*;
-        let (xs, ps) = tile_operands(a, mr, panels, kp);
+        let (xs, ps) = tile_operands(a, mr, panels, kw);
         let mut acc = [[_mm512_setzero_ps(); NP]; MR];
-        for p in 0..kp {
-            // SAFETY: p < kp: each panel holds kp × NR words and each `xs` row kp words. The
+        for p in 0..kw {
+            // SAFETY: p < kw: each panel holds kw × NR words and each `xs` row kw words. The
             // transmutes reinterpret 512 bits of bf16 pairs as the type `vdpbf16ps` takes.
             unsafe {
                 let b: [__m512bh; NP] =
@@ -449,11 +547,10 @@ mod kernels {
         store_tile(&acc)
     }
 
-    /// int8 with AVX512_VNNI: one `vpdpwssd` (i16 pairs multiplied and added into i32: AVX2's
-    /// multiply and add in one instruction) per row, pair and panel, into i32 registers that
-    /// are converted and scaled into f32 at the end of each group. The i16-pair layout is kept
-    /// so one packing serves every CPU; `vpdpbusd` on u8/i8 quads would double the rate again
-    /// but needs u8 activations `q + 128` and a per-column `128 · Σ_k w[k, j]` compensation.
+    /// int8 with AVX512_VNNI: one `vpdpbusd` (four byte products added into each i32 lane)
+    /// per row, quad and panel. It takes unsigned activations, `q + 128` (packed so when
+    /// [`unsigned_activations`] says this kernel runs), and each group's i32 sums lose the
+    /// panel's `offsets` before they are converted and scaled into f32.
     ///
     /// # Safety
     /// The CPU must support AVX512F and AVX512_VNNI.
@@ -463,34 +560,41 @@ mod kernels {
         a: &[u32],
         mr: usize,
         panels: &[u32],
-        kp: usize,
+        kw: usize,
         scales: &[f32],
+        offsets: &[i32],
     ) -> Tile {
         use std::arch::x86_64::*;
-        let (xs, ps) = tile_operands(a, mr, panels, kp);
-        let groups = kp.div_ceil(GROUP);
-        assert!(scales.len() >= mr * groups);
+        let (xs, ps) = tile_operands(a, mr, panels, kw);
+        let groups = kw.div_ceil(GROUP);
+        let np = panels.len() / (kw * NR);
+        assert!(scales.len() >= mr * groups && offsets.len() >= np * groups * NR);
+        let offs: [&[i32]; NP] = std::array::from_fn(|i| &offsets[i.min(np - 1) * groups * NR..]);
         let row_of = rows::<MR>(mr);
         let mut out = [[_mm512_setzero_ps(); NP]; MR];
         for g in 0..groups {
-            let pairs = g * GROUP..((g + 1) * GROUP).min(kp);
+            let quads = g * GROUP..((g + 1) * GROUP).min(kw);
             let mut acc = [[_mm512_setzero_si512(); NP]; MR];
-            for p in pairs {
-                // SAFETY: p < kp, as in `bf16_avx512`.
+            for q in quads {
+                // SAFETY: q < kw: each panel holds kw × NR words and each `xs` row kw words.
                 unsafe {
-                    let b = ps.map(|w| _mm512_loadu_si512(w.add(p * NR).cast()));
+                    let b = ps.map(|w| _mm512_loadu_si512(w.add(q * NR).cast()));
                     for (acc, x) in acc.iter_mut().zip(&xs) {
-                        let x = _mm512_set1_epi32(*x.add(p) as i32);
+                        let x = _mm512_set1_epi32(*x.add(q) as i32);
                         for (acc, b) in acc.iter_mut().zip(&b) {
-                            *acc = _mm512_dpwssd_epi32(*acc, x, *b);
+                            *acc = _mm512_dpbusd_epi32(*acc, x, *b);
                         }
                     }
                 }
             }
+            // SAFETY: each `offs` slice holds groups × NR values (asserted above).
+            let off =
+                offs.map(|o| unsafe { _mm512_loadu_si512(o[g * NR..][..NR].as_ptr().cast()) });
             for ((out, acc), &r) in out.iter_mut().zip(&acc).zip(&row_of) {
                 let s = _mm512_set1_ps(scales[r * groups + g]);
-                for (out, acc) in out.iter_mut().zip(acc) {
-                    *out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(*acc), s, *out);
+                for ((out, acc), off) in out.iter_mut().zip(acc).zip(&off) {
+                    let sum = _mm512_sub_epi32(*acc, *off);
+                    *out = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), s, *out);
                 }
             }
         }
@@ -502,7 +606,7 @@ mod kernels {
     /// loop.
     #[inline(always)]
     pub fn bf16_portable<const FMA: bool>(a: &[u32], mr: usize, panel: &[u32]) -> Quarter {
-        let kp = panel.len() / NR;
+        let kw = panel.len() / NR;
         let mut acc = [[0f32; NR]; HALF];
         for (p, bw) in panel.chunks_exact(NR).enumerate() {
             let (mut b0, mut b1) = ([0f32; NR], [0f32; NR]);
@@ -510,7 +614,7 @@ mod kernels {
                 (b0[j], b1[j]) = bf16_pair(bw[j]);
             }
             for (r, acc) in acc.iter_mut().enumerate().take(mr) {
-                let (a0, a1) = bf16_pair(a[r * kp + p]);
+                let (a0, a1) = bf16_pair(a[r * kw + p]);
                 for j in 0..NR {
                     acc[j] = if FMA {
                         a1.mul_add(b1[j], a0.mul_add(b0[j], acc[j]))
@@ -523,20 +627,20 @@ mod kernels {
         acc
     }
 
-    /// int8 on any CPU, 4 rows and one panel: exact i32 sums of i16 pairs (as `vpmaddwd`
-    /// computes them) per group, scaled into f32 sums.
+    /// int8 on any CPU, 4 rows and one panel: exact i32 sums of byte quads per group, scaled
+    /// into f32 sums.
     pub fn int8_portable(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> Quarter {
-        let kp = panel.len() / NR;
-        let groups = kp.div_ceil(GROUP);
+        let kw = panel.len() / NR;
+        let groups = kw.div_ceil(GROUP);
         let mut out = [[0f32; NR]; HALF];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             for (r, out) in out.iter_mut().enumerate().take(mr) {
                 let mut acc = [0i32; NR];
-                for (p, bw) in bg.chunks_exact(NR).enumerate() {
-                    let (a0, a1) = i16_pair(a[r * kp + g * GROUP + p]);
+                for (q, bw) in bg.chunks_exact(NR).enumerate() {
+                    let x = i8_quad(a[r * kw + g * GROUP + q]);
                     for j in 0..NR {
-                        let (b0, b1) = i16_pair(bw[j]);
-                        acc[j] += a0 * b0 + a1 * b1;
+                        let w = i8_quad(bw[j]);
+                        acc[j] += (0..4).map(|i| x[i] * w[i]).sum::<i32>();
                     }
                 }
                 let s = scales[r * groups + g];
@@ -558,18 +662,20 @@ mod kernels {
         a: &[u32],
         mr: usize,
         panels: &[u32],
-        kp: usize,
+        kw: usize,
         scales: &[f32],
     ) -> Tile {
-        let groups = kp.div_ceil(GROUP);
-        quarters(mr, panels, kp, |r0, rows, panel| {
+        let groups = kw.div_ceil(GROUP);
+        quarters(mr, panels, kw, |r0, rows, panel| {
             // SAFETY: this frame has AVX2 and FMA (the caller's contract).
-            unsafe { int8_avx2_quarter(&a[r0 * kp..], rows, panel, &scales[r0 * groups..]) }
+            unsafe { int8_avx2_quarter(&a[r0 * kw..], rows, panel, &scales[r0 * groups..]) }
         })
     }
 
-    /// int8 with AVX2, 4 rows and one panel: one `vpmaddwd` per row and 8 columns into i32
-    /// registers, converted and scaled into f32 registers at the end of each group.
+    /// int8 with AVX2, 4 rows and one panel: per row and 8 columns, `vpmaddubsw` of the
+    /// activation quad's magnitudes with the weights given its signs (`vpsignb`: pair sums at
+    /// most 2 · 127², so no saturation), then `vpmaddwd` by ones into i32 registers, converted
+    /// and scaled into f32 registers at the end of each group.
     ///
     /// # Safety
     /// The CPU must support AVX2 and FMA.
@@ -577,30 +683,34 @@ mod kernels {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn int8_avx2_quarter(a: &[u32], mr: usize, panel: &[u32], scales: &[f32]) -> Quarter {
         use std::arch::x86_64::*;
-        let kp = panel.len() / NR;
-        let groups = kp.div_ceil(GROUP);
-        assert!(a.len() >= mr * kp && scales.len() >= mr * groups);
+        let kw = panel.len() / NR;
+        let groups = kw.div_ceil(GROUP);
+        assert!(a.len() >= mr * kw && scales.len() >= mr * groups);
         let rows = rows::<HALF>(mr);
+        let ones = _mm256_set1_epi16(1);
         let mut out = [[_mm256_setzero_ps(); 2]; HALF];
         for (g, bg) in panel.chunks(GROUP * NR).enumerate() {
             let mut acc = [[_mm256_setzero_si256(); 2]; HALF];
             let len = bg.len() / NR;
-            // Each row's pairs of this group: `len` words from these pointers.
-            let xs = rows.map(|r| a[r * kp + g * GROUP..][..len].as_ptr());
-            for p in 0..len {
-                // SAFETY: p < len: `bg` holds `len × NR` words and each `xs` row `len` words
-                // (sliced above). The broadcast reads a pair's 32 bits straight from memory
+            // Each row's quads of this group: `len` words from these pointers.
+            let xs = rows.map(|r| a[r * kw + g * GROUP..][..len].as_ptr());
+            for q in 0..len {
+                // SAFETY: q < len: `bg` holds `len × NR` words and each `xs` row `len` words
+                // (sliced above). The broadcast reads a quad's 32 bits straight from memory
                 // (`vbroadcastss`: a load, no shuffle); they are moved, never computed as f32.
                 unsafe {
-                    let bw = bg.as_ptr().add(p * NR);
+                    let bw = bg.as_ptr().add(q * NR);
                     let b = [
                         _mm256_loadu_si256(bw.cast()),
                         _mm256_loadu_si256(bw.add(8).cast()),
                     ];
                     for (acc, x) in acc.iter_mut().zip(&xs) {
-                        let x = _mm256_castps_si256(_mm256_broadcast_ss(&*x.add(p).cast::<f32>()));
-                        acc[0] = _mm256_add_epi32(acc[0], _mm256_madd_epi16(x, b[0]));
-                        acc[1] = _mm256_add_epi32(acc[1], _mm256_madd_epi16(x, b[1]));
+                        let x = _mm256_castps_si256(_mm256_broadcast_ss(&*x.add(q).cast::<f32>()));
+                        let ax = _mm256_abs_epi8(x);
+                        for (acc, b) in acc.iter_mut().zip(&b) {
+                            let pairs = _mm256_maddubs_epi16(ax, _mm256_sign_epi8(*b, x));
+                            *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(pairs, ones));
+                        }
                     }
                 }
             }
@@ -674,6 +784,26 @@ mod tests {
         }
     }
 
+    /// The hardware conversion packs the same pairs as the portable one (normal values; an odd
+    /// tail goes through the portable one).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn hardware_bf16_rows_equal_the_portable_ones() {
+        if !std::arch::is_x86_feature_detected!("avx512bf16") {
+            eprintln!("skipping: this CPU has no AVX512_BF16");
+            return;
+        }
+        let mut row = random(101, 6);
+        row[7] = 1.0 + f32::EPSILON * 64.0; // a tie
+        row[40] = f32::NAN;
+        row[41] = f32::INFINITY;
+        let (mut want, mut got) = (vec![0u32; 51], vec![0u32; 51]);
+        bf16_row(&row, &mut want);
+        // SAFETY: AVX512_BF16 detected above.
+        unsafe { bf16_row_avx512(&row, &mut got) };
+        assert_eq!(got, want);
+    }
+
     /// Odd sizes (k odd, n not a multiple of 16, m not a multiple of 4) against f64, with
     /// error bounds from each format's rounding: bf16 rounds each input by ≤ 2⁻⁹ relative,
     /// int8 each by ≤ half a step of max/127.
@@ -716,7 +846,7 @@ mod tests {
     #[test]
     fn kernels_agree_with_the_portable_ones() {
         let k = 300;
-        let kp = pairs(k);
+        let (kp, kq) = (Format::Bf16.words(k), Format::Int8.words(k));
         let mut ran = vec!["portable"];
         for (n, mr) in [(16, 3), (32, 7), (32, 8)] {
             let w = random(k * n, 4);
@@ -725,8 +855,13 @@ mod tests {
             let (a, _) = bf.pack_rows(&x, mr);
             let want = kernels::bf16_portable_tile(&a, mr, &bf.panels, kp);
             let i8w = PackedWeight::pack(&w, k, n, Format::Int8);
-            let (q, scales) = i8w.pack_rows(&x, mr);
-            let want8 = kernels::int8_portable_tile(&q, mr, &i8w.panels, kp, &scales);
+            let (mut q, scales) = i8w.pack_rows(&x, mr);
+            let unsigned = kernels::unsigned_activations();
+            let flip = |q: &mut [u32]| q.iter_mut().for_each(|w| *w ^= 0x8080_8080);
+            if unsigned {
+                flip(&mut q);
+            }
+            let want8 = kernels::int8_portable_tile(&q, mr, &i8w.panels, kq, &scales);
             assert!(want[mr - 1][n - 1] != 0.0 && want8[mr - 1][n - 1] != 0.0);
             let close = |got: Tile, want: &Tile, what: &str| {
                 let (got, want) = (&got[..mr], &want[..mr]);
@@ -743,7 +878,7 @@ mod tests {
                     let (b, i) = unsafe {
                         (
                             kernels::bf16_avx2(&a, mr, &bf.panels, kp),
-                            kernels::int8_avx2(&q, mr, &i8w.panels, kp, &scales),
+                            kernels::int8_avx2(&q, mr, &i8w.panels, kq, &scales),
                         )
                     };
                     close(b, &want, "bf16 avx2");
@@ -756,9 +891,12 @@ mod tests {
                     close(b, &want, "bf16 avx512bf16");
                     ran.push("avx512bf16");
                 }
-                if has!("avx512vnni") {
-                    // SAFETY: AVX512_VNNI detected just above.
-                    let i = unsafe { kernels::int8_avx512(&q, mr, &i8w.panels, kp, &scales) };
+                if unsigned {
+                    flip(&mut q);
+                    // SAFETY: AVX512_VNNI detected there.
+                    let i = unsafe {
+                        kernels::int8_avx512(&q, mr, &i8w.panels, kq, &scales, &i8w.offsets)
+                    };
                     close(i, &want8, "int8 avx512vnni");
                     ran.push("avx512vnni");
                 }
