@@ -425,9 +425,22 @@ mod kernels {
         kw: usize,
         scales: &[f32],
     ) -> Tile {
+        int8_quarters(a, mr, panels, kw, scales, int8_portable)
+    }
+
+    /// An int8 tile from 4-row, one-panel bodies `body(rows' words, rows, panel, rows' scales)`.
+    #[inline(always)]
+    fn int8_quarters(
+        a: &[u32],
+        mr: usize,
+        panels: &[u32],
+        kw: usize,
+        scales: &[f32],
+        body: impl Fn(&[u32], usize, &[u32], &[f32]) -> Quarter,
+    ) -> Tile {
         let groups = kw.div_ceil(GROUP);
         quarters(mr, panels, kw, |r0, rows, panel| {
-            int8_portable(&a[r0 * kw..], rows, panel, &scales[r0 * groups..])
+            body(&a[r0 * kw..], rows, panel, &scales[r0 * groups..])
         })
     }
 
@@ -665,10 +678,9 @@ mod kernels {
         kw: usize,
         scales: &[f32],
     ) -> Tile {
-        let groups = kw.div_ceil(GROUP);
-        quarters(mr, panels, kw, |r0, rows, panel| {
+        int8_quarters(a, mr, panels, kw, scales, |a, rows, panel, scales| {
             // SAFETY: this frame has AVX2 and FMA (the caller's contract).
-            unsafe { int8_avx2_quarter(&a[r0 * kw..], rows, panel, &scales[r0 * groups..]) }
+            unsafe { int8_avx2_quarter(a, rows, panel, scales) }
         })
     }
 

@@ -63,6 +63,10 @@ pub struct Args {
     /// Internal: run our measurement in this process.
     #[arg(long, hide = true)]
     pub child: bool,
+    /// Our encoder's device and number format (`--precision bf16|int8`: the CPU's low-precision
+    /// kernels; the peer stays f32, and the agreement line shows what that changes).
+    #[command(flatten)]
+    pub compute: crate::compute::ComputeArgs,
 }
 
 /// Pair `i`: an anchor line and a positive of two lines, so every positive is distinct for up to
@@ -125,7 +129,7 @@ pub fn run(a: Args) -> Result<()> {
         a.num_negatives
     );
     let ours = measure_child(&a, threads)?;
-    print_row("prep mine", &ours);
+    print_row(&format!("prep mine ({})", a.compute.precision), &ours);
     print_hnsw(&ours["hnsw"]);
     if a.no_python {
         return Ok(());
@@ -188,6 +192,8 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
     if a.hnsw {
         cmd.arg("--hnsw");
     }
+    cmd.args(["--device", &a.compute.device.to_string()])
+        .args(["--precision", &a.compute.precision.to_string()]);
     let out = cmd.output().context("running the measurement child")?;
     if !out.status.success() {
         bail!(
@@ -206,7 +212,7 @@ fn child(a: &Args) -> Result<()> {
     let encoder = crate::cmd::embed::load_encoder(
         &model_dir(a)?.display().to_string(),
         a.max_seq_length,
-        &crate::compute::ComputeArgs::from_env()?,
+        &a.compute,
     )?;
     let embedder = Embedder::new(
         &encoder,
