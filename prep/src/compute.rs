@@ -26,18 +26,6 @@ pub struct ComputeArgs {
 }
 
 impl ComputeArgs {
-    /// `--device` from $PREP_DEVICE (else cpu) at f32: for commands without the flags.
-    pub fn from_env() -> Result<Self> {
-        let device = match std::env::var("PREP_DEVICE") {
-            Ok(s) if !s.is_empty() => s.parse()?,
-            _ => DeviceSpec::Cpu,
-        };
-        Ok(ComputeArgs {
-            device,
-            precision: Precision::F32,
-        })
-    }
-
     /// Opens the device and checks the precision against it: one readable line when the binary
     /// has no CUDA, the GPU is absent, or the precision does not run there.
     pub fn open(&self) -> Result<Device> {
