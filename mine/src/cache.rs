@@ -27,8 +27,8 @@ pub fn key(text: &str) -> Key {
 }
 
 /// Keys of many texts, on all threads.
-pub fn keys(texts: &[String]) -> Vec<Key> {
-    texts.par_iter().map(|t| key(t)).collect()
+pub fn keys<T: AsRef<str> + Sync>(texts: &[T]) -> Vec<Key> {
+    texts.par_iter().map(|t| key(t.as_ref())).collect()
 }
 
 struct Segment {
@@ -121,10 +121,10 @@ impl EmbeddingCache {
         self.index.is_empty()
     }
 
-    /// The cached vectors of `keys` (`None` where not cached), read from the segments in file
-    /// order.
-    pub fn lookup(&self, keys: &[Key]) -> Result<Vec<Option<Vec<f32>>>> {
-        let mut out = vec![None; keys.len()];
+    /// Hands `found(i, vector)` the cached vector of each of `keys` that is cached (read from the
+    /// segments in file order, one row buffer at a time) and returns whether each was.
+    pub fn lookup(&self, keys: &[Key], found: &mut dyn FnMut(usize, &[f32])) -> Result<Vec<bool>> {
+        let mut out = vec![false; keys.len()];
         let mut wanted: Vec<(u32, u32, usize)> = keys
             .iter()
             .enumerate()
@@ -133,6 +133,7 @@ impl EmbeddingCache {
         wanted.sort_unstable();
         let row_bytes = self.dim * 4;
         let mut buf = vec![0u8; row_bytes];
+        let mut v = vec![0f32; self.dim];
         for group in wanted.chunk_by(|a, b| a.0 == b.0) {
             let seg = &self.segments[group[0].0 as usize];
             let mut f = File::open(&seg.npy).map_err(|e| MineError::io(&seg.npy, e))?;
@@ -142,11 +143,11 @@ impl EmbeddingCache {
                 ))
                 .and_then(|_| f.read_exact(&mut buf))
                 .map_err(|e| MineError::io(&seg.npy, e))?;
-                let v: Vec<f32> = buf
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
-                    .collect();
-                out[i] = Some(v);
+                for (x, b) in v.iter_mut().zip(buf.chunks_exact(4)) {
+                    *x = f32::from_le_bytes(b.try_into().expect("4 bytes"));
+                }
+                found(i, &v);
+                out[i] = true;
             }
         }
         Ok(out)

@@ -11,13 +11,13 @@ use crate::error::Result;
 
 /// Distinct texts in first-seen order; a text's id is its position.
 ///
-/// Texts are held once: the index maps a 64-bit hash to the id, and the rare texts whose hash
+/// Texts are borrowed from the rows (or corpus) they came from, never copied: the index maps a 64-bit hash to the id, and the rare texts whose hash
 /// collides with an earlier, different text go to a small map keyed by the text itself.
 #[derive(Debug, Default)]
-pub struct TextTable {
-    texts: Vec<String>,
+pub struct TextTable<'a> {
+    texts: Vec<&'a str>,
     by_hash: HashMap<u64, u32>,
-    collided: HashMap<String, u32>,
+    collided: HashMap<&'a str, u32>,
 }
 
 fn hash_text(s: &str) -> u64 {
@@ -26,26 +26,26 @@ fn hash_text(s: &str) -> u64 {
     h.finish()
 }
 
-impl TextTable {
+impl<'a> TextTable<'a> {
     pub fn new() -> Self {
         Self::default()
     }
 
     /// The id of `text`, adding it if new.
-    pub fn intern(&mut self, text: &str) -> u32 {
+    pub fn intern(&mut self, text: &'a str) -> u32 {
         if let Some(id) = self.get(text) {
             return id;
         }
         let id = u32::try_from(self.texts.len()).expect("more than 4 billion distinct texts");
         match self.by_hash.entry(hash_text(text)) {
             std::collections::hash_map::Entry::Occupied(_) => {
-                self.collided.insert(text.to_owned(), id);
+                self.collided.insert(text, id);
             }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(id);
             }
         }
-        self.texts.push(text.to_owned());
+        self.texts.push(text);
         id
     }
 
@@ -57,11 +57,11 @@ impl TextTable {
         }
     }
 
-    pub fn text(&self, id: u32) -> &str {
-        &self.texts[id as usize]
+    pub fn text(&self, id: u32) -> &'a str {
+        self.texts[id as usize]
     }
 
-    pub fn texts(&self) -> &[String] {
+    pub fn texts(&self) -> &[&'a str] {
         &self.texts
     }
 
@@ -138,7 +138,9 @@ impl Embeddings {
 
 /// The dot product of two equal-length vectors, summed in 16 lanes then pairwise: an order
 /// fixed in the source, so the same on every CPU, that the compiler can vectorise (a
-/// one-by-one sum cannot be reordered).
+/// one-by-one sum cannot be reordered). Always inlined, so that a caller compiled for a wider
+/// SIMD level (`encoder::simd::dispatch`) vectorises it at that width.
+#[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     debug_assert_eq!(a.len(), b.len());

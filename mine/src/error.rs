@@ -16,6 +16,9 @@ pub enum MineError {
     /// An option (or combination) that cannot work, named as on the command line.
     #[error("{0}")]
     Options(String),
+    /// The approximate index could not be built or searched.
+    #[error("HNSW index: {0}")]
+    Index(String),
     /// Input that is readable but unusable (an empty dataset, a cache of another model).
     #[error("{path}: {message}")]
     Input { path: PathBuf, message: String },

@@ -22,7 +22,7 @@ pub fn positive_ranks(
     top_k_: usize,
     search: SearchOptions,
     progress: &dyn Progress,
-) -> Vec<usize> {
+) -> Result<Vec<usize>> {
     // Enough hits that `top_k_` non-positives are among them whenever the corpus has them.
     let k = top_k_ + problem.max_positives();
     let hits = top_k(
@@ -32,8 +32,8 @@ pub fn positive_ranks(
         k,
         search,
         progress,
-    );
-    (0..problem.row_query.len())
+    )?;
+    Ok((0..problem.row_query.len())
         .into_par_iter()
         .map(|row| {
             let q = problem.row_query[row] as usize;
@@ -52,30 +52,23 @@ pub fn positive_ranks(
                 .filter(|h| h.score > score && !problem.positives[q].contains(&h.index))
                 .count()
         })
-        .collect()
+        .collect())
 }
 
 /// Keeps the rows whose positive ranks in its anchor's top `top_k` ([`positive_ranks`]).
-pub fn consistency(pairs: &[PairRecord], ranks: &[usize], top_k_: usize) -> Curated {
-    let mut records = Vec::new();
+pub fn consistency<'p>(pairs: &'p [PairRecord], ranks: &[usize], top_k_: usize) -> Curated<'p> {
+    let mut keep = Vec::new();
     let mut dropped = BTreeMap::new();
-    for (pair, &rank) in pairs.iter().zip(ranks) {
+    for (row, &rank) in ranks.iter().enumerate().take(pairs.len()) {
         if rank < top_k_ {
-            records.push(pair.clone());
+            keep.push(row as u32);
         } else {
             *dropped
                 .entry(format!("positive not in the anchor's top {top_k_}"))
                 .or_insert(0) += 1;
         }
     }
-    let arity = pairs.first().map_or(schemas::Arity::Pair, |p| p.arity());
-    Curated {
-        records,
-        arity,
-        dropped,
-        counts: BTreeMap::new(),
-        embedded: Default::default(),
-    }
+    Curated::kept(pairs, keep, dropped)
 }
 
 /// Which text of a row semantic dedup compares.
@@ -96,7 +89,7 @@ impl DedupOn {
 }
 
 /// The `on` texts of `pairs`, distinct (first-seen order), and each row's id among them.
-pub fn dedup_texts(pairs: &[PairRecord], on: DedupOn) -> (TextTable, Vec<u32>) {
+pub fn dedup_texts(pairs: &[PairRecord], on: DedupOn) -> (TextTable<'_>, Vec<u32>) {
     let mut table = TextTable::new();
     let ids = pairs.iter().map(|p| table.intern(on.text(p))).collect();
     (table, ids)
@@ -172,15 +165,20 @@ pub fn keep_distinct(
 
 /// Rows kept by dedup: the first row of each kept text; later rows with the same text are exact
 /// duplicates, rows of a text too close to a kept one near duplicates.
-pub fn dedup(pairs: &[PairRecord], ids: &[u32], keep_text: &[bool], on: DedupOn) -> Curated {
+pub fn dedup<'p>(
+    pairs: &'p [PairRecord],
+    ids: &[u32],
+    keep_text: &[bool],
+    on: DedupOn,
+) -> Curated<'p> {
     let col = match on {
         DedupOn::Anchor => "anchor",
         DedupOn::Positive => "positive",
     };
     let mut seen = vec![false; keep_text.len()];
-    let mut records = Vec::new();
+    let mut keep = Vec::new();
     let mut dropped = BTreeMap::new();
-    for (pair, &id) in pairs.iter().zip(ids) {
+    for (row, &id) in ids.iter().enumerate().take(pairs.len()) {
         let id = id as usize;
         let reason = if !keep_text[id] {
             Some(format!("near-duplicate {col}"))
@@ -193,16 +191,9 @@ pub fn dedup(pairs: &[PairRecord], ids: &[u32], keep_text: &[bool], on: DedupOn)
             Some(r) => *dropped.entry(r).or_insert(0) += 1,
             None => {
                 seen[id] = true;
-                records.push(pair.clone());
+                keep.push(row as u32);
             }
         }
     }
-    let arity = pairs.first().map_or(schemas::Arity::Pair, |p| p.arity());
-    Curated {
-        records,
-        arity,
-        dropped,
-        counts: BTreeMap::new(),
-        embedded: Default::default(),
-    }
+    Curated::kept(pairs, keep, dropped)
 }

@@ -103,12 +103,12 @@ pub struct Provenance {
 
 /// Writes `curated` as dataset `out` (its folder name is the dataset id), replacing an earlier
 /// one only when complete; a run that produced no rows fails and leaves `out` untouched.
-pub fn write_dataset(out: &Path, curated: &Curated, prov: &Provenance) -> Result<Manifest> {
+pub fn write_dataset(out: &Path, curated: &Curated<'_>, prov: &Provenance) -> Result<Manifest> {
     let dataset = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .ok_or_else(|| MineError::input(out, "the output needs a folder name (the dataset id)"))?;
-    if curated.records.is_empty() {
+    if curated.is_empty() {
         let why: Vec<String> = curated
             .dropped
             .iter()
@@ -140,8 +140,8 @@ pub fn write_dataset(out: &Path, curated: &Curated, prov: &Provenance) -> Result
     for (reason, count) in &curated.dropped {
         writer.skip(reason, *count);
     }
-    for r in &curated.records {
-        writer.push(r)?;
+    for r in curated.records() {
+        writer.push(&r)?;
     }
     let manifest = writer.finish()?;
     Ok(manifest)

@@ -1,7 +1,7 @@
 //! Nearest neighbours by dot product (cosine on unit vectors). Exact by default: blocked matrix
 //! products, a block of queries against a block of the corpus at a time, so memory is
 //! `threads × query_block × corpus_block` scores, never a queries × corpus matrix. For corpora
-//! of millions, an approximate HNSW index ([`Index::Hnsw`], the `instant-distance` crate) whose
+//! of millions, an approximate HNSW index ([`Index::Hnsw`], the `usearch` crate) whose
 //! candidates are re-scored by the same matrix product, so scores match the exact search's (to
 //! float rounding) wherever the index finds the same rows.
 
@@ -13,6 +13,7 @@ use rayon::prelude::*;
 use schemas::{Progress, Unit};
 
 use crate::embed::Embeddings;
+use crate::error::MineError;
 
 /// A corpus row and its score against a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,12 +35,11 @@ pub enum Index {
     /// Every corpus row scored: the true top k.
     #[default]
     Exact,
-    /// An HNSW graph over the corpus (built once per search, on one thread so that the same
-    /// inputs give the same graph); each query explores `max(ef_search, k)` candidates.
+    /// An HNSW graph over the corpus (usearch; built once per search, on one thread so that
+    /// the same inputs give the same graph); each query explores `max(ef_search, k)` candidates.
     Hnsw {
         ef_construction: usize,
         ef_search: usize,
-        seed: u64,
     },
 }
 
@@ -161,22 +161,24 @@ pub fn top_k(
     k: usize,
     options: SearchOptions,
     progress: &dyn Progress,
-) -> Vec<Vec<Hit>> {
+) -> Result<Vec<Vec<Hit>>, MineError> {
     let k = k.min(corpus.len());
     if k == 0 {
-        return vec![Vec::new(); query_rows.len()];
+        return Ok(vec![Vec::new(); query_rows.len()]);
     }
     if let Index::Hnsw {
         ef_construction,
         ef_search,
-        seed,
     } = options.index
     {
-        // The crate reports no progress while it builds: a phase without a total (a spinner).
-        progress.begin("building the HNSW graph (one thread)", None, Unit::Items);
-        let graph = HnswGraph::build(emb, corpus, ef_construction, ef_search.max(k), seed);
-        progress.finish();
-        return graph.top_k(emb, query_rows, k, progress);
+        let graph = HnswGraph::build(
+            emb,
+            corpus.clone(),
+            ef_construction,
+            ef_search.max(k),
+            progress,
+        )?;
+        return graph.top_k(emb, query_rows, corpus, k, progress);
     }
     let dim = emb.dim;
     let qb = options.query_block.max(1);
@@ -207,60 +209,69 @@ pub fn top_k(
         })
         .collect();
     progress.finish();
-    blocks.into_iter().flatten().collect()
+    Ok(blocks.into_iter().flatten().collect())
 }
 
-/// A corpus row as an HNSW point: its index within the searched range and its unit vector.
-#[derive(Clone)]
-struct Row<'a> {
-    index: u32,
-    v: &'a [f32],
+/// An HNSW graph over `emb[corpus]`: a usearch index (inner product on the unit vectors), keys
+/// counting from `corpus.start`.
+struct HnswGraph {
+    index: usearch::Index,
 }
 
-impl instant_distance::Point for Row<'_> {
-    /// Cosine distance of unit vectors.
-    fn distance(&self, other: &Self) -> f32 {
-        1.0 - crate::embed::dot(self.v, other.v)
-    }
-}
-
-/// An HNSW graph over `emb[corpus]`.
-struct HnswGraph<'a> {
-    hnsw: instant_distance::Hnsw<Row<'a>>,
-    /// `corpus.start`: a point's `index` counts from it.
-    first: usize,
-}
-
-impl<'a> HnswGraph<'a> {
+impl HnswGraph {
+    /// Inserts the rows in order from one thread: usearch then uses one context, whose level
+    /// generator has a fixed seed, so the same inputs always give the same graph.
     fn build(
-        emb: &'a Embeddings,
+        emb: &Embeddings,
         corpus: Range<usize>,
         ef_construction: usize,
         ef_search: usize,
-        seed: u64,
-    ) -> Self {
-        let points: Vec<Row<'a>> = corpus
-            .clone()
-            .map(|r| Row {
-                index: (r - corpus.start) as u32,
-                v: emb.row(r),
-            })
-            .collect();
-        let builder = instant_distance::Builder::default()
-            .ef_construction(ef_construction.max(1))
-            .ef_search(ef_search.max(1))
-            .seed(seed);
-        // The crate inserts points from rayon threads, in an order that depends on timing: one
-        // thread makes the graph, and so the mined dataset, reproducible.
-        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build();
-        let (hnsw, _) = match one {
-            Ok(pool) => pool.install(|| builder.build_hnsw(points)),
-            Err(_) => builder.build_hnsw(points),
+        progress: &dyn Progress,
+    ) -> Result<Self, MineError> {
+        let options = usearch::IndexOptions {
+            dimensions: emb.dim,
+            metric: usearch::MetricKind::IP,
+            quantization: usearch::ScalarKind::F32,
+            connectivity: 0,
+            expansion_add: ef_construction.max(1),
+            expansion_search: ef_search.max(1),
+            multi: false,
         };
-        HnswGraph {
-            hnsw,
-            first: corpus.start,
+        let mut index = usearch::Index::new(&options).map_err(hnsw_error)?;
+        // Most of a build is distances; usearch's own (built without NumKong's kernels) are
+        // compiled for the baseline CPU. Ours run at the widest SIMD level found.
+        let dim = emb.dim;
+        index.change_metric::<f32>(Box::new(move |a, b| {
+            // SAFETY: usearch hands the metric two vectors of the index's `dim` floats.
+            let (a, b) = unsafe {
+                (
+                    std::slice::from_raw_parts(a, dim),
+                    std::slice::from_raw_parts(b, dim),
+                )
+            };
+            1.0 - metric_dot(a, b)
+        }));
+        index
+            .reserve_capacity_and_threads(corpus.len(), 1)
+            .map_err(hnsw_error)?;
+        progress.begin(
+            "building the HNSW graph (one thread)",
+            Some(corpus.len() as u64),
+            Unit::Items,
+        );
+        for (key, r) in corpus.clone().enumerate() {
+            index.add(key as u64, emb.row(r)).map_err(hnsw_error)?;
+            if key % 1024 == 1023 {
+                progress.advance(1024);
+            }
         }
+        progress.advance(corpus.len() as u64 % 1024);
+        progress.finish();
+        // Searches only read the graph: one context per rayon thread.
+        index
+            .reserve_capacity_and_threads(corpus.len(), rayon::current_num_threads())
+            .map_err(hnsw_error)?;
+        Ok(HnswGraph { index })
     }
 
     /// Each query's best `k` rows among the graph's candidates, re-scored exactly, best first.
@@ -268,48 +279,90 @@ impl<'a> HnswGraph<'a> {
         &self,
         emb: &Embeddings,
         query_rows: &[u32],
+        corpus: Range<usize>,
         k: usize,
         progress: &dyn Progress,
-    ) -> Vec<Vec<Hit>> {
+    ) -> Result<Vec<Vec<Hit>>, MineError> {
         progress.begin(
             "searching (HNSW)",
             Some(query_rows.len() as u64),
             Unit::Items,
         );
-        let first = self.first;
         let out = query_rows
             .par_iter()
             .map_init(
-                || (instant_distance::Search::default(), Vec::new(), Vec::new()),
-                |(search, block, scores), &q| {
-                    let query = Row {
-                        index: u32::MAX,
-                        v: emb.row(q as usize),
-                    };
-                    let found: Vec<&Row> =
-                        self.hnsw.search(&query, search).map(|i| i.point).collect();
+                || (Vec::new(), Vec::new()),
+                |(block, scores), &q| {
+                    let query = emb.row(q as usize);
+                    let found = self.index.search(query, k).map_err(hnsw_error)?;
+                    let rows: Vec<u32> = found.keys.iter().map(|&key| key as u32).collect();
                     // Re-scored by the exact search's own product (to float rounding: the block
                     // shape differs), not by the graph's distances.
-                    gather_into(emb, found.iter().map(|r| r.index), first, block);
+                    gather_into(emb, rows.iter().copied(), corpus.start, block);
                     scores.clear();
-                    scores.resize(found.len(), 0f32);
-                    score_block(query.v, block, emb.dim, scores);
-                    let mut hits: Vec<Hit> = found
+                    scores.resize(rows.len(), 0f32);
+                    score_block(query, block, emb.dim, scores);
+                    let mut hits: Vec<Hit> = rows
                         .iter()
                         .zip(scores.iter())
-                        .map(|(r, &score)| Hit {
-                            index: r.index,
-                            score,
-                        })
+                        .map(|(&index, &score)| Hit { index, score })
                         .collect();
                     hits.sort_by(better);
-                    hits.truncate(k);
                     progress.advance(1);
-                    hits
+                    Ok(hits)
                 },
             )
             .collect();
         progress.finish();
         out
     }
+}
+
+/// The graph's dot product, with AVX2 and FMA where the CPU has them (a build spends most of
+/// its time here, and LLVM vectorised the portable loops only two lanes wide).
+fn metric_dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if encoder::simd::level() != encoder::simd::Level::Baseline {
+        // SAFETY: the level says this CPU has AVX2 and FMA.
+        return unsafe { dot_avx2(a, b) };
+    }
+    crate::embed::dot(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    use std::arch::x86_64::*;
+    let n = a.len().min(b.len());
+    let (pa, pb) = (a.as_ptr(), b.as_ptr());
+    let mut acc = [_mm256_setzero_ps(); 4];
+    let mut i = 0;
+    // SAFETY (loads): every load reads 8 floats below `n`.
+    while i + 32 <= n {
+        for (j, acc) in acc.iter_mut().enumerate() {
+            let x = _mm256_loadu_ps(pa.add(i + 8 * j));
+            let y = _mm256_loadu_ps(pb.add(i + 8 * j));
+            *acc = _mm256_fmadd_ps(x, y, *acc);
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_loadu_ps(pa.add(i)),
+            _mm256_loadu_ps(pb.add(i)),
+            acc[0],
+        );
+        i += 8;
+    }
+    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+    let half = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+    let quad = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    let one = _mm_add_ss(quad, _mm_shuffle_ps(quad, quad, 1));
+    let tail: f32 = a[i..n].iter().zip(&b[i..n]).map(|(x, y)| x * y).sum();
+    _mm_cvtss_f32(one) + tail
+}
+
+/// usearch reports C++ exceptions (allocation failures, mostly) as text.
+fn hnsw_error(e: impl std::fmt::Display) -> MineError {
+    MineError::Index(e.to_string())
 }

@@ -29,10 +29,18 @@ pub use knn::{Hit, SearchOptions};
 pub use negatives::{NegativeOptions, OutputFormat, Sampling};
 pub use problem::Problem;
 
-/// The rows a mode keeps or makes, and what it did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Curated {
-    pub records: Vec<PairRecord>,
+/// The rows a mode keeps or makes, and what it did. Rows are a plan over the input rows: an
+/// output row is built from its input row (and its negatives' texts) only when read, so the
+/// output's texts are never all in memory at once.
+#[derive(Debug)]
+pub struct Curated<'a> {
+    pairs: &'a [PairRecord],
+    /// Output rows, in order.
+    rows: Vec<PlannedRow>,
+    /// The texts negatives refer to (empty for the filters).
+    texts: TextTable<'a>,
+    /// Negative text ids, flat: a row's negatives are `negative_ids[row.negatives]`.
+    negative_ids: Vec<u32>,
     pub arity: Arity,
     /// Input rows not written, by reason.
     pub dropped: BTreeMap<String, u64>,
@@ -40,6 +48,97 @@ pub struct Curated {
     pub counts: BTreeMap<String, u64>,
     /// Vectors encoded and read from the cache (not part of the output: it varies by run).
     pub embedded: EmbedCounts,
+}
+
+/// One output row: input row `input`, with negatives `negative_ids[start..end]` (none: the
+/// input row as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlannedRow {
+    pub input: u32,
+    pub negatives: (u32, u32),
+}
+
+impl<'a> Curated<'a> {
+    /// Input rows `keep`, unchanged (the filters).
+    pub fn kept(pairs: &'a [PairRecord], keep: Vec<u32>, dropped: BTreeMap<String, u64>) -> Self {
+        let rows = keep
+            .into_iter()
+            .map(|input| PlannedRow {
+                input,
+                negatives: (0, 0),
+            })
+            .collect();
+        let arity = pairs.first().map_or(Arity::Pair, |p| p.arity());
+        Curated::planned(pairs, rows, arity, dropped)
+    }
+
+    /// Rows with negatives (the texts `negative_ids` point into).
+    pub(crate) fn with_negatives(
+        pairs: &'a [PairRecord],
+        rows: Vec<PlannedRow>,
+        texts: TextTable<'a>,
+        negative_ids: Vec<u32>,
+        arity: Arity,
+        dropped: BTreeMap<String, u64>,
+    ) -> Self {
+        Curated {
+            texts,
+            negative_ids,
+            ..Curated::planned(pairs, rows, arity, dropped)
+        }
+    }
+
+    fn planned(
+        pairs: &'a [PairRecord],
+        rows: Vec<PlannedRow>,
+        arity: Arity,
+        dropped: BTreeMap<String, u64>,
+    ) -> Self {
+        Curated {
+            pairs,
+            rows,
+            texts: TextTable::new(),
+            negative_ids: Vec::new(),
+            arity,
+            dropped,
+            counts: BTreeMap::new(),
+            embedded: EmbedCounts::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Text `id` of the mined problem's table (what [`knn::Hit::index`] and the queries of
+    /// [`Problem`] refer to); mode negatives only.
+    pub fn text(&self, id: u32) -> &str {
+        self.texts.text(id)
+    }
+
+    /// The output rows, in order, built one at a time.
+    pub fn records(&self) -> impl Iterator<Item = PairRecord> + '_ {
+        self.rows.iter().map(|r| self.record(r))
+    }
+
+    fn record(&self, row: &PlannedRow) -> PairRecord {
+        let pair = &self.pairs[row.input as usize];
+        let (start, end) = row.negatives;
+        if start == end {
+            return pair.clone();
+        }
+        let negatives = self.negative_ids[start as usize..end as usize]
+            .iter()
+            .map(|&id| self.texts.text(id).to_owned())
+            .collect();
+        let mut record = PairRecord::with_negatives(&*pair.anchor, &*pair.positive, negatives);
+        record.source_id.clone_from(&pair.source_id);
+        record
+    }
 }
 
 /// What `prep mine` does to a dataset.
@@ -91,15 +190,19 @@ impl<'a> Embedder<'a> {
         Ok(self)
     }
 
-    pub fn embed(&self, texts: &[String], progress: &dyn Progress) -> Result<Embeddings> {
+    pub fn embed<T: AsRef<str> + Sync>(
+        &self,
+        texts: &[T],
+        progress: &dyn Progress,
+    ) -> Result<Embeddings> {
         Ok(self.embed_counted(texts, progress)?.0)
     }
 
     /// L2-normalised vectors of `texts` in order: cached ones read, the others encoded (and
     /// cached, one segment per chunk, so a killed run keeps what it finished).
-    pub fn embed_counted(
+    pub fn embed_counted<T: AsRef<str> + Sync>(
         &self,
-        texts: &[String],
+        texts: &[T],
         progress: &dyn Progress,
     ) -> Result<(Embeddings, EmbedCounts)> {
         let mut out = Embeddings::zeros(texts.len(), self.encoder.dim());
@@ -108,18 +211,14 @@ impl<'a> Embedder<'a> {
         let mut missing = Vec::new();
         match (&cache, &keys) {
             (Some(c), Some(keys)) => {
-                for (i, v) in c.lookup(keys)?.into_iter().enumerate() {
-                    match v {
-                        Some(v) => out.set_normalized(i, &v),
-                        None => missing.push(i),
-                    }
-                }
+                let cached = c.lookup(keys, &mut |i, v| out.set_normalized(i, v))?;
+                missing.extend((0..texts.len()).filter(|&i| !cached[i]));
             }
             _ => missing.extend(0..texts.len()),
         }
         progress.begin("embedding", Some(missing.len() as u64), Unit::Items);
         for chunk in missing.chunks(embed::CHUNK) {
-            let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_str()).collect();
+            let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
             let vecs = embed::encode(self.encoder, &refs, self.options)?;
             for (&i, v) in chunk.iter().zip(&vecs) {
                 out.set_normalized(i, v);
@@ -140,14 +239,14 @@ impl<'a> Embedder<'a> {
 }
 
 /// Runs `mode` over `pairs` (`corpus`: extra candidates for negatives and consistency).
-pub fn curate(
+pub fn curate<'p>(
     embedder: &Embedder<'_>,
-    pairs: &[PairRecord],
-    corpus: Option<&[String]>,
+    pairs: &'p [PairRecord],
+    corpus: Option<&'p [String]>,
     mode: &Mode,
     search: SearchOptions,
     progress: &dyn Progress,
-) -> Result<Curated> {
+) -> Result<Curated<'p>> {
     if pairs.is_empty() {
         return Err(MineError::Options("no rows to curate".into()));
     }
@@ -157,20 +256,17 @@ pub fn curate(
             let (emb, ec) = embedder.embed_counted(problem.table.texts(), progress)?;
             let (chosen, skipped, range_max) =
                 negatives::choose(&problem, &emb, opts, search, progress)?;
-            let mut out = match opts.output_format {
-                OutputFormat::Triplet => negatives::triplets(pairs, &problem, &chosen),
-                OutputFormat::NTuple => {
-                    negatives::ntuples(pairs, &problem, &chosen, opts.num_negatives)
-                }
-            };
-            out.embedded = ec;
-            problem_counts(&problem, ec, &mut out.counts);
-            negatives::skipped_counts(&skipped, &mut out.counts);
-            out.counts.insert("range_max".into(), range_max as u64);
             let found = chosen
                 .iter()
                 .filter(|c| c.len() == opts.num_negatives)
                 .count();
+            let mut counts = BTreeMap::new();
+            problem_counts(&problem, ec, &mut counts);
+            let mut out = negatives::plan(pairs, problem, &chosen, opts);
+            out.embedded = ec;
+            out.counts = counts;
+            negatives::skipped_counts(&skipped, &mut out.counts);
+            out.counts.insert("range_max".into(), range_max as u64);
             out.counts
                 .insert("anchors with all num_negatives".into(), found as u64);
             Ok(out)
@@ -181,7 +277,7 @@ pub fn curate(
             }
             let problem = Problem::new(pairs, corpus);
             let (emb, ec) = embedder.embed_counted(problem.table.texts(), progress)?;
-            let ranks = filter::positive_ranks(&problem, &emb, *top_k, search, progress);
+            let ranks = filter::positive_ranks(&problem, &emb, *top_k, search, progress)?;
             let mut out = filter::consistency(pairs, &ranks, *top_k);
             out.embedded = ec;
             problem_counts(&problem, ec, &mut out.counts);

@@ -29,7 +29,7 @@ use crate::embed::{dot, Embeddings};
 use crate::error::{MineError, Result};
 use crate::knn::{top_k, Hit, SearchOptions};
 use crate::problem::Problem;
-use crate::Curated;
+use crate::{Curated, PlannedRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -234,7 +234,7 @@ pub fn choose(
         range_max + max_positives + 1,
         search,
         progress,
-    );
+    )?;
     let per_query: Vec<(Vec<Hit>, Skipped)> = hits
         .par_iter()
         .enumerate()
@@ -275,73 +275,60 @@ pub fn choose(
     Ok((chosen, total, range_max))
 }
 
-/// Triplets: each input row once per negative its anchor got (input order); rows whose anchor
-/// got none are dropped and counted.
-pub fn triplets(pairs: &[PairRecord], problem: &Problem, chosen: &[Vec<Hit>]) -> Curated {
-    let mut records = Vec::new();
-    let mut dropped = BTreeMap::new();
-    for (row, pair) in pairs.iter().enumerate() {
-        let negs = &chosen[problem.row_query[row] as usize];
-        if negs.is_empty() {
-            *dropped
-                .entry("no negative candidate left".to_owned())
-                .or_insert(0) += 1;
-        }
-        for n in negs {
-            records.push(PairRecord {
-                anchor: pair.anchor.clone(),
-                positive: pair.positive.clone(),
-                negative: Some(problem.table.text(n.index).to_owned()),
-                extra_negatives: Vec::new(),
-                source_id: pair.source_id.clone(),
-            });
-        }
-    }
-    Curated {
-        records,
-        arity: Arity::Triplet,
-        dropped,
-        counts: BTreeMap::new(),
-        embedded: Default::default(),
-    }
-}
-
-/// N-tuples: each input row once (input order) with its anchor's `num_negatives` negatives as
-/// columns, best first; rows whose anchor got fewer are dropped and counted.
-pub fn ntuples(
-    pairs: &[PairRecord],
-    problem: &Problem,
+/// The output rows of mined negatives, in input order, as `opts.output_format` says:
+/// - triplets: each input row once per negative its anchor got; rows whose anchor got none are
+///   dropped and counted;
+/// - n-tuples: each input row once with its anchor's `num_negatives` negatives as columns, best
+///   first; rows whose anchor got fewer are dropped and counted.
+///
+/// Each anchor's negatives are stored once (as text ids into the problem's table, which the
+/// result keeps), however many rows share them.
+pub fn plan<'p>(
+    pairs: &'p [PairRecord],
+    problem: Problem<'p>,
     chosen: &[Vec<Hit>],
-    num_negatives: usize,
-) -> Curated {
-    let mut records = Vec::new();
+    opts: &NegativeOptions,
+) -> Curated<'p> {
+    let mut starts = Vec::with_capacity(chosen.len());
+    let mut negative_ids = Vec::new();
+    for c in chosen {
+        starts.push(negative_ids.len() as u32);
+        negative_ids.extend(c.iter().map(|h| h.index));
+    }
+    let n = opts.num_negatives;
+    let mut rows = Vec::new();
     let mut dropped = BTreeMap::new();
-    for (row, pair) in pairs.iter().enumerate() {
-        let negs = &chosen[problem.row_query[row] as usize];
-        if negs.len() < num_negatives {
-            let reason = if negs.is_empty() {
-                "no negative candidate left".to_owned()
-            } else {
-                "fewer than num_negatives negatives left".to_owned()
-            };
-            *dropped.entry(reason).or_insert(0) += 1;
+    for row in 0..pairs.len() {
+        let q = problem.row_query[row] as usize;
+        let (start, got) = (starts[q], chosen[q].len() as u32);
+        let reason = match opts.output_format {
+            _ if got == 0 => Some("no negative candidate left"),
+            OutputFormat::NTuple if (got as usize) < n => {
+                Some("fewer than num_negatives negatives left")
+            }
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            *dropped.entry(reason.to_owned()).or_insert(0) += 1;
             continue;
         }
-        let texts = negs
-            .iter()
-            .map(|n| problem.table.text(n.index).to_owned())
-            .collect();
-        let mut record = PairRecord::with_negatives(&*pair.anchor, &*pair.positive, texts);
-        record.source_id.clone_from(&pair.source_id);
-        records.push(record);
+        let input = row as u32;
+        match opts.output_format {
+            OutputFormat::Triplet => rows.extend((start..start + got).map(|i| PlannedRow {
+                input,
+                negatives: (i, i + 1),
+            })),
+            OutputFormat::NTuple => rows.push(PlannedRow {
+                input,
+                negatives: (start, start + got),
+            }),
+        }
     }
-    Curated {
-        records,
-        arity: Arity::with_negatives(num_negatives),
-        dropped,
-        counts: BTreeMap::new(),
-        embedded: Default::default(),
-    }
+    let arity = match opts.output_format {
+        OutputFormat::Triplet => Arity::Triplet,
+        OutputFormat::NTuple => Arity::with_negatives(n),
+    };
+    Curated::with_negatives(pairs, rows, problem.table, negative_ids, arity, dropped)
 }
 
 /// Skip counts as manifest entries.

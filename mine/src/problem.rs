@@ -9,9 +9,9 @@ use crate::embed::TextTable;
 /// candidates are the extra corpus (if any) then the positives, de-duplicated in first-seen
 /// order; queries are the distinct anchors in first-seen order.
 #[derive(Debug)]
-pub struct Problem {
+pub struct Problem<'a> {
     /// Candidate texts first (ids `0..corpus_len`), then anchors that are not candidates.
-    pub table: TextTable,
+    pub table: TextTable<'a>,
     pub corpus_len: usize,
     /// Each distinct anchor's table id.
     pub queries: Vec<u32>,
@@ -25,10 +25,10 @@ pub struct Problem {
     pub rows_per_query: Vec<u32>,
 }
 
-impl Problem {
+impl<'a> Problem<'a> {
     /// `corpus`: extra candidate texts; the positives are always candidates as well (as in
     /// sentence-transformers, where the corpus is "in addition to" the positive column).
-    pub fn new(pairs: &[PairRecord], corpus: Option<&[String]>) -> Problem {
+    pub fn new(pairs: &'a [PairRecord], corpus: Option<&'a [String]>) -> Problem<'a> {
         let mut table = TextTable::new();
         for text in corpus.unwrap_or_default() {
             table.intern(text);

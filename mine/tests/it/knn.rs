@@ -31,7 +31,7 @@ fn top_k_matches_a_full_sort_for_every_block_shape_with_ties_by_index() {
             ..Default::default()
         };
         for k in 1..=7 {
-            let got = top_k(&e, &[6, 7], 0..6, k, opts, &schemas::NoProgress);
+            let got = top_k(&e, &[6, 7], 0..6, k, opts, &schemas::NoProgress).unwrap();
             for (q, hits) in [6usize, 7].iter().zip(&got) {
                 let mut all: Vec<Hit> = (0..6)
                     .map(|j| Hit {
@@ -58,7 +58,8 @@ fn a_corpus_range_counts_hits_from_its_start() {
         1,
         SearchOptions::default(),
         &schemas::NoProgress,
-    );
+    )
+    .unwrap();
     assert_eq!(
         got[0][0].index, 1,
         "row 2 of emb is index 1 of the range 1..4"
@@ -100,17 +101,17 @@ fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
         k,
         SearchOptions::default(),
         &schemas::NoProgress,
-    );
+    )
+    .unwrap();
     let hnsw = SearchOptions {
         index: Index::Hnsw {
             ef_construction: 100,
             ef_search: 64,
-            seed: 3,
         },
         ..Default::default()
     };
-    let approx = top_k(&e, &queries, corpus.clone(), k, hnsw, &schemas::NoProgress);
-    let again = top_k(&e, &queries, corpus, k, hnsw, &schemas::NoProgress);
+    let approx = top_k(&e, &queries, corpus.clone(), k, hnsw, &schemas::NoProgress).unwrap();
+    let again = top_k(&e, &queries, corpus, k, hnsw, &schemas::NoProgress).unwrap();
     assert_eq!(
         approx, again,
         "the same inputs and seed give the same neighbours"

@@ -49,16 +49,19 @@ fn expected(
         .collect()
 }
 
-fn setup() -> Option<(common::Fixture, Problem, Embeddings)> {
+/// The squad fixture and the vectors of its problem's texts (`Problem::new` on the same rows
+/// gives the same table again).
+fn setup() -> Option<(common::Fixture, Embeddings)> {
     let (fx, embedder) = common::squad_and_model()?;
     let p = Problem::new(&fx.records, None);
     let emb = embedder.embed(p.table.texts(), &NoProgress).unwrap();
-    Some((fx, p, emb))
+    Some((fx, emb))
 }
 
 #[test]
 fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
-    let Some((fx, p, emb)) = setup() else { return };
+    let Some((fx, emb)) = setup() else { return };
+    let p = Problem::new(&fx.records, None);
     assert!(fx.records.len() > 50 && p.corpus_len > 20, "a real dataset");
     let full = top_k(
         &emb,
@@ -67,7 +70,8 @@ fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
         p.corpus_len,
         SearchOptions::default(),
         &NoProgress,
-    );
+    )
+    .unwrap();
     let cases = [
         NegativeOptions::default(),
         NegativeOptions {
@@ -129,7 +133,8 @@ fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
 
 #[test]
 fn option_combinations_that_cannot_work_are_refused_by_name() {
-    let Some((_fx, p, emb)) = setup() else { return };
+    let Some((fx, emb)) = setup() else { return };
+    let p = Problem::new(&fx.records, None);
     let bad = [
         (
             NegativeOptions {
@@ -166,7 +171,8 @@ fn option_combinations_that_cannot_work_are_refused_by_name() {
 
 #[test]
 fn random_sampling_is_seeded_inside_the_window_and_thread_count_free() {
-    let Some((_fx, p, emb)) = setup() else { return };
+    let Some((fx, emb)) = setup() else { return };
+    let p = Problem::new(&fx.records, None);
     let o = NegativeOptions {
         num_negatives: 2,
         range_min: 1,
@@ -237,12 +243,12 @@ fn triplets_keep_input_order_and_never_use_a_positive_of_the_anchor() {
     for r in &fx.records {
         positives.entry(&r.anchor).or_default().push(&r.positive);
     }
-    let written_rows = out.records.len() as u64;
+    let written_rows = out.len() as u64;
     let no_neg = out.dropped.values().sum::<u64>();
     assert!(written_rows > 0);
     // Each input row appears num_negatives times (or is dropped, counted), in input order.
     let mut next = 0;
-    for r in &out.records {
+    for r in out.records() {
         while fx.records[next].anchor != r.anchor || fx.records[next].positive != r.positive {
             next += 1;
         }

@@ -222,6 +222,8 @@ fn child(a: &Args) -> Result<()> {
     );
     let opts = NegativeOptions {
         num_negatives: a.num_negatives,
+        // As the peer's call.
+        output_format: mine::OutputFormat::Triplet,
         ..Default::default()
     };
     let (t0, c0) = (Instant::now(), cpu_seconds());
@@ -229,21 +231,32 @@ fn child(a: &Args) -> Result<()> {
     let emb = embedder.embed(problem.table.texts(), &NoProgress)?;
     let embed_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
+    let (queries, corpus_len, texts) = (
+        problem.queries.clone(),
+        problem.corpus_len,
+        problem.table.len(),
+    );
     let (chosen, _, _) = choose(&problem, &emb, &opts, SearchOptions::default(), &NoProgress)?;
-    let _ = mine::negatives::triplets(&records, &problem, &chosen);
+    // What `prep mine` does next: the rows planned and written as a dataset.
+    let curated = mine::negatives::plan(&records, problem, &chosen, &opts);
+    mine::io::write_dataset(
+        &a.work.join("mined"),
+        &curated,
+        &mine::io::Provenance::default(),
+    )?;
     let search_secs = t1.elapsed().as_secs_f64();
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
     let hnsw = match a.hnsw {
-        true => hnsw_against_exact(&emb, &problem.queries, problem.corpus_len),
+        true => hnsw_against_exact(&emb, &queries, corpus_len),
         false => Value::Null,
     };
     let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (q, c) in chosen.iter().enumerate() {
-        let anchor = sha(problem.table.text(problem.queries[q]));
+        let anchor = sha(curated.text(queries[q]));
         negatives.insert(
             anchor,
-            c.iter().map(|h| sha(problem.table.text(h.index))).collect(),
+            c.iter().map(|h| sha(curated.text(h.index))).collect(),
         );
     }
     std::fs::write(
@@ -254,9 +267,9 @@ fn child(a: &Args) -> Result<()> {
         "{}",
         json!({
             "secs": secs, "cpu_s": cpu,
-            "texts": problem.table.len(), "queries": problem.queries.len(),
-            "embed_secs": embed_secs, "texts_per_s": problem.table.len() as f64 / embed_secs,
-            "search_secs": search_secs, "queries_per_s": problem.queries.len() as f64 / search_secs,
+            "texts": texts, "queries": queries.len(),
+            "embed_secs": embed_secs, "texts_per_s": texts as f64 / embed_secs,
+            "search_secs": search_secs, "queries_per_s": queries.len() as f64 / search_secs,
             "peak_rss_bytes": peak_rss_bytes(),
             "max_seq_length": encoder.max_seq_length(),
             "hnsw": hnsw,
@@ -284,6 +297,7 @@ fn exact_top_10(emb: &mine::Embeddings, queries: &[u32], corpus_len: usize) -> V
         SearchOptions::default(),
         &NoProgress,
     )
+    .expect("the exact search does not fail")
 }
 
 /// [`hnsw_against_exact`] given the exact search's hits and seconds.
@@ -300,7 +314,6 @@ fn hnsw_against(
     let index = Index::Hnsw {
         ef_construction: 200,
         ef_search: 128,
-        seed: 42,
     };
     let options = SearchOptions {
         index,
@@ -308,7 +321,10 @@ fn hnsw_against(
     };
     let t = Instant::now();
     let phases = PhaseClock::default();
-    let approx = top_k(emb, queries, corpus, k, options, &phases);
+    let approx = match top_k(emb, queries, corpus, k, options, &phases) {
+        Ok(hits) => hits,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
     let hnsw_secs = t.elapsed().as_secs_f64();
     // The build ends where the search phase begins.
     let build_secs = phases
@@ -355,6 +371,10 @@ impl schemas::Progress for PhaseClock {
 /// The line for [`hnsw_against_exact`]'s figures (nothing for null).
 fn print_hnsw(h: &Value) {
     if h.is_null() {
+        return;
+    }
+    if let Some(e) = h["error"].as_str() {
+        println!("  HNSW: {e}");
         return;
     }
     let secs = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);

@@ -40,7 +40,7 @@ pub struct MinedStats {
 }
 
 /// The training records as pairs (negatives stripped), so "without negatives" means exactly that.
-pub fn as_pairs(records: Vec<PairRecord>) -> (Vec<PairRecord>, Arity) {
+pub fn as_pairs(records: impl IntoIterator<Item = PairRecord>) -> (Vec<PairRecord>, Arity) {
     let pairs = records
         .into_iter()
         .map(|r| PairRecord {
@@ -93,7 +93,7 @@ pub fn mine_all(
             &Bar::new(),
         )
         .with_context(|| format!("mining {id}"))?;
-        let kept = curated.records.len() as u64;
+        let kept = curated.len() as u64;
         stats.datasets.insert(id.clone(), (*rows, kept));
         if kept == 0 {
             println!("   {id:<28} no row kept a negative: left out");
@@ -102,7 +102,7 @@ pub fn mine_all(
         let manifest = write_dataset(&dir.join(id), &curated, &prov)
             .with_context(|| format!("writing the mined {id}"))?;
         // The pairs run trains on the same rows: those that got a negative, without it.
-        let (pairs, arity) = as_pairs(curated.records);
+        let (pairs, arity) = as_pairs(curated.records());
         let pairs_dir = train_pairs.join(id);
         let m = schemas::Manifest::read(&pairs_dir)?;
         let reason = "no mined negative (demo)";

@@ -153,7 +153,6 @@ impl Args {
             IndexKind::Hnsw => mine::knn::Index::Hnsw {
                 ef_construction: self.ef_construction,
                 ef_search: self.ef_search,
-                seed: self.seed,
             },
         }
     }
