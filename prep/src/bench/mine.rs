@@ -206,7 +206,8 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
     serde_json::from_str(line).with_context(|| format!("parsing child output {line:?}"))
 }
 
-/// Our measurement: embed, search and select, timed apart; writes the chosen negatives' hashes.
+/// Our measurement: embedding timed apart from search, selection and writing the dataset (as
+/// `prep mine` does); writes the chosen negatives' hashes.
 fn child(a: &Args) -> Result<()> {
     let records = mine::io::read_dataset(&a.work.join("pairs"))?.records;
     let encoder = crate::cmd::embed::load_encoder(

@@ -126,7 +126,7 @@ pub struct Args {
     /// Search: corpus rows per block.
     #[arg(long, default_value_t = 4096)]
     pub corpus_block: usize,
-    /// Search: exact, or an approximate HNSW index (built on one thread, so results are
+    /// Search: exact, or an approximate HNSW index (usearch; built on one thread, so results are
     /// reproducible; its candidates are re-scored exactly).
     #[arg(long, value_enum, default_value = "exact")]
     pub index: IndexKind,
