@@ -138,9 +138,7 @@ impl Embeddings {
 
 /// The dot product of two equal-length vectors, summed in 16 lanes then pairwise: an order
 /// fixed in the source, so the same on every CPU, that the compiler can vectorise (a
-/// one-by-one sum cannot be reordered). Always inlined, so that a caller compiled for a wider
-/// SIMD level (`encoder::simd::dispatch`) vectorises it at that width.
-#[inline(always)]
+/// one-by-one sum cannot be reordered).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
     debug_assert_eq!(a.len(), b.len());
