@@ -7,10 +7,12 @@ use rayon::prelude::*;
 use schemas::{PairRecord, Progress, Unit};
 use serde::Serialize;
 
-use crate::embed::{dot, Embeddings, TextTable};
+use crate::embed::TextTable;
 use crate::error::{MineError, Result};
-use crate::knn::{score_block, top_k, SearchOptions};
+use crate::knn::{score_block, top_k_each, Hit, SearchOptions};
+use crate::negatives::positive_scores;
 use crate::problem::Problem;
+use crate::store::{rows_within, Vectors};
 use crate::Curated;
 
 /// Per input row: how many candidates that are not positives of its anchor score strictly
@@ -18,41 +20,84 @@ use crate::Curated;
 /// `top_k`, so `rank < top_k` means "the positive is in the anchor's top `top_k`".
 pub fn positive_ranks(
     problem: &Problem,
-    emb: &Embeddings,
+    vectors: &dyn Vectors,
     top_k_: usize,
     search: SearchOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<usize>> {
+    let (starts, rows) = rows_by_query(problem);
+    let mut ranks = vec![0usize; problem.row_query.len()];
     // Enough hits that `top_k_` non-positives are among them whenever the corpus has them.
     let k = top_k_ + problem.max_positives();
-    let hits = top_k(
-        emb,
+    top_k_each(
+        vectors,
         &problem.queries,
         0..problem.corpus_len,
         k,
         search,
         progress,
+        &mut |first, hits| {
+            let group: Vec<Vec<(u32, usize)>> = hits
+                .par_iter()
+                .enumerate()
+                .map_init(Vec::new, |buf, (i, hits)| {
+                    let q = first + i;
+                    let rows = &rows[starts[q] as usize..starts[q + 1] as usize];
+                    ranks_of(problem, vectors, q, hits, rows, buf)
+                })
+                .collect::<Result<_>>()?;
+            for (row, rank) in group.into_iter().flatten() {
+                ranks[row as usize] = rank;
+            }
+            Ok(())
+        },
     )?;
-    Ok((0..problem.row_query.len())
-        .into_par_iter()
-        .map(|row| {
-            let q = problem.row_query[row] as usize;
-            let pos = problem.row_positive[row];
-            let hits = &hits[q];
-            // The positive's score as the search computed it, so it compares exactly with the
-            // other hits; the plain dot product when it fell outside them.
-            let score = hits
-                .iter()
-                .find(|h| h.index == pos)
-                .map(|h| h.score)
-                .unwrap_or_else(|| {
-                    dot(emb.row(problem.queries[q] as usize), emb.row(pos as usize))
-                });
-            hits.iter()
-                .filter(|h| h.score > score && !problem.positives[q].contains(&h.index))
-                .count()
-        })
-        .collect())
+    Ok(ranks)
+}
+
+/// The rank of each of `rows`' positives among query `q`'s `hits`.
+fn ranks_of(
+    problem: &Problem,
+    vectors: &dyn Vectors,
+    q: usize,
+    hits: &[Hit],
+    rows: &[u32],
+    buf: &mut Vec<f32>,
+) -> Result<Vec<(u32, usize)>> {
+    let mut out = Vec::with_capacity(rows.len());
+    for &row in rows {
+        let pos = problem.row_positive[row as usize];
+        // The positive's score as the search computed it, so it compares exactly with the
+        // other hits; the plain dot product when it fell outside them.
+        let score = match hits.iter().find(|h| h.index == pos) {
+            Some(h) => h.score,
+            None => positive_scores(vectors, problem.queries[q], &[pos], buf)?[0],
+        };
+        let rank = hits
+            .iter()
+            .filter(|h| h.score > score && !problem.positives[q].contains(&h.index))
+            .count();
+        out.push((row, rank));
+    }
+    Ok(out)
+}
+
+/// Input rows grouped by query: query `q`'s rows are `rows[starts[q]..starts[q + 1]]`.
+fn rows_by_query(problem: &Problem) -> (Vec<u32>, Vec<u32>) {
+    let mut starts = vec![0u32; problem.queries.len() + 1];
+    for &q in &problem.row_query {
+        starts[q as usize + 1] += 1;
+    }
+    for q in 0..problem.queries.len() {
+        starts[q + 1] += starts[q];
+    }
+    let mut next = starts.clone();
+    let mut rows = vec![0u32; problem.row_query.len()];
+    for (row, &q) in problem.row_query.iter().enumerate() {
+        rows[next[q as usize] as usize] = row as u32;
+        next[q as usize] += 1;
+    }
+    (starts, rows)
 }
 
 /// Keeps the rows whose positive ranks in its anchor's top `top_k` ([`positive_ranks`]).
@@ -96,10 +141,13 @@ pub fn dedup_texts(pairs: &[PairRecord], on: DedupOn) -> (TextTable<'_>, Vec<u32
 }
 
 /// Greedy semantic dedup over distinct texts in order: a text is kept unless its cosine to an
-/// earlier kept text is ≥ `threshold`. Exact; memory beyond the embeddings is one block of
-/// scores per thread (kept texts are read in place, never copied into a matrix).
+/// earlier kept text is ≥ `threshold`. Exact, in bounded memory: texts go a group at a time (as
+/// many as `search.memory` allows); the kept texts' vectors are compared in chunks of
+/// `corpus_block` kept texts. Chunks already full when a group starts are read once for the
+/// whole group; the rest (the last chunk, and what the group keeps) are held in memory. Every
+/// block of a group meets the same chunks, in the same product, as it would with no budget.
 pub fn keep_distinct(
-    emb: &Embeddings,
+    vectors: &dyn Vectors,
     threshold: f32,
     search: SearchOptions,
     progress: &dyn Progress,
@@ -109,58 +157,138 @@ pub fn keep_distinct(
             "--threshold must be in (-1, 1], not {threshold}"
         )));
     }
-    let n = emb.rows();
-    let dim = emb.dim;
-    let qb = search.query_block.max(1);
-    let cb = search.corpus_block.max(1);
+    let (n, dim) = (vectors.rows(), vectors.dim());
+    let (qb, cb) = (search.query_block.max(1), search.corpus_block.max(1));
+    // Per text of a group: its vector, its best score, and room to hold it if kept.
+    let fixed = cb * dim * 4 * 2 + rayon::current_num_threads() * qb * cb * 4;
+    let at_once = rows_within(search.memory, 2 * dim * 4 + 4, fixed, qb);
+    let mut kept = KeptTexts {
+        rows: Vec::new(),
+        tail: Vec::new(),
+        tail_from: 0,
+        chunk: cb,
+    };
     let mut keep = vec![false; n];
-    let mut kept: Vec<u32> = Vec::new();
+    let mut buf = Vec::new();
     progress.begin("dedup", Some(n as u64), Unit::Items);
-    for start in (0..n).step_by(qb) {
-        let end = (start + qb).min(n);
-        let block = emb.slice(start..end);
-        let m = end - start;
-        // Best cosine of each block row to any text kept before the block, over kept chunks in
-        // parallel (max is exact in any order, so the result does not depend on threads).
-        let best = kept
-            .par_chunks(cb)
-            .map(|chunk| {
-                let mut gathered = Vec::with_capacity(chunk.len() * dim);
-                for &k in chunk {
-                    gathered.extend_from_slice(emb.row(k as usize));
-                }
-                let mut s = vec![0f32; m * chunk.len()];
-                score_block(block, &gathered, dim, &mut s);
-                (0..m)
-                    .map(|r| {
-                        s[r * chunk.len()..(r + 1) * chunk.len()]
-                            .iter()
-                            .copied()
-                            .fold(f32::NEG_INFINITY, f32::max)
-                    })
-                    .collect::<Vec<f32>>()
-            })
-            .reduce(
-                || vec![f32::NEG_INFINITY; m],
-                |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
-            );
-        // Within the block, in order: against the rows of the block kept so far.
-        let mut within = vec![0f32; m * m];
-        score_block(block, block, dim, &mut within);
-        let mut kept_here: Vec<usize> = Vec::new();
-        for r in 0..m {
-            let dup =
-                best[r] >= threshold || kept_here.iter().any(|&k| within[r * m + k] >= threshold);
-            if !dup {
-                kept_here.push(r);
-                keep[start + r] = true;
+    for start in (0..n).step_by(at_once) {
+        let end = (start + at_once).min(n);
+        let group = vectors.block(start..end, &mut buf)?;
+        let mut best = kept.best_in_full_chunks(vectors, group, qb)?;
+        for (b, block) in group.chunks(qb * dim).enumerate() {
+            let first = start + b * qb;
+            let best = &mut best[b * qb..b * qb + block.len() / dim];
+            kept.raise_by_tail(block, best);
+            for (r, row) in keep_in_block(block, dim, best, threshold) {
+                keep[first + r] = true;
+                kept.push((first + r) as u32, row);
             }
+            progress.advance(best.len() as u64);
         }
-        kept.extend(kept_here.iter().map(|&r| (start + r) as u32));
-        progress.advance(m as u64);
     }
     progress.finish();
     Ok(keep)
+}
+
+/// The texts kept so far, as chunks of `chunk` texts: full chunks (before `tail_from`) are read
+/// back from the vectors when needed; the texts after them are held in `tail`.
+struct KeptTexts {
+    rows: Vec<u32>,
+    tail: Vec<f32>,
+    /// Position in `rows` of the tail's first text (a multiple of `chunk`).
+    tail_from: usize,
+    chunk: usize,
+}
+
+impl KeptTexts {
+    /// Each `group` row's best score against the chunks full at this point (each read back once,
+    /// unless still in the tail), every query block of the group in parallel; the tail then
+    /// drops what they hold.
+    fn best_in_full_chunks(
+        &mut self,
+        vectors: &dyn Vectors,
+        group: &[f32],
+        qb: usize,
+    ) -> Result<Vec<f32>> {
+        let dim = vectors.dim();
+        let mut best = vec![f32::NEG_INFINITY; group.len() / dim];
+        let full = self.rows.len() / self.chunk * self.chunk;
+        let mut read = Vec::new();
+        for c in (0..full).step_by(self.chunk) {
+            let chunk: &[f32] = if c < self.tail_from {
+                vectors.gather(&self.rows[c..c + self.chunk], 0, &mut read)?;
+                &read
+            } else {
+                &self.tail[(c - self.tail_from) * dim..][..self.chunk * dim]
+            };
+            best.par_chunks_mut(qb)
+                .zip(group.par_chunks(qb * dim))
+                .for_each(|(best, block)| raise(block, chunk, dim, best));
+        }
+        self.tail.drain(..(full - self.tail_from) * dim);
+        self.tail_from = full;
+        Ok(best)
+    }
+
+    /// Raises `best` (of `block`'s rows) by the tail's chunks, in parallel.
+    fn raise_by_tail(&self, block: &[f32], best: &mut [f32]) {
+        let dim = block.len() / best.len();
+        let found = self
+            .tail
+            .par_chunks(self.chunk * dim)
+            .map(|chunk| {
+                let mut b = vec![f32::NEG_INFINITY; best.len()];
+                raise(block, chunk, dim, &mut b);
+                b
+            })
+            .reduce(
+                || vec![f32::NEG_INFINITY; best.len()],
+                |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
+            );
+        for (b, f) in best.iter_mut().zip(found) {
+            *b = b.max(f);
+        }
+    }
+
+    fn push(&mut self, row: u32, vector: &[f32]) {
+        self.rows.push(row);
+        self.tail.extend_from_slice(vector);
+    }
+}
+
+/// `best[r] = max(best[r], max_j block[r] · chunk[j])` (max is exact in any order, so the result
+/// does not depend on threads).
+fn raise(block: &[f32], chunk: &[f32], dim: usize, best: &mut [f32]) {
+    let (m, n) = (block.len() / dim, chunk.len() / dim);
+    let mut s = vec![0f32; m * n];
+    score_block(block, chunk, dim, &mut s);
+    for (r, b) in best.iter_mut().enumerate() {
+        *b = s[r * n..(r + 1) * n].iter().copied().fold(*b, f32::max);
+    }
+}
+
+/// The rows of `block` kept, in order, with their vectors: a row is kept unless its `best` score
+/// to earlier kept texts, or its score to a row kept before it in the block, is ≥ `threshold`.
+fn keep_in_block<'b>(
+    block: &'b [f32],
+    dim: usize,
+    best: &[f32],
+    threshold: f32,
+) -> Vec<(usize, &'b [f32])> {
+    let m = best.len();
+    let mut within = vec![0f32; m * m];
+    score_block(block, block, dim, &mut within);
+    let mut kept_here: Vec<usize> = Vec::new();
+    for r in 0..m {
+        let dup = best[r] >= threshold || kept_here.iter().any(|&k| within[r * m + k] >= threshold);
+        if !dup {
+            kept_here.push(r);
+        }
+    }
+    kept_here
+        .into_iter()
+        .map(|r| (r, &block[r * dim..(r + 1) * dim]))
+        .collect()
 }
 
 /// Rows kept by dedup: the first row of each kept text; later rows with the same text are exact

@@ -12,8 +12,8 @@ use encoder::linalg::{gemm, MatRef, Parallelism};
 use rayon::prelude::*;
 use schemas::{Progress, Unit};
 
-use crate::embed::Embeddings;
 use crate::error::MineError;
+use crate::store::{rows_within, Vectors};
 
 /// A corpus row and its score against a query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -43,13 +43,16 @@ pub enum Index {
     },
 }
 
-/// Block sizes of the exact search (memory per thread is `query_block × corpus_block` floats)
-/// and the index.
+/// Block sizes of the exact search (memory per thread is `query_block × corpus_block` floats),
+/// the index, and the memory budget: vectors past half of it spill to disk (see
+/// [`crate::store`]), and a search holds as many queries at once as fit in the other half.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SearchOptions {
     pub query_block: usize,
     pub corpus_block: usize,
     pub index: Index,
+    /// Bytes.
+    pub memory: usize,
 }
 
 impl Default for SearchOptions {
@@ -58,7 +61,20 @@ impl Default for SearchOptions {
             query_block: 256,
             corpus_block: 4096,
             index: Index::Exact,
+            memory: 4 << 30,
         }
+    }
+}
+
+impl SearchOptions {
+    /// Queries a search holds at once (a whole number of query blocks), each with its vector
+    /// and up to `2k` hits, beside one corpus block and each thread's scores.
+    pub fn queries_at_once(&self, dim: usize, k: usize) -> usize {
+        let qb = self.query_block.max(1);
+        let cb = self.corpus_block.max(1);
+        let per_query = dim * 4 + 2 * k * std::mem::size_of::<Hit>();
+        let fixed = cb * dim * 4 + rayon::current_num_threads() * qb * cb * 4;
+        rows_within(self.memory, per_query, fixed, qb)
     }
 }
 
@@ -115,19 +131,6 @@ impl TopK {
     }
 }
 
-/// Copies rows `rows` (offset by `first`) of `emb` into `out`, one contiguous block.
-fn gather_into(
-    emb: &Embeddings,
-    rows: impl IntoIterator<Item = u32>,
-    first: usize,
-    out: &mut Vec<f32>,
-) {
-    out.clear();
-    for r in rows {
-        out.extend_from_slice(emb.row(first + r as usize));
-    }
-}
-
 /// `scores[i, j] = queries[i] · corpus[j]` for a block (`scores` row-major, `n` columns).
 pub(crate) fn score_block(queries: &[f32], corpus: &[f32], dim: usize, scores: &mut [f32]) {
     let m = queries.len() / dim;
@@ -152,67 +155,129 @@ pub(crate) fn score_block(queries: &[f32], corpus: &[f32], dim: usize, scores: &
     );
 }
 
-/// For each of `query_rows` (rows of `emb`), the `k` best rows of `emb[corpus]` by dot product,
-/// best first ([`better`]); `Hit::index` counts from `corpus.start`. On all rayon threads.
+/// For each of `query_rows`, the `k` best rows of `vectors[corpus]` by dot product, best first
+/// ([`better`]); `Hit::index` counts from `corpus.start`. On all rayon threads.
 pub fn top_k(
-    emb: &Embeddings,
+    vectors: &dyn Vectors,
     query_rows: &[u32],
     corpus: Range<usize>,
     k: usize,
     options: SearchOptions,
     progress: &dyn Progress,
 ) -> Result<Vec<Vec<Hit>>, MineError> {
+    let mut out = Vec::with_capacity(query_rows.len());
+    top_k_each(
+        vectors,
+        query_rows,
+        corpus,
+        k,
+        options,
+        progress,
+        &mut |_, hits| {
+            out.extend(hits);
+            Ok(())
+        },
+    )?;
+    Ok(out)
+}
+
+/// As [`top_k`], handing the hits to `each` a group of queries at a time (with the position in
+/// `query_rows` of the group's first), so that a caller can reduce them before the next group:
+/// memory then follows `options.memory`, not the number of queries.
+pub fn top_k_each(
+    vectors: &dyn Vectors,
+    query_rows: &[u32],
+    corpus: Range<usize>,
+    k: usize,
+    options: SearchOptions,
+    progress: &dyn Progress,
+    each: &mut dyn FnMut(usize, Vec<Vec<Hit>>) -> Result<(), MineError>,
+) -> Result<(), MineError> {
     let k = k.min(corpus.len());
+    let at_once = options.queries_at_once(vectors.dim(), k);
     if k == 0 {
-        return Ok(vec![Vec::new(); query_rows.len()]);
+        for (g, group) in query_rows.chunks(at_once).enumerate() {
+            each(g * at_once, vec![Vec::new(); group.len()])?;
+        }
+        return Ok(());
     }
-    if let Index::Hnsw {
-        ef_construction,
-        ef_search,
-    } = options.index
-    {
-        let graph = HnswGraph::build(
-            emb,
+    let graph = match options.index {
+        Index::Exact => None,
+        Index::Hnsw {
+            ef_construction,
+            ef_search,
+        } => Some(HnswGraph::build(
+            vectors,
             corpus.clone(),
             ef_construction,
             ef_search.max(k),
+            options.corpus_block,
             progress,
-        )?;
-        return graph.top_k(emb, query_rows, corpus, k, progress);
-    }
-    let dim = emb.dim;
-    let qb = options.query_block.max(1);
-    let cb = options.corpus_block.max(1);
-    progress.begin("searching", Some(query_rows.len() as u64), Unit::Items);
-    let blocks: Vec<Vec<Vec<Hit>>> = query_rows
-        .par_chunks(qb)
-        .map(|rows| {
-            let mut queries = Vec::with_capacity(rows.len() * emb.dim);
-            gather_into(emb, rows.iter().copied(), 0, &mut queries);
-            let mut tops: Vec<TopK> = rows.iter().map(|_| TopK::new(k)).collect();
-            let mut scores = vec![0f32; rows.len() * cb.min(corpus.len())];
-            for start in corpus.clone().step_by(cb) {
-                let end = (start + cb).min(corpus.end);
-                let n = end - start;
-                score_block(
-                    &queries,
-                    emb.slice(start..end),
-                    dim,
-                    &mut scores[..rows.len() * n],
-                );
-                for (r, top) in tops.iter_mut().enumerate() {
-                    top.offer_row(&scores[r * n..(r + 1) * n], (start - corpus.start) as u32);
-                }
+        )?),
+    };
+    let title = if graph.is_some() {
+        "searching (HNSW)"
+    } else {
+        "searching"
+    };
+    progress.begin(title, Some(query_rows.len() as u64), Unit::Items);
+    let mut queries = Vec::new();
+    for (g, group) in query_rows.chunks(at_once).enumerate() {
+        let hits = match &graph {
+            Some(graph) => graph.top_k(vectors, group, &corpus, k, progress)?,
+            None => {
+                vectors.gather(group, 0, &mut queries)?;
+                exact_group(vectors, &queries, corpus.clone(), k, options, progress)?
             }
-            progress.advance(rows.len() as u64);
-            tops.into_iter().map(TopK::into_sorted).collect()
-        })
-        .collect();
+        };
+        each(g * at_once, hits)?;
+    }
     progress.finish();
-    Ok(blocks.into_iter().flatten().collect())
+    Ok(())
 }
 
-/// An HNSW graph over `emb[corpus]`: a usearch index (inner product on the unit vectors), keys
+/// The exact top `k` of a group of queries (`queries`: their vectors): the corpus read once, a
+/// block at a time, each block scored against every query block in parallel. Query and corpus
+/// blocks sit at the same offsets whatever the group size, so every score comes from the same
+/// product (and ties resolve the same way) however much memory the search was given.
+fn exact_group(
+    vectors: &dyn Vectors,
+    queries: &[f32],
+    corpus: Range<usize>,
+    k: usize,
+    options: SearchOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<Vec<Hit>>, MineError> {
+    let dim = vectors.dim();
+    let (qb, cb) = (options.query_block.max(1), options.corpus_block.max(1));
+    let n_queries = queries.len() / dim;
+    let mut tops: Vec<TopK> = (0..n_queries).map(|_| TopK::new(k)).collect();
+    let mut buf = Vec::new();
+    let blocks = corpus.len().div_ceil(cb);
+    let mut reported = 0;
+    for (b, start) in corpus.clone().step_by(cb).enumerate() {
+        let end = (start + cb).min(corpus.end);
+        let n = end - start;
+        let block = vectors.block(start..end, &mut buf)?;
+        let first = (start - corpus.start) as u32;
+        tops.par_chunks_mut(qb)
+            .zip(queries.par_chunks(qb * dim))
+            .for_each_init(Vec::new, |scores, (tops, q)| {
+                scores.resize(tops.len() * n, 0f32);
+                score_block(q, block, dim, &mut scores[..tops.len() * n]);
+                for (r, top) in tops.iter_mut().enumerate() {
+                    top.offer_row(&scores[r * n..(r + 1) * n], first);
+                }
+            });
+        // Progress in queries: this group's share of the corpus searched so far.
+        let done = n_queries * (b + 1) / blocks;
+        progress.advance((done - reported) as u64);
+        reported = done;
+    }
+    Ok(tops.into_iter().map(TopK::into_sorted).collect())
+}
+
+/// An HNSW graph over `vectors[corpus]`: a usearch index (inner product on the unit vectors), keys
 /// counting from `corpus.start`.
 struct HnswGraph {
     index: usearch::Index,
@@ -222,14 +287,16 @@ impl HnswGraph {
     /// Inserts the rows in order from one thread: usearch then uses one context, whose level
     /// generator has a fixed seed, so the same inputs always give the same graph.
     fn build(
-        emb: &Embeddings,
+        vectors: &dyn Vectors,
         corpus: Range<usize>,
         ef_construction: usize,
         ef_search: usize,
+        read_block: usize,
         progress: &dyn Progress,
     ) -> Result<Self, MineError> {
+        let dim = vectors.dim();
         let options = usearch::IndexOptions {
-            dimensions: emb.dim,
+            dimensions: dim,
             metric: usearch::MetricKind::IP,
             quantization: usearch::ScalarKind::F32,
             connectivity: 0,
@@ -240,7 +307,6 @@ impl HnswGraph {
         let mut index = usearch::Index::new(&options).map_err(hnsw_error)?;
         // Most of a build is distances; usearch's own (built without NumKong's kernels) are
         // compiled for the baseline CPU. Ours run at the widest SIMD level found.
-        let dim = emb.dim;
         index.change_metric::<f32>(Box::new(move |a, b| {
             // SAFETY: usearch hands the metric two vectors of the index's `dim` floats.
             let (a, b) = unsafe {
@@ -259,13 +325,17 @@ impl HnswGraph {
             Some(corpus.len() as u64),
             Unit::Items,
         );
-        for (key, r) in corpus.clone().enumerate() {
-            index.add(key as u64, emb.row(r)).map_err(hnsw_error)?;
-            if key % 1024 == 1023 {
-                progress.advance(1024);
+        let mut buf = Vec::new();
+        let read_block = read_block.max(1);
+        for start in corpus.clone().step_by(read_block) {
+            let end = (start + read_block).min(corpus.end);
+            let block = vectors.block(start..end, &mut buf)?;
+            for (r, v) in block.chunks_exact(dim).enumerate() {
+                let key = (start - corpus.start + r) as u64;
+                index.add(key, v).map_err(hnsw_error)?;
             }
+            progress.advance((end - start) as u64);
         }
-        progress.advance(corpus.len() as u64 % 1024);
         progress.finish();
         // Searches only read the graph: one context per rayon thread.
         index
@@ -277,31 +347,26 @@ impl HnswGraph {
     /// Each query's best `k` rows among the graph's candidates, re-scored exactly, best first.
     fn top_k(
         &self,
-        emb: &Embeddings,
+        vectors: &dyn Vectors,
         query_rows: &[u32],
-        corpus: Range<usize>,
+        corpus: &Range<usize>,
         k: usize,
         progress: &dyn Progress,
     ) -> Result<Vec<Vec<Hit>>, MineError> {
-        progress.begin(
-            "searching (HNSW)",
-            Some(query_rows.len() as u64),
-            Unit::Items,
-        );
-        let out = query_rows
+        query_rows
             .par_iter()
             .map_init(
-                || (Vec::new(), Vec::new()),
-                |(block, scores), &q| {
-                    let query = emb.row(q as usize);
+                || (Vec::new(), Vec::new(), Vec::new()),
+                |(query, block, scores), &q| {
+                    let query = vectors.row(q as usize, query)?;
                     let found = self.index.search(query, k).map_err(hnsw_error)?;
                     let rows: Vec<u32> = found.keys.iter().map(|&key| key as u32).collect();
                     // Re-scored by the exact search's own product (to float rounding: the block
                     // shape differs), not by the graph's distances.
-                    gather_into(emb, rows.iter().copied(), corpus.start, block);
+                    vectors.gather(&rows, corpus.start, block)?;
                     scores.clear();
                     scores.resize(rows.len(), 0f32);
-                    score_block(query, block, emb.dim, scores);
+                    score_block(query, block, vectors.dim(), scores);
                     let mut hits: Vec<Hit> = rows
                         .iter()
                         .zip(scores.iter())
@@ -312,9 +377,7 @@ impl HnswGraph {
                     Ok(hits)
                 },
             )
-            .collect();
-        progress.finish();
-        out
+            .collect()
     }
 }
 

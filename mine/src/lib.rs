@@ -1,6 +1,7 @@
 //! Model-based curation of pairs datasets, between ingest and mix: hard negatives with
 //! sentence-transformers' `mine_hard_negatives` semantics ([`negatives`]), the consistency filter
-//! and semantic dedup ([`filter`]). Texts are embedded once ([`embed`]); nearest neighbours are
+//! and semantic dedup ([`filter`]). Texts are embedded once ([`embed`]), into memory or, past the
+//! run's memory budget, a file read back a block at a time ([`store`]); nearest neighbours are
 //! exact, by blocked matrix products in bounded memory ([`knn`]).
 //!
 //! [`curate`] runs one mode over rows in memory; [`io`] reads and writes the datasets.
@@ -13,8 +14,10 @@ pub mod io;
 pub mod knn;
 pub mod negatives;
 pub mod problem;
+pub mod store;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use encoder::SentenceEncoder;
@@ -28,6 +31,7 @@ pub use filter::DedupOn;
 pub use knn::{Hit, SearchOptions};
 pub use negatives::{NegativeOptions, OutputFormat, Sampling};
 pub use problem::Problem;
+pub use store::{SpilledVectors, VectorStore, Vectors};
 
 /// The rows a mode keeps or makes, and what it did. Rows are a plan over the input rows: an
 /// output row is built from its input row (and its negatives' texts) only when read, so the
@@ -159,6 +163,8 @@ pub struct Embedder<'a> {
     pub encoder: &'a SentenceEncoder,
     pub options: EmbedOptions,
     pub cache: Option<Mutex<EmbeddingCache>>,
+    /// Where [`curate`] writes vectors past its memory budget (`None`: they stay in memory).
+    pub spill_dir: Option<PathBuf>,
 }
 
 /// Where a run's vectors came from.
@@ -174,6 +180,7 @@ impl<'a> Embedder<'a> {
             encoder,
             options,
             cache: None,
+            spill_dir: None,
         }
     }
 
@@ -198,20 +205,54 @@ impl<'a> Embedder<'a> {
         Ok(self.embed_counted(texts, progress)?.0)
     }
 
-    /// L2-normalised vectors of `texts` in order: cached ones read, the others encoded (and
-    /// cached, one segment per chunk, so a killed run keeps what it finished).
+    /// L2-normalised vectors of `texts` in order, in memory ([`Embedder::embed_stored`]).
     pub fn embed_counted<T: AsRef<str> + Sync>(
         &self,
         texts: &[T],
         progress: &dyn Progress,
     ) -> Result<(Embeddings, EmbedCounts)> {
-        let mut out = Embeddings::zeros(texts.len(), self.encoder.dim());
+        let out = VectorStore::Memory(Embeddings::zeros(texts.len(), self.encoder.dim()));
+        match self.fill(texts, out, progress)? {
+            (VectorStore::Memory(e), counts) => Ok((e, counts)),
+            (VectorStore::Spilled(_), _) => unreachable!("filled in memory"),
+        }
+    }
+
+    /// L2-normalised vectors of `texts` in order, in memory if they take at most half of
+    /// `memory` bytes, else spilled to [`Embedder::spill_dir`] (see [`store`]).
+    pub fn embed_stored<T: AsRef<str> + Sync>(
+        &self,
+        texts: &[T],
+        memory: usize,
+        progress: &dyn Progress,
+    ) -> Result<(VectorStore, EmbedCounts)> {
+        let dim = self.encoder.dim();
+        let out = VectorStore::new(texts.len(), dim, memory, self.spill_dir.as_deref())?;
+        self.fill(texts, out, progress)
+    }
+
+    /// Fills `out` with the vectors of `texts`: cached ones read, the others encoded (and
+    /// cached, one segment per chunk, so a killed run keeps what it finished).
+    fn fill<T: AsRef<str> + Sync>(
+        &self,
+        texts: &[T],
+        mut out: VectorStore,
+        progress: &dyn Progress,
+    ) -> Result<(VectorStore, EmbedCounts)> {
         let mut cache = self.cache.as_ref().map(|c| c.lock().expect("cache lock"));
         let keys = cache.as_ref().map(|_| cache::keys(texts));
         let mut missing = Vec::new();
         match (&cache, &keys) {
             (Some(c), Some(keys)) => {
-                let cached = c.lookup(keys, &mut |i, v| out.set_normalized(i, v))?;
+                let mut failed = None;
+                let cached = c.lookup(keys, &mut |i, v| {
+                    if let Err(e) = out.set_normalized(i, v) {
+                        failed.get_or_insert(e);
+                    }
+                })?;
+                if let Some(e) = failed {
+                    return Err(e);
+                }
                 missing.extend((0..texts.len()).filter(|&i| !cached[i]));
             }
             _ => missing.extend(0..texts.len()),
@@ -221,7 +262,7 @@ impl<'a> Embedder<'a> {
             let refs: Vec<&str> = chunk.iter().map(|&i| texts[i].as_ref()).collect();
             let vecs = embed::encode(self.encoder, &refs, self.options)?;
             for (&i, v) in chunk.iter().zip(&vecs) {
-                out.set_normalized(i, v);
+                out.set_normalized(i, v)?;
             }
             if let (Some(c), Some(keys)) = (cache.as_mut(), &keys) {
                 let chunk_keys: Vec<cache::Key> = chunk.iter().map(|&i| keys[i]).collect();
@@ -253,9 +294,11 @@ pub fn curate<'p>(
     match mode {
         Mode::Negatives(opts) => {
             let problem = Problem::new(pairs, corpus);
-            let (emb, ec) = embedder.embed_counted(problem.table.texts(), progress)?;
+            let texts = problem.table.texts();
+            let (vectors, ec) = embedder.embed_stored(texts, search.memory, progress)?;
             let (chosen, skipped, range_max) =
-                negatives::choose(&problem, &emb, opts, search, progress)?;
+                negatives::choose(&problem, &vectors, opts, search, progress)?;
+            drop(vectors);
             let found = chosen
                 .iter()
                 .filter(|c| c.len() == opts.num_negatives)
@@ -276,8 +319,9 @@ pub fn curate<'p>(
                 return Err(MineError::Options("--top-k must be at least 1".into()));
             }
             let problem = Problem::new(pairs, corpus);
-            let (emb, ec) = embedder.embed_counted(problem.table.texts(), progress)?;
-            let ranks = filter::positive_ranks(&problem, &emb, *top_k, search, progress)?;
+            let texts = problem.table.texts();
+            let (vectors, ec) = embedder.embed_stored(texts, search.memory, progress)?;
+            let ranks = filter::positive_ranks(&problem, &vectors, *top_k, search, progress)?;
             let mut out = filter::consistency(pairs, &ranks, *top_k);
             out.embedded = ec;
             problem_counts(&problem, ec, &mut out.counts);
@@ -285,8 +329,8 @@ pub fn curate<'p>(
         }
         Mode::Dedup { threshold, on } => {
             let (table, ids) = filter::dedup_texts(pairs, *on);
-            let (emb, ec) = embedder.embed_counted(table.texts(), progress)?;
-            let keep = filter::keep_distinct(&emb, *threshold, search, progress)?;
+            let (vectors, ec) = embedder.embed_stored(table.texts(), search.memory, progress)?;
+            let keep = filter::keep_distinct(&vectors, *threshold, search, progress)?;
             let mut out = filter::dedup(pairs, &ids, &keep, *on);
             out.embedded = ec;
             embed_counts(ec, &mut out.counts);

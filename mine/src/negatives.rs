@@ -25,10 +25,11 @@ use rayon::prelude::*;
 use schemas::{Arity, PairRecord, Progress};
 use serde::Serialize;
 
-use crate::embed::{dot, Embeddings};
+use crate::embed::dot;
 use crate::error::{MineError, Result};
-use crate::knn::{top_k, Hit, SearchOptions};
+use crate::knn::{top_k_each, Hit, SearchOptions};
 use crate::problem::Problem;
+use crate::store::Vectors;
 use crate::{Curated, PlannedRow};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -215,10 +216,11 @@ pub fn select(
     }
 }
 
-/// The chosen negatives of every query (corpus ids, best first) and what was skipped.
+/// The chosen negatives of every query (corpus ids, best first) and what was skipped. Each
+/// group of queries the search returns is reduced to its chosen negatives before the next.
 pub fn choose(
     problem: &Problem,
-    emb: &Embeddings,
+    vectors: &dyn Vectors,
     opts: &NegativeOptions,
     search: SearchOptions,
     progress: &dyn Progress,
@@ -226,53 +228,82 @@ pub fn choose(
     let max_positives = problem.max_positives();
     let range_max = opts.effective_range_max(max_positives);
     opts.check(range_max)?;
-    let hits = top_k(
-        emb,
+    let mut chosen = Vec::with_capacity(problem.queries.len());
+    let mut total = Skipped::default();
+    top_k_each(
+        vectors,
         &problem.queries,
         0..problem.corpus_len,
         // One more than the positives: room for the anchor's own text among the candidates.
         range_max + max_positives + 1,
         search,
         progress,
+        &mut |first, hits| {
+            let group: Vec<(Vec<Hit>, Skipped)> = hits
+                .par_iter()
+                .enumerate()
+                .map_init(Vec::new, |buf, (i, hits)| {
+                    choose_one(problem, vectors, first + i, hits, range_max, opts, buf)
+                })
+                .collect::<Result<_>>()?;
+            for (c, s) in group {
+                total.add(&s);
+                chosen.push(c);
+            }
+            Ok(())
+        },
     )?;
-    let per_query: Vec<(Vec<Hit>, Skipped)> = hits
-        .par_iter()
-        .enumerate()
-        .map(|(q, hits)| {
-            let qid = problem.queries[q];
-            let qv = emb.row(qid as usize);
-            let anchor = ((qid as usize) < problem.corpus_len).then_some(qid);
-            let positives = &problem.positives[q];
-            let min_positive = positives
-                .iter()
-                .map(|&p| dot(qv, emb.row(p as usize)))
-                .fold(f32::INFINITY, f32::min);
-            // One stream per anchor: the draw does not depend on threads or on other anchors.
-            let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-            rng.set_stream(q as u64);
-            let mut skipped = Skipped::default();
-            let chosen = select(
-                hits,
-                anchor,
-                positives,
-                min_positive,
-                range_max,
-                opts,
-                &mut rng,
-                &mut skipped,
-            );
-            (chosen, skipped)
-        })
-        .collect();
-    let mut total = Skipped::default();
-    let chosen = per_query
-        .into_iter()
-        .map(|(c, s)| {
-            total.add(&s);
-            c
-        })
-        .collect();
     Ok((chosen, total, range_max))
+}
+
+/// Steps 2–4 for query `q`, its positives scored by [`dot`].
+fn choose_one(
+    problem: &Problem,
+    vectors: &dyn Vectors,
+    q: usize,
+    hits: &[Hit],
+    range_max: usize,
+    opts: &NegativeOptions,
+    buf: &mut Vec<f32>,
+) -> Result<(Vec<Hit>, Skipped)> {
+    let qid = problem.queries[q];
+    let anchor = ((qid as usize) < problem.corpus_len).then_some(qid);
+    let positives = &problem.positives[q];
+    let min_positive = positive_scores(vectors, qid, positives, buf)?
+        .into_iter()
+        .fold(f32::INFINITY, f32::min);
+    // One stream per anchor: the draw does not depend on threads or on other anchors.
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    rng.set_stream(q as u64);
+    let mut skipped = Skipped::default();
+    let chosen = select(
+        hits,
+        anchor,
+        positives,
+        min_positive,
+        range_max,
+        opts,
+        &mut rng,
+        &mut skipped,
+    );
+    Ok((chosen, skipped))
+}
+
+/// The dot products of text `query` with each of `rows` ([`dot`]: the same on every CPU).
+pub(crate) fn positive_scores(
+    vectors: &dyn Vectors,
+    query: u32,
+    rows: &[u32],
+    buf: &mut Vec<f32>,
+) -> Result<Vec<f32>> {
+    // The query first, then its rows, in one buffer.
+    let mut ids = Vec::with_capacity(rows.len() + 1);
+    ids.push(query);
+    ids.extend_from_slice(rows);
+    vectors.gather(&ids, 0, buf)?;
+    let dim = vectors.dim();
+    let (qv, rest) = buf.split_at(dim);
+    Ok(rest.chunks_exact(dim).map(|v| dot(qv, v)).collect())
 }
 
 /// The output rows of mined negatives, in input order, as `opts.output_format` says:

@@ -161,3 +161,56 @@ fn the_hnsw_index_writes_the_exact_searchs_dataset_on_a_small_fixture() {
     // re-scored by the exact search's product: the same negatives, the same bytes.
     assert_eq!(bytes[0], bytes[1]);
 }
+
+#[test]
+fn a_spilling_run_with_a_tiny_memory_budget_writes_the_same_bytes_in_every_mode() {
+    let Some((fx, mut embedder)) = common::squad_and_model() else {
+        return;
+    };
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("curated");
+    let spill = root.path().join("spill");
+    std::fs::create_dir(&spill).unwrap();
+    let roomy = SearchOptions {
+        query_block: 4,
+        corpus_block: 8,
+        ..Default::default()
+    };
+    // One byte: every vector spills, and each search holds one query block at a time.
+    let tiny = SearchOptions { memory: 1, ..roomy };
+    let modes = [
+        Mode::Negatives(NegativeOptions {
+            num_negatives: 2,
+            ..Default::default()
+        }),
+        Mode::Consistency { top_k: 2 },
+        Mode::Dedup {
+            threshold: 0.75,
+            on: mine::DedupOn::Positive,
+        },
+    ];
+    for mode in &modes {
+        let mut bytes = Vec::new();
+        for (search, spill_dir) in [(roomy, None), (tiny, Some(spill.clone()))] {
+            embedder.spill_dir = spill_dir;
+            let c = curate(&embedder, &fx.records, None, mode, search, &NoProgress).unwrap();
+            write_dataset(&out, &c, &Provenance::default()).unwrap();
+            bytes.push(folder_bytes(&out));
+        }
+        assert_eq!(bytes[0], bytes[1], "{mode:?}");
+        assert_eq!(
+            std::fs::read_dir(&spill).unwrap().count(),
+            0,
+            "nothing left"
+        );
+    }
+    // The spill really happens: a folder that cannot take it is named in the error.
+    embedder.spill_dir = Some(root.path().join("missing"));
+    let err = curate(&embedder, &fx.records, None, &modes[0], tiny, &NoProgress)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("missing") && err.contains(".prep-vectors-"),
+        "{err}"
+    );
+}

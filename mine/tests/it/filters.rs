@@ -212,3 +212,35 @@ fn dedup_at_threshold_one_drops_only_exact_copies_and_refuses_bad_thresholds() {
         assert!(err.contains("--threshold"), "{err}");
     }
 }
+
+#[test]
+fn dedup_in_groups_over_spilled_vectors_keeps_what_dedup_in_memory_keeps() {
+    let Some(fx) = common::amazon() else { return };
+    let Some(embedder) = common::embedder() else {
+        return;
+    };
+    let (table, _) = dedup_texts(&fx.records, DedupOn::Anchor);
+    let dir = tempfile::tempdir().unwrap();
+    let raw = embedder.embed(table.texts(), &NoProgress).unwrap();
+    let (emb, spilled) = crate::knn::both_stores(&raw, dir.path());
+    let roomy = SearchOptions {
+        query_block: 4,
+        corpus_block: 3,
+        ..Default::default()
+    };
+    for t in [0.6, 0.8] {
+        let want = keep_distinct(&emb, t, roomy, &NoProgress).unwrap();
+        assert!(want.iter().any(|k| !k), "some near-duplicates at {t}");
+        // Groups of one query block: kept chunks fill up and are read back between groups.
+        for memory in [1, 256 << 10] {
+            let tight = SearchOptions { memory, ..roomy };
+            for (name, v) in [
+                ("in memory", &emb as &dyn mine::Vectors),
+                ("spilled", &spilled),
+            ] {
+                let got = keep_distinct(v, t, tight, &NoProgress).unwrap();
+                assert_eq!(got, want, "{name}, threshold {t}, memory {memory}");
+            }
+        }
+    }
+}

@@ -143,3 +143,60 @@ fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
         "recall@{k} {recall:.3} against the exact search"
     );
 }
+
+/// `e`'s rows set (normalised once more, as every store does) in memory and in a spilled store
+/// in `dir`.
+pub fn both_stores(e: &Embeddings, dir: &std::path::Path) -> (Embeddings, mine::SpilledVectors) {
+    let mut memory = Embeddings::zeros(e.rows(), e.dim);
+    let spilled = mine::SpilledVectors::create(dir, e.rows(), e.dim).unwrap();
+    for i in 0..e.rows() {
+        memory.set_normalized(i, e.row(i));
+        spilled.set_normalized(i, e.row(i)).unwrap();
+    }
+    (memory, spilled)
+}
+
+/// Queries whose hits differ (by index or by score's bits).
+fn differing(a: &[Vec<Hit>], b: &[Vec<Hit>]) -> usize {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).filter(|(x, y)| x != y).count()
+}
+
+#[test]
+fn a_spilled_store_and_a_small_memory_budget_give_the_in_memory_searchs_exact_hits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (e, s) = both_stores(&clustered(3_000, 48, 30, 11), dir.path());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "the spill file has no name: it goes away with the process"
+    );
+    let queries: Vec<u32> = (0..3_000).step_by(7).collect();
+    let (qb, cb, k) = (16, 100, 12);
+    let roomy = SearchOptions {
+        query_block: qb,
+        corpus_block: cb,
+        ..Default::default()
+    };
+    let want = top_k(&e, &queries, 0..2_900, k, roomy, &schemas::NoProgress).unwrap();
+    // Room for about 2 query blocks at a time: many groups, each reading the whole corpus back.
+    let per_query = 48 * 4 + 2 * k * std::mem::size_of::<Hit>();
+    let fixed = cb * 48 * 4 + rayon::current_num_threads() * qb * cb * 4;
+    let tight = SearchOptions {
+        memory: 2 * (fixed + 2 * qb * per_query),
+        ..roomy
+    };
+    assert!(tight.queries_at_once(48, k) < queries.len() / 4);
+    for (name, store, opts) in [
+        ("in memory, small budget", &e as &dyn mine::Vectors, tight),
+        ("spilled, small budget", &s, tight),
+        ("spilled, whole budget", &s, roomy),
+    ] {
+        let got = top_k(store, &queries, 0..2_900, k, opts, &schemas::NoProgress).unwrap();
+        assert_eq!(
+            differing(&got, &want),
+            0,
+            "{name}: the same hits, bit for bit"
+        );
+    }
+}

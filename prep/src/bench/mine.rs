@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use mine::knn::Hit;
 use mine::negatives::{choose, NegativeOptions};
-use mine::{EmbedOptions, Embedder, Problem, SearchOptions};
+use mine::{EmbedOptions, Embedder, Problem, SearchOptions, VectorStore, Vectors};
 use schemas::{Arity, NoProgress, PairRecord, PairWriter, PairWriterOptions};
 use serde_json::{json, Value};
 
@@ -48,6 +48,11 @@ pub struct Args {
     pub synthetic_corpus: Option<usize>,
     #[arg(long, default_value_t = 1000)]
     pub synthetic_queries: usize,
+    /// Our runs' memory budget in MiB, as `prep mine --max-memory`: past half of it the vectors
+    /// spill to a file in --work and are read back a block at a time; the search holds as many
+    /// queries as fit in the other half.
+    #[arg(long, default_value_t = 4096)]
+    pub max_memory: u64,
     /// Python with sentence-transformers, for the peer.
     #[arg(long, default_value = "python3")]
     pub python: String,
@@ -88,9 +93,7 @@ fn model_dir(a: &Args) -> Result<PathBuf> {
 pub fn run(a: Args) -> Result<()> {
     let threads = a.threads.unwrap_or_else(crate::cmd::embed::num_cpus);
     if let Some(n) = a.synthetic_corpus {
-        return with_threads(threads, || {
-            synthetic_search(n, a.synthetic_queries, threads, a.hnsw)
-        });
+        return with_threads(threads, || synthetic_search(&a, n, threads));
     }
     if a.child {
         return with_threads(threads, || child(&a));
@@ -155,13 +158,14 @@ pub fn run(a: Args) -> Result<()> {
 fn print_row(name: &str, v: &Value) {
     let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     println!(
-        "{name:<28} {:>8.1} s total  {:>8.1} texts/s embedded ({:.1} s)  {:>9.1} queries/s searched ({:.2} s)  peak RSS {:.0} MiB",
+        "{name:<28} {:>8.1} s total  {:>8.1} texts/s embedded ({:.1} s)  {:>9.1} queries/s searched ({:.2} s)  peak RSS {:.0} MiB{}",
         f("secs"),
         f("texts_per_s"),
         f("embed_secs"),
         f("queries_per_s"),
         f("search_secs"),
-        f("peak_rss_bytes") / (1024.0 * 1024.0)
+        f("peak_rss_bytes") / (1024.0 * 1024.0),
+        if v["spilled"] == true { " (vectors spilled to disk)" } else { "" }
     );
 }
 
@@ -192,6 +196,7 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
     if a.hnsw {
         cmd.arg("--hnsw");
     }
+    cmd.args(["--max-memory", &a.max_memory.to_string()]);
     cmd.args(["--device", &a.compute.device.to_string()])
         .args(["--precision", &a.compute.precision.to_string()]);
     let out = cmd.output().context("running the measurement child")?;
@@ -215,12 +220,14 @@ fn child(a: &Args) -> Result<()> {
         a.max_seq_length,
         &a.compute,
     )?;
-    let embedder = Embedder::new(
+    let mut embedder = Embedder::new(
         &encoder,
         EmbedOptions {
             batch_size: a.batch_size,
         },
     );
+    embedder.spill_dir = Some(a.work.clone());
+    let search = search_options(a)?;
     let opts = NegativeOptions {
         num_negatives: a.num_negatives,
         // As the peer's call.
@@ -229,7 +236,7 @@ fn child(a: &Args) -> Result<()> {
     };
     let (t0, c0) = (Instant::now(), cpu_seconds());
     let problem = Problem::new(&records, None);
-    let emb = embedder.embed(problem.table.texts(), &NoProgress)?;
+    let (emb, _) = embedder.embed_stored(problem.table.texts(), search.memory, &NoProgress)?;
     let embed_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let (queries, corpus_len, texts) = (
@@ -237,7 +244,7 @@ fn child(a: &Args) -> Result<()> {
         problem.corpus_len,
         problem.table.len(),
     );
-    let (chosen, _, _) = choose(&problem, &emb, &opts, SearchOptions::default(), &NoProgress)?;
+    let (chosen, _, _) = choose(&problem, &emb, &opts, search, &NoProgress)?;
     // What `prep mine` does next: the rows planned and written as a dataset.
     let curated = mine::negatives::plan(&records, problem, &chosen, &opts);
     mine::io::write_dataset(
@@ -249,7 +256,7 @@ fn child(a: &Args) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
     let hnsw = match a.hnsw {
-        true => hnsw_against_exact(&emb, &queries, corpus_len),
+        true => hnsw_against_exact(&emb, &queries, corpus_len, search),
         false => Value::Null,
     };
     let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -272,6 +279,7 @@ fn child(a: &Args) -> Result<()> {
             "embed_secs": embed_secs, "texts_per_s": texts as f64 / embed_secs,
             "search_secs": search_secs, "queries_per_s": queries.len() as f64 / search_secs,
             "peak_rss_bytes": peak_rss_bytes(),
+            "spilled": emb.is_spilled(),
             "max_seq_length": encoder.max_seq_length(),
             "hnsw": hnsw,
         })
@@ -282,28 +290,41 @@ fn child(a: &Args) -> Result<()> {
 /// The 10 nearest candidates of every query by the HNSW index (`prep mine`'s defaults) and by
 /// the exact search, on the same vectors: seconds of each (the index's include building it) and
 /// the index's recall@10 (share of the exact top 10 it found).
-fn hnsw_against_exact(emb: &mine::Embeddings, queries: &[u32], corpus_len: usize) -> Value {
+fn hnsw_against_exact(
+    emb: &dyn Vectors,
+    queries: &[u32],
+    corpus_len: usize,
+    search: SearchOptions,
+) -> Value {
     let t = Instant::now();
-    let exact = exact_top_10(emb, queries, corpus_len);
+    let exact = match exact_top_10(emb, queries, corpus_len, search) {
+        Ok(hits) => hits,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
     hnsw_against(emb, queries, corpus_len, &exact, t.elapsed().as_secs_f64())
 }
 
 /// The exact search's 10 best of `emb[..corpus_len]` for each of `queries`.
-fn exact_top_10(emb: &mine::Embeddings, queries: &[u32], corpus_len: usize) -> Vec<Vec<Hit>> {
-    mine::knn::top_k(
-        emb,
-        queries,
-        0..corpus_len,
-        10,
-        SearchOptions::default(),
-        &NoProgress,
-    )
-    .expect("the exact search does not fail")
+fn exact_top_10(
+    emb: &dyn Vectors,
+    queries: &[u32],
+    corpus_len: usize,
+    search: SearchOptions,
+) -> mine::Result<Vec<Vec<Hit>>> {
+    mine::knn::top_k(emb, queries, 0..corpus_len, 10, search, &NoProgress)
+}
+
+/// `--max-memory` as search options.
+fn search_options(a: &Args) -> Result<SearchOptions> {
+    Ok(SearchOptions {
+        memory: usize::try_from(a.max_memory << 20).context("--max-memory")?,
+        ..SearchOptions::default()
+    })
 }
 
 /// [`hnsw_against_exact`] given the exact search's hits and seconds.
 fn hnsw_against(
-    emb: &mine::Embeddings,
+    emb: &dyn Vectors,
     queries: &[u32],
     corpus_len: usize,
     exact: &[Vec<Hit>],
@@ -393,20 +414,23 @@ fn print_hnsw(h: &Value) {
 }
 
 /// The exact search alone at a corpus size no run here can embed: seeded random unit vectors
-/// (uniform in [-1, 1) per coordinate, then normalised), the first `queries` rows as queries.
-fn synthetic_search(corpus: usize, queries: usize, threads: usize, hnsw: bool) -> Result<()> {
+/// (uniform in [-1, 1) per coordinate, then normalised), the first `--synthetic-queries` rows as
+/// queries, held as `prep mine --max-memory` would (spilled to --work past half of it).
+fn synthetic_search(a: &Args, corpus: usize, threads: usize) -> Result<()> {
     use rand::{Rng, SeedableRng};
     let dim = 384;
+    let search = search_options(a)?;
+    std::fs::create_dir_all(&a.work)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    let mut emb = mine::Embeddings::zeros(corpus, dim);
+    let mut emb = VectorStore::new(corpus, dim, search.memory, Some(&a.work))?;
     let mut v = vec![0f32; dim];
     for i in 0..corpus {
         v.iter_mut().for_each(|x| *x = rng.random_range(-1.0..1.0));
-        emb.set_normalized(i, &v);
+        emb.set_normalized(i, &v)?;
     }
-    let rows: Vec<u32> = (0..queries.min(corpus) as u32).collect();
+    let rows: Vec<u32> = (0..a.synthetic_queries.min(corpus) as u32).collect();
     let (t, c0) = (Instant::now(), cpu_seconds());
-    let hits = exact_top_10(&emb, &rows, corpus);
+    let hits = exact_top_10(&emb, &rows, corpus, search)?;
     let secs = t.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
     // Each query is its own nearest neighbour: a check that the search ran over everything.
@@ -416,14 +440,18 @@ fn synthetic_search(corpus: usize, queries: usize, threads: usize, hnsw: bool) -
         .filter(|(h, &r)| h[0].index == r)
         .count();
     println!(
-        "exact top 10 of {corpus} synthetic {dim}-dim vectors for {} queries, {threads} threads: \
-         {secs:.2} s ({:.1} queries/s, {:.2} CPU-s), peak RSS {:.0} MiB; {selves} queries found themselves first",
+        "exact top 10 of {corpus} synthetic {dim}-dim vectors ({}, --max-memory {} MiB: {} queries \
+         at a time) for {} queries, {threads} threads: {secs:.2} s ({:.1} queries/s, {:.2} CPU-s), \
+         peak RSS {:.0} MiB; {selves} queries found themselves first",
+        if emb.is_spilled() { "spilled to disk" } else { "in memory" },
+        a.max_memory,
+        search.queries_at_once(dim, 10).min(rows.len()),
         rows.len(),
         rows.len() as f64 / secs,
         cpu.unwrap_or(f64::NAN),
         peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
     );
-    if hnsw {
+    if a.hnsw {
         print_hnsw(&hnsw_against(&emb, &rows, corpus, &hits, secs));
     }
     Ok(())

@@ -136,6 +136,16 @@ pub struct Args {
     /// HNSW: candidates explored per query (at least the neighbours needed).
     #[arg(long, default_value_t = 128)]
     pub ef_search: usize,
+    /// The most memory (MiB) the vectors and the search's state take. Vectors past half of it
+    /// are written to a file in --spill-dir and read back a block at a time; the search holds as
+    /// many queries at once as fit in the other half. The output does not depend on it. (The
+    /// rows read, the model and an HNSW graph come on top.)
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    pub max_memory: u64,
+    /// Where vectors past --max-memory go (an unnamed file, gone when the run ends; default:
+    /// the folder of --out).
+    #[arg(long)]
+    pub spill_dir: Option<PathBuf>,
     /// Embedding cache folder (vectors keyed by model sha256 and text sha256), read and extended.
     #[arg(long)]
     pub cache: Option<PathBuf>,
@@ -216,10 +226,12 @@ fn run_inner(args: &Args) -> Result<()> {
             .with_cache(dir, &model_sha256)
             .with_context(|| format!("opening the embedding cache {}", dir.display()))?;
     }
+    embedder.spill_dir = Some(spill_dir(args)?);
     let search = SearchOptions {
         query_block: args.query_block,
         corpus_block: args.corpus_block,
         index: args.index(),
+        memory: usize::try_from(args.max_memory << 20).context("--max-memory")?,
     };
     let bar = Bar::new();
     let texts = corpus.as_ref().map(|(t, _)| t.as_slice());
@@ -265,6 +277,19 @@ fn run_inner(args: &Args) -> Result<()> {
     Ok(())
 }
 
+/// --spill-dir, or the folder --out will be written in (created if missing).
+fn spill_dir(args: &Args) -> Result<PathBuf> {
+    let dir = match &args.spill_dir {
+        Some(d) => d.clone(),
+        None => match args.out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        },
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
 /// Every option of the run, as the manifest records it.
 fn options(
     args: &Args,
@@ -288,6 +313,7 @@ fn options(
     put("max_seq_length", max_seq_length.into());
     put("query_block", args.query_block.into());
     put("corpus_block", args.corpus_block.into());
+    put("max_memory_mib", args.max_memory.into());
     put(
         "index",
         serde_json::to_value(args.index()).expect("serialisable"),
