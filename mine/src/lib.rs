@@ -167,11 +167,13 @@ pub struct Embedder<'a> {
     pub spill_dir: Option<PathBuf>,
 }
 
-/// Where a run's vectors came from.
+/// Where a run's vectors came from, and where they were kept.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct EmbedCounts {
     pub encoded: u64,
     pub cached: u64,
+    /// Written to a file in [`Embedder::spill_dir`] (past half of the memory budget).
+    pub spilled: bool,
 }
 
 impl<'a> Embedder<'a> {
@@ -274,6 +276,7 @@ impl<'a> Embedder<'a> {
         let counts = EmbedCounts {
             encoded: missing.len() as u64,
             cached: (texts.len() - missing.len()) as u64,
+            spilled: out.is_spilled(),
         };
         Ok((out, counts))
     }

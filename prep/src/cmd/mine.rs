@@ -140,7 +140,7 @@ pub struct Args {
     /// are written to a file in --spill-dir and read back a block at a time; the search holds as
     /// many queries at once as fit in the other half. The output does not depend on it. (The
     /// rows read, the model and an HNSW graph come on top.)
-    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(16..))]
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_memory: u64,
     /// Where vectors past --max-memory go (an unnamed file, gone when the run ends; default:
     /// the folder of --out).
@@ -271,6 +271,12 @@ fn run_inner(args: &Args) -> Result<()> {
         "  texts encoded: {}, read from the cache: {}",
         curated.embedded.encoded, curated.embedded.cached
     );
+    if curated.embedded.spilled {
+        eprintln!(
+            "  vectors: past half of --max-memory, spilled to a file in {}",
+            spill_dir(args)?.display()
+        );
+    }
     for (k, v) in &curated.counts {
         eprintln!("  {k}: {v}");
     }

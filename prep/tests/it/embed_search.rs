@@ -271,3 +271,63 @@ fn embed_and_search_at_bf16_and_int8_stay_close_to_f32() {
     ));
     assert_eq!(top_text(&hits), "The cheetah is the fastest land animal.");
 }
+
+/// `prep mine --max-memory 1 --spill-dir D`: 800 distinct texts (1.2 MiB of vectors) are past
+/// half of 1 MiB, so they spill to an unnamed file in D (empty afterwards), and the mined dataset
+/// is byte for byte the one of a run with the default budget.
+#[test]
+fn mine_spilling_past_max_memory_writes_the_same_dataset() {
+    let Some(Setup { model, dir, .. }) = setup() else {
+        return;
+    };
+    let pairs = dir.path().join("pairs");
+    let mut w = schemas::PairWriter::new(
+        &pairs,
+        schemas::Arity::Pair,
+        schemas::PairWriterOptions::default(),
+    );
+    for i in 0..400 {
+        let (topic, n) = (["rivers", "bread", "violins", "cheetahs"][i % 4], i / 4);
+        w.push(&schemas::PairRecord::pair(
+            format!("question {n} about {topic}?"),
+            format!("Answer {n}: a passage about {topic}, number {}.", i * 7),
+        ))
+        .unwrap();
+    }
+    w.finish().unwrap();
+    let spill = dir.path().join("spill");
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec!["mine", "--model", &model, "--num-negatives", "2"];
+        args.extend_from_slice(extra);
+        let out_dir = dir.path().join(out);
+        let o = prep(
+            &args,
+            &[
+                Path::new("--pairs"),
+                &pairs,
+                Path::new("--out"),
+                &out_dir,
+                Path::new("--spill-dir"),
+                &spill,
+            ],
+        );
+        ok(&o);
+        let said = String::from_utf8_lossy(&o.stderr).into_owned();
+        (
+            std::fs::read(out_dir.join("part-00000.parquet")).unwrap(),
+            said,
+        )
+    };
+    let (roomy, said_roomy) = run("roomy", &[]);
+    let (tight, said_tight) = run("tight", &["--max-memory", "1"]);
+    assert!(!said_roomy.contains("spilled"), "{said_roomy}");
+    assert!(said_tight.contains("spilled to a file in"), "{said_tight}");
+    assert_eq!(roomy, tight, "the same mined rows, byte for byte");
+    assert_eq!(
+        std::fs::read_dir(&spill).unwrap().count(),
+        0,
+        "no file left"
+    );
+    let m = schemas::Manifest::read(&dir.path().join("tight")).unwrap();
+    assert_eq!(m.options["max_memory_mib"], 1);
+}
