@@ -35,11 +35,14 @@ pub enum Index {
     /// Every corpus row scored: the true top k.
     #[default]
     Exact,
-    /// An HNSW graph over the corpus (usearch; built once per search, on one thread so that
-    /// the same inputs give the same graph); each query explores `max(ef_search, k)` candidates.
+    /// HNSW graphs over the corpus (usearch; built once per search): one graph, or one per
+    /// `shard_size` consecutive rows (0: one), built in parallel. Each graph is built on one
+    /// thread, so the same inputs give the same graphs whatever the threads; each query explores
+    /// `max(ef_search, k)` candidates in every graph.
     Hnsw {
         ef_construction: usize,
         ef_search: usize,
+        shard_size: usize,
     },
 }
 
@@ -206,11 +209,12 @@ pub fn top_k_each(
         Index::Hnsw {
             ef_construction,
             ef_search,
-        } => Some(HnswGraph::build(
+            shard_size,
+        } => Some(HnswShards::build(
             vectors,
             corpus.clone(),
-            ef_construction,
-            ef_search.max(k),
+            shard_size,
+            (ef_construction, ef_search.max(k)),
             options.corpus_block,
             progress,
         )?),
@@ -277,74 +281,58 @@ fn exact_group(
     Ok(tops.into_iter().map(TopK::into_sorted).collect())
 }
 
-/// An HNSW graph over `vectors[corpus]`: a usearch index (inner product on the unit vectors), keys
-/// counting from `corpus.start`.
-struct HnswGraph {
-    index: usearch::Index,
+/// HNSW graphs over consecutive ranges of `vectors[corpus]` (usearch indexes, inner product on
+/// the unit vectors), each keyed from its range's first row.
+struct HnswShards {
+    /// (first row of the shard, counted from `corpus.start`; its graph)
+    graphs: Vec<(usize, usearch::Index)>,
 }
 
-impl HnswGraph {
-    /// Inserts the rows in order from one thread: usearch then uses one context, whose level
-    /// generator has a fixed seed, so the same inputs always give the same graph.
+impl HnswShards {
+    /// The shards (`shard_size` rows each; 0: one for the whole corpus), built in parallel,
+    /// each on one thread.
     fn build(
         vectors: &dyn Vectors,
         corpus: Range<usize>,
-        ef_construction: usize,
-        ef_search: usize,
+        shard_size: usize,
+        (ef_construction, ef_search): (usize, usize),
         read_block: usize,
         progress: &dyn Progress,
     ) -> Result<Self, MineError> {
-        let dim = vectors.dim();
-        let options = usearch::IndexOptions {
-            dimensions: dim,
-            metric: usearch::MetricKind::IP,
-            quantization: usearch::ScalarKind::F32,
-            connectivity: 0,
-            expansion_add: ef_construction.max(1),
-            expansion_search: ef_search.max(1),
-            multi: false,
+        let size = if shard_size == 0 {
+            corpus.len()
+        } else {
+            shard_size
         };
-        let mut index = usearch::Index::new(&options).map_err(hnsw_error)?;
-        // Most of a build is distances; usearch's own (built without NumKong's kernels) are
-        // compiled for the baseline CPU. Ours run at the widest SIMD level found.
-        index.change_metric::<f32>(Box::new(move |a, b| {
-            // SAFETY: usearch hands the metric two vectors of the index's `dim` floats.
-            let (a, b) = unsafe {
-                (
-                    std::slice::from_raw_parts(a, dim),
-                    std::slice::from_raw_parts(b, dim),
-                )
-            };
-            1.0 - metric_dot(a, b)
-        }));
-        index
-            .reserve_capacity_and_threads(corpus.len(), 1)
-            .map_err(hnsw_error)?;
+        let ranges: Vec<Range<usize>> = corpus
+            .clone()
+            .step_by(size.max(1))
+            .map(|start| start..(start + size).min(corpus.end))
+            .collect();
         progress.begin(
-            "building the HNSW graph (one thread)",
+            &format!("building {} HNSW graph(s) (one thread each)", ranges.len()),
             Some(corpus.len() as u64),
             Unit::Items,
         );
-        let mut buf = Vec::new();
-        let read_block = read_block.max(1);
-        for start in corpus.clone().step_by(read_block) {
-            let end = (start + read_block).min(corpus.end);
-            let block = vectors.block(start..end, &mut buf)?;
-            for (r, v) in block.chunks_exact(dim).enumerate() {
-                let key = (start - corpus.start + r) as u64;
-                index.add(key, v).map_err(hnsw_error)?;
-            }
-            progress.advance((end - start) as u64);
-        }
+        let graphs = ranges
+            .par_iter()
+            .map(|r| {
+                let graph = build_graph(
+                    vectors,
+                    r.clone(),
+                    ef_construction,
+                    ef_search,
+                    read_block,
+                    progress,
+                )?;
+                Ok((r.start - corpus.start, graph))
+            })
+            .collect::<Result<Vec<_>, MineError>>()?;
         progress.finish();
-        // Searches only read the graph: one context per rayon thread.
-        index
-            .reserve_capacity_and_threads(corpus.len(), rayon::current_num_threads())
-            .map_err(hnsw_error)?;
-        Ok(HnswGraph { index })
+        Ok(HnswShards { graphs })
     }
 
-    /// Each query's best `k` rows among the graph's candidates, re-scored exactly, best first.
+    /// Each query's best `k` rows among every graph's candidates, re-scored exactly, best first.
     fn top_k(
         &self,
         vectors: &dyn Vectors,
@@ -359,8 +347,11 @@ impl HnswGraph {
                 || (Vec::new(), Vec::new(), Vec::new()),
                 |(query, block, scores), &q| {
                     let query = vectors.row(q as usize, query)?;
-                    let found = self.index.search(query, k).map_err(hnsw_error)?;
-                    let rows: Vec<u32> = found.keys.iter().map(|&key| key as u32).collect();
+                    let mut rows: Vec<u32> = Vec::new();
+                    for (first, graph) in &self.graphs {
+                        let found = graph.search(query, k).map_err(hnsw_error)?;
+                        rows.extend(found.keys.iter().map(|&key| (first + key as usize) as u32));
+                    }
                     // Re-scored by the exact search's own product (to float rounding: the block
                     // shape differs), not by the graph's distances.
                     vectors.gather(&rows, corpus.start, block)?;
@@ -373,12 +364,69 @@ impl HnswGraph {
                         .map(|(&index, &score)| Hit { index, score })
                         .collect();
                     hits.sort_by(better);
+                    hits.truncate(k);
                     progress.advance(1);
                     Ok(hits)
                 },
             )
             .collect()
     }
+}
+
+/// One graph over `vectors[rows]`, keys from 0. The rows go in in order from one thread, into an
+/// index with one thread context, whose level generator has a fixed seed: the same inputs
+/// always give the same graph.
+fn build_graph(
+    vectors: &dyn Vectors,
+    rows: Range<usize>,
+    ef_construction: usize,
+    ef_search: usize,
+    read_block: usize,
+    progress: &dyn Progress,
+) -> Result<usearch::Index, MineError> {
+    let dim = vectors.dim();
+    let options = usearch::IndexOptions {
+        dimensions: dim,
+        metric: usearch::MetricKind::IP,
+        quantization: usearch::ScalarKind::F32,
+        connectivity: 0,
+        expansion_add: ef_construction.max(1),
+        expansion_search: ef_search.max(1),
+        multi: false,
+    };
+    let mut index = usearch::Index::new(&options).map_err(hnsw_error)?;
+    // Most of a build is distances; usearch's own (built without NumKong's kernels) are
+    // compiled for the baseline CPU. Ours run at the widest SIMD level found.
+    index.change_metric::<f32>(Box::new(move |a, b| {
+        // SAFETY: usearch hands the metric two vectors of the index's `dim` floats.
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(a, dim),
+                std::slice::from_raw_parts(b, dim),
+            )
+        };
+        1.0 - metric_dot(a, b)
+    }));
+    index
+        .reserve_capacity_and_threads(rows.len(), 1)
+        .map_err(hnsw_error)?;
+    let mut buf = Vec::new();
+    let read_block = read_block.max(1);
+    for start in rows.clone().step_by(read_block) {
+        let end = (start + read_block).min(rows.end);
+        let block = vectors.block(start..end, &mut buf)?;
+        for (r, v) in block.chunks_exact(dim).enumerate() {
+            index
+                .add((start - rows.start + r) as u64, v)
+                .map_err(hnsw_error)?;
+        }
+        progress.advance((end - start) as u64);
+    }
+    // Searches only read the graph: one context per rayon thread.
+    index
+        .reserve_capacity_and_threads(rows.len(), rayon::current_num_threads())
+        .map_err(hnsw_error)?;
+    Ok(index)
 }
 
 /// The graph's dot product, with AVX2 and FMA where the CPU has them (a build spends most of

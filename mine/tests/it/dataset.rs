@@ -146,6 +146,7 @@ fn the_hnsw_index_writes_the_exact_searchs_dataset_on_a_small_fixture() {
     let hnsw = Index::Hnsw {
         ef_construction: 200,
         ef_search: 128,
+        shard_size: 0,
     };
     let mut bytes = Vec::new();
     for index in [Index::Exact, hnsw] {

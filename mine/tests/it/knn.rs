@@ -107,6 +107,7 @@ fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
         index: Index::Hnsw {
             ef_construction: 100,
             ef_search: 64,
+            shard_size: 0,
         },
         ..Default::default()
     };
@@ -199,4 +200,70 @@ fn a_spilled_store_and_a_small_memory_budget_give_the_in_memory_searchs_exact_hi
             "{name}: the same hits, bit for bit"
         );
     }
+}
+
+#[test]
+fn sharded_hnsw_graphs_are_built_in_parallel_and_give_the_same_hits_on_any_thread_count() {
+    let e = clustered(4_000, 64, 40, 7);
+    let corpus = 0..3_800;
+    let queries: Vec<u32> = (3_800..4_000).collect();
+    let k = 10;
+    let exact = top_k(
+        &e,
+        &queries,
+        corpus.clone(),
+        k,
+        SearchOptions::default(),
+        &schemas::NoProgress,
+    )
+    .unwrap();
+    let sharded = SearchOptions {
+        index: Index::Hnsw {
+            ef_construction: 100,
+            ef_search: 64,
+            // 4 graphs, the last one short.
+            shard_size: 1_000,
+        },
+        ..Default::default()
+    };
+    let on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            top_k(
+                &e,
+                &queries,
+                corpus.clone(),
+                k,
+                sharded,
+                &schemas::NoProgress,
+            )
+            .unwrap()
+        })
+    };
+    let (one, three) = (on(1), on(3));
+    assert_eq!(
+        differing(&one, &three),
+        0,
+        "the same graphs whatever the threads"
+    );
+    let mut found = 0;
+    for (a, x) in three.iter().zip(&exact) {
+        assert_eq!(a.len(), k);
+        assert!(
+            a.windows(2).all(|w| better(&w[0], &w[1]).is_lt()),
+            "best first"
+        );
+        found += a
+            .iter()
+            .filter(|h| x.iter().any(|t| t.index == h.index))
+            .count();
+    }
+    let recall = found as f64 / (k * queries.len()) as f64;
+    eprintln!("sharded HNSW (4 graphs) recall@{k} against the exact search: {recall:.4}");
+    assert!(recall >= 0.95, "recall@{k} {recall:.3}");
+    // Hits from every shard: some neighbours lie beyond the first graph's rows.
+    assert!(three.iter().flatten().any(|h| h.index >= 3_000));
 }

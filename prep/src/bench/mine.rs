@@ -39,6 +39,10 @@ pub struct Args {
     /// against the exact search.
     #[arg(long)]
     pub hnsw: bool,
+    /// With --hnsw: one graph per this many candidates, built in parallel (as `prep mine
+    /// --hnsw-shard-size`; 0: one graph).
+    #[arg(long, default_value_t = 0)]
+    pub hnsw_shard_size: usize,
     /// Instead: time only the exact search (top 10) of --synthetic-queries seeded random unit
     /// vectors (384-dim, as all-MiniLM-L6-v2's) against this many, with peak RSS; no model, no
     /// peer. For corpus sizes whose embedding does not fit in a run. With --hnsw, the HNSW
@@ -194,7 +198,11 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
         cmd.args(["--max-seq-length", &n.to_string()]);
     }
     if a.hnsw {
-        cmd.arg("--hnsw");
+        cmd.args([
+            "--hnsw",
+            "--hnsw-shard-size",
+            &a.hnsw_shard_size.to_string(),
+        ]);
     }
     cmd.args(["--max-memory", &a.max_memory.to_string()]);
     cmd.args(["--device", &a.compute.device.to_string()])
@@ -256,7 +264,7 @@ fn child(a: &Args) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let cpu = cpu_seconds().zip(c0).map(|(b, a)| b - a);
     let hnsw = match a.hnsw {
-        true => hnsw_against_exact(&emb, &queries, corpus_len, search),
+        true => hnsw_against_exact(&emb, &queries, corpus_len, search, a.hnsw_shard_size),
         false => Value::Null,
     };
     let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -295,13 +303,15 @@ fn hnsw_against_exact(
     queries: &[u32],
     corpus_len: usize,
     search: SearchOptions,
+    shard_size: usize,
 ) -> Value {
     let t = Instant::now();
     let exact = match exact_top_10(emb, queries, corpus_len, search) {
         Ok(hits) => hits,
         Err(e) => return json!({ "error": e.to_string() }),
     };
-    hnsw_against(emb, queries, corpus_len, &exact, t.elapsed().as_secs_f64())
+    let secs = t.elapsed().as_secs_f64();
+    hnsw_against(emb, queries, corpus_len, (&exact, secs), shard_size)
 }
 
 /// The exact search's 10 best of `emb[..corpus_len]` for each of `queries`.
@@ -327,8 +337,8 @@ fn hnsw_against(
     emb: &dyn Vectors,
     queries: &[u32],
     corpus_len: usize,
-    exact: &[Vec<Hit>],
-    exact_secs: f64,
+    (exact, exact_secs): (&[Vec<Hit>], f64),
+    shard_size: usize,
 ) -> Value {
     use mine::knn::{top_k, Index};
     let k = 10;
@@ -336,6 +346,7 @@ fn hnsw_against(
     let index = Index::Hnsw {
         ef_construction: 200,
         ef_search: 128,
+        shard_size,
     };
     let options = SearchOptions {
         index,
@@ -379,6 +390,7 @@ fn hnsw_against(
     let wanted: usize = exact.iter().map(Vec::len).sum();
     json!({
         "k": k, "queries": queries.len(), "corpus": corpus_len,
+        "graphs": if shard_size == 0 { 1 } else { corpus_len.div_ceil(shard_size) },
         "exact_secs": exact_secs, "hnsw_secs": hnsw_secs, "build_secs": build_secs,
         "recall_at_10": found as f64 / wanted.max(1) as f64,
         "recall_at_10_by_score": found_by_score as f64 / wanted.max(1) as f64,
@@ -417,10 +429,10 @@ fn print_hnsw(h: &Value) {
     }
     let secs = |k: &str| h[k].as_f64().unwrap_or(f64::NAN);
     println!(
-        "  HNSW (ef_construction 200, ef_search 128) vs exact, top {} of {} candidates for {} queries: \
-         {:.2} s (build {:.2} s on one thread, {:.0} points/s; search {:.2} s) vs {:.2} s exact; recall@10 {:.4} \
+        "  HNSW ({} graph(s), ef_construction 200, ef_search 128) vs exact, top {} of {} candidates for {} queries: \
+         {:.2} s (build {:.2} s, one thread per graph, {:.0} points/s; search {:.2} s) vs {:.2} s exact; recall@10 {:.4} \
          (by score, ties with the exact 10th counted: {:.4})",
-        h["k"], h["corpus"], h["queries"],
+        h["graphs"], h["k"], h["corpus"], h["queries"],
         secs("hnsw_secs"),
         secs("build_secs"),
         h["corpus"].as_f64().unwrap_or(f64::NAN) / secs("build_secs"),
@@ -470,7 +482,13 @@ fn synthetic_search(a: &Args, corpus: usize, threads: usize) -> Result<()> {
         peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0)
     );
     if a.hnsw {
-        print_hnsw(&hnsw_against(&emb, &rows, corpus, &hits, secs));
+        print_hnsw(&hnsw_against(
+            &emb,
+            &rows,
+            corpus,
+            (&hits, secs),
+            a.hnsw_shard_size,
+        ));
     }
     Ok(())
 }

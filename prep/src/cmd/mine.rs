@@ -136,6 +136,10 @@ pub struct Args {
     /// HNSW: candidates explored per query (at least the neighbours needed).
     #[arg(long, default_value_t = 128)]
     pub ef_search: usize,
+    /// HNSW: one graph per this many corpus rows, built in parallel (each on one thread, so the
+    /// output does not depend on the threads); every query searches every graph. 0: one graph.
+    #[arg(long, default_value_t = 0)]
+    pub hnsw_shard_size: usize,
     /// The most memory (MiB) the vectors and the search's state take. Vectors past half of it
     /// are written to a file in --spill-dir and read back a block at a time; the search holds as
     /// many queries at once as fit in the other half. The output does not depend on it. (The
@@ -163,6 +167,7 @@ impl Args {
             IndexKind::Hnsw => mine::knn::Index::Hnsw {
                 ef_construction: self.ef_construction,
                 ef_search: self.ef_search,
+                shard_size: self.hnsw_shard_size,
             },
         }
     }
