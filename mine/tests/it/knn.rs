@@ -88,35 +88,39 @@ fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Embeddings {
     e
 }
 
-#[test]
-fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
+/// The graph index with `shard_size` over 3,800 clustered 64-dim vectors, 200 other queries,
+/// k 10, on `threads` threads, checked against the exact search: best first, hits re-scored by
+/// the exact product (equal to float rounding), recall@10 ≥ 0.95. Returns its hits.
+fn checked_hnsw(shard_size: usize, threads: usize) -> Vec<Vec<Hit>> {
     let e = clustered(4_000, 64, 40, 7);
-    let corpus = 0..3_800;
+    let (corpus, k) = (0..3_800, 10);
     let queries: Vec<u32> = (3_800..4_000).collect();
-    let k = 10;
-    let exact = top_k(
-        &e,
-        &queries,
-        corpus.clone(),
-        k,
-        SearchOptions::default(),
-        &schemas::NoProgress,
-    )
-    .unwrap();
-    let hnsw = SearchOptions {
+    let search = |options| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            top_k(
+                &e,
+                &queries,
+                corpus.clone(),
+                k,
+                options,
+                &schemas::NoProgress,
+            )
+        })
+        .unwrap()
+    };
+    let exact = search(SearchOptions::default());
+    let approx = search(SearchOptions {
         index: Index::Hnsw {
             ef_construction: 100,
             ef_search: 64,
-            shard_size: 0,
+            shard_size,
         },
         ..Default::default()
-    };
-    let approx = top_k(&e, &queries, corpus.clone(), k, hnsw, &schemas::NoProgress).unwrap();
-    let again = top_k(&e, &queries, corpus, k, hnsw, &schemas::NoProgress).unwrap();
-    assert_eq!(
-        approx, again,
-        "the same inputs and seed give the same neighbours"
-    );
+    });
     let mut found = 0;
     for (a, x) in approx.iter().zip(&exact) {
         assert_eq!(a.len(), k);
@@ -138,11 +142,34 @@ fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
         }
     }
     let recall = found as f64 / (k * queries.len()) as f64;
-    eprintln!("HNSW recall@{k} against the exact search: {recall:.4}");
+    eprintln!("HNSW (shard size {shard_size}) recall@{k} against the exact search: {recall:.4}");
     assert!(
         recall >= 0.95,
         "recall@{k} {recall:.3} against the exact search"
     );
+    approx
+}
+
+#[test]
+fn hnsw_finds_nearly_every_exact_neighbour_reproducibly_with_exact_scores() {
+    assert_eq!(
+        checked_hnsw(0, 2),
+        checked_hnsw(0, 2),
+        "the same inputs and seed give the same neighbours"
+    );
+}
+
+#[test]
+fn sharded_hnsw_graphs_are_built_in_parallel_and_give_the_same_hits_on_any_thread_count() {
+    // 4 graphs, the last one short.
+    let (one, three) = (checked_hnsw(1_000, 1), checked_hnsw(1_000, 3));
+    assert_eq!(
+        differing(&one, &three),
+        0,
+        "the same graphs whatever the threads"
+    );
+    // Hits from every shard: some neighbours lie beyond the first graph's rows.
+    assert!(three.iter().flatten().any(|h| h.index >= 3_000));
 }
 
 /// `e`'s rows set (normalised once more, as every store does) in memory and in a spilled store
@@ -200,70 +227,4 @@ fn a_spilled_store_and_a_small_memory_budget_give_the_in_memory_searchs_exact_hi
             "{name}: the same hits, bit for bit"
         );
     }
-}
-
-#[test]
-fn sharded_hnsw_graphs_are_built_in_parallel_and_give_the_same_hits_on_any_thread_count() {
-    let e = clustered(4_000, 64, 40, 7);
-    let corpus = 0..3_800;
-    let queries: Vec<u32> = (3_800..4_000).collect();
-    let k = 10;
-    let exact = top_k(
-        &e,
-        &queries,
-        corpus.clone(),
-        k,
-        SearchOptions::default(),
-        &schemas::NoProgress,
-    )
-    .unwrap();
-    let sharded = SearchOptions {
-        index: Index::Hnsw {
-            ef_construction: 100,
-            ef_search: 64,
-            // 4 graphs, the last one short.
-            shard_size: 1_000,
-        },
-        ..Default::default()
-    };
-    let on = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
-            top_k(
-                &e,
-                &queries,
-                corpus.clone(),
-                k,
-                sharded,
-                &schemas::NoProgress,
-            )
-            .unwrap()
-        })
-    };
-    let (one, three) = (on(1), on(3));
-    assert_eq!(
-        differing(&one, &three),
-        0,
-        "the same graphs whatever the threads"
-    );
-    let mut found = 0;
-    for (a, x) in three.iter().zip(&exact) {
-        assert_eq!(a.len(), k);
-        assert!(
-            a.windows(2).all(|w| better(&w[0], &w[1]).is_lt()),
-            "best first"
-        );
-        found += a
-            .iter()
-            .filter(|h| x.iter().any(|t| t.index == h.index))
-            .count();
-    }
-    let recall = found as f64 / (k * queries.len()) as f64;
-    eprintln!("sharded HNSW (4 graphs) recall@{k} against the exact search: {recall:.4}");
-    assert!(recall >= 0.95, "recall@{k} {recall:.3}");
-    // Hits from every shard: some neighbours lie beyond the first graph's rows.
-    assert!(three.iter().flatten().any(|h| h.index >= 3_000));
 }
