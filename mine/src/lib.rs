@@ -301,6 +301,7 @@ pub fn curate<'p>(
             let (vectors, ec) = embedder.embed_stored(texts, search.memory, progress)?;
             let (chosen, skipped, range_max) =
                 negatives::choose(&problem, &vectors, opts, search, progress)?;
+            // Planning and writing need only the chosen ids: the vectors' memory goes now.
             drop(vectors);
             let found = chosen
                 .iter()
