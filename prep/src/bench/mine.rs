@@ -327,7 +327,7 @@ fn exact_top_10(
 /// `--max-memory` as search options.
 fn search_options(a: &Args) -> Result<SearchOptions> {
     Ok(SearchOptions {
-        memory: usize::try_from(a.max_memory << 20).context("--max-memory")?,
+        memory: crate::cmd::mine::memory_bytes(a.max_memory)?,
         ..SearchOptions::default()
     })
 }

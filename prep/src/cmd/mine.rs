@@ -236,7 +236,7 @@ fn run_inner(args: &Args) -> Result<()> {
         query_block: args.query_block,
         corpus_block: args.corpus_block,
         index: args.index(),
-        memory: usize::try_from(args.max_memory << 20).context("--max-memory")?,
+        memory: memory_bytes(args.max_memory)?,
     };
     let bar = Bar::new();
     let texts = corpus.as_ref().map(|(t, _)| t.as_slice());
@@ -286,6 +286,13 @@ fn run_inner(args: &Args) -> Result<()> {
         eprintln!("  {k}: {v}");
     }
     Ok(())
+}
+
+/// `--max-memory` (MiB) in bytes; `prep mine` and `prep bench mine` both read it so.
+pub fn memory_bytes(mib: u64) -> Result<usize> {
+    mib.checked_mul(1 << 20)
+        .and_then(|b| usize::try_from(b).ok())
+        .with_context(|| format!("--max-memory {mib} MiB is more bytes than this machine counts"))
 }
 
 /// --spill-dir, or the folder --out will be written in (created if missing).
