@@ -1,76 +1,50 @@
-//! Distinct texts and their vectors: every text is embedded once, whatever the number of rows
-//! (or roles: anchor and candidate) it appears in.
+//! Texts and their vectors: every distinct text (see [`crate::texts`]) is embedded once,
+//! whatever the number of rows (or roles: anchor and candidate) it appears in.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::ops::Range;
 
 use encoder::SentenceEncoder;
 
 use crate::error::Result;
+use crate::texts::TextStore;
 
-/// Distinct texts in first-seen order; a text's id is its position.
-///
-/// Texts are borrowed from the rows (or corpus) they came from, never copied: the index maps a 64-bit hash to the id, and the rare texts whose hash
-/// collides with an earlier, different text go to a small map keyed by the text itself.
-#[derive(Debug, Default)]
-pub struct TextTable<'a> {
-    texts: Vec<&'a str>,
-    by_hash: HashMap<u64, u32>,
-    collided: HashMap<&'a str, u32>,
+/// Texts read by position, a range at a time: what [`crate::Embedder`] embeds.
+pub trait TextList: Sync {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Texts `range`, in order, into `out` (replaced).
+    fn read(&self, range: Range<usize>, out: &mut Vec<String>) -> Result<()>;
 }
 
-fn hash_text(s: &str) -> u64 {
-    let mut h = DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+// For slices behind a reference (`&&[T]` is a `&dyn TextList`; `&[T]` cannot be one).
+impl<T: AsRef<str> + Sync> TextList for &[T] {
+    fn len(&self) -> usize {
+        <[T]>::len(self)
+    }
+    fn read(&self, range: Range<usize>, out: &mut Vec<String>) -> Result<()> {
+        out.clear();
+        out.extend(self[range].iter().map(|t| t.as_ref().to_owned()));
+        Ok(())
+    }
 }
 
-impl<'a> TextTable<'a> {
-    pub fn new() -> Self {
-        Self::default()
+impl<T: AsRef<str> + Sync> TextList for Vec<T> {
+    fn len(&self) -> usize {
+        Vec::len(self)
     }
-
-    /// The id of `text`, adding it if new.
-    pub fn intern(&mut self, text: &'a str) -> u32 {
-        if let Some(id) = self.get(text) {
-            return id;
-        }
-        let id = u32::try_from(self.texts.len()).expect("more than 4 billion distinct texts");
-        match self.by_hash.entry(hash_text(text)) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collided.insert(text, id);
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(id);
-            }
-        }
-        self.texts.push(text);
-        id
+    fn read(&self, range: Range<usize>, out: &mut Vec<String>) -> Result<()> {
+        self.as_slice().read(range, out)
     }
+}
 
-    pub fn get(&self, text: &str) -> Option<u32> {
-        match self.by_hash.get(&hash_text(text)) {
-            Some(&id) if self.texts[id as usize] == text => Some(id),
-            Some(_) => self.collided.get(text).copied(),
-            None => None,
-        }
+impl TextList for TextStore {
+    fn len(&self) -> usize {
+        TextStore::len(self)
     }
-
-    pub fn text(&self, id: u32) -> &'a str {
-        self.texts[id as usize]
-    }
-
-    pub fn texts(&self) -> &[&'a str] {
-        &self.texts
-    }
-
-    pub fn len(&self) -> usize {
-        self.texts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.texts.is_empty()
+    fn read(&self, range: Range<usize>, out: &mut Vec<String>) -> Result<()> {
+        TextStore::read(self, range, out)
     }
 }
 

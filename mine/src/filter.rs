@@ -4,15 +4,16 @@
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
-use schemas::{PairRecord, Progress, Unit};
+use schemas::{Arity, PairRecord, Progress, Unit};
 use serde::Serialize;
 
-use crate::embed::TextTable;
 use crate::error::{MineError, Result};
 use crate::knn::{score_block, top_k_each, Hit, SearchOptions};
 use crate::negatives::positive_scores;
 use crate::problem::Problem;
+use crate::source::PairSource;
 use crate::store::{rows_within, Vectors};
+use crate::texts::TextStore;
 use crate::Curated;
 
 /// Per input row: how many candidates that are not positives of its anchor score strictly
@@ -100,11 +101,12 @@ fn rows_by_query(problem: &Problem) -> (Vec<u32>, Vec<u32>) {
     (starts, rows)
 }
 
-/// Keeps the rows whose positive ranks in its anchor's top `top_k` ([`positive_ranks`]).
-pub fn consistency<'p>(pairs: &'p [PairRecord], ranks: &[usize], top_k_: usize) -> Curated<'p> {
+/// Keeps the rows whose positive ranks in its anchor's top `top_k` ([`positive_ranks`]; one
+/// rank per input row, of `arity` columns).
+pub fn consistency(ranks: &[usize], top_k_: usize, arity: Arity) -> Curated {
     let mut keep = Vec::new();
     let mut dropped = BTreeMap::new();
-    for (row, &rank) in ranks.iter().enumerate().take(pairs.len()) {
+    for (row, &rank) in ranks.iter().enumerate() {
         if rank < top_k_ {
             keep.push(row as u32);
         } else {
@@ -113,7 +115,7 @@ pub fn consistency<'p>(pairs: &'p [PairRecord], ranks: &[usize], top_k_: usize) 
                 .or_insert(0) += 1;
         }
     }
-    Curated::kept(pairs, keep, dropped)
+    Curated::kept(ranks.len(), keep, arity, dropped)
 }
 
 /// Which text of a row semantic dedup compares.
@@ -133,11 +135,31 @@ impl DedupOn {
     }
 }
 
-/// The `on` texts of `pairs`, distinct (first-seen order), and each row's id among them.
-pub fn dedup_texts(pairs: &[PairRecord], on: DedupOn) -> (TextTable<'_>, Vec<u32>) {
-    let mut table = TextTable::new();
-    let ids = pairs.iter().map(|p| table.intern(on.text(p))).collect();
-    (table, ids)
+/// The `on` texts of a dataset, distinct (first-seen order), and each row's id among them.
+#[derive(Debug)]
+pub struct DedupTexts {
+    pub texts: TextStore,
+    /// Per input row: its `on` text's id.
+    pub ids: Vec<u32>,
+    /// The input rows' columns.
+    pub arity: Arity,
+}
+
+/// Reads the `on` texts of `pairs` into `texts`.
+pub fn dedup_texts(
+    pairs: &dyn PairSource,
+    on: DedupOn,
+    mut texts: TextStore,
+) -> Result<DedupTexts> {
+    let mut ids = Vec::new();
+    let mut arity = None;
+    pairs.for_each_pair(&mut |p| {
+        arity.get_or_insert(p.arity());
+        ids.push(texts.intern(on.text(p))?);
+        Ok(())
+    })?;
+    let arity = arity.ok_or_else(|| MineError::Options("no rows to curate".into()))?;
+    Ok(DedupTexts { texts, ids, arity })
 }
 
 /// Greedy semantic dedup over distinct texts in order: a text is kept unless its cosine to an
@@ -293,12 +315,7 @@ fn keep_in_block<'b>(
 
 /// Rows kept by dedup: the first row of each kept text; later rows with the same text are exact
 /// duplicates, rows of a text too close to a kept one near duplicates.
-pub fn dedup<'p>(
-    pairs: &'p [PairRecord],
-    ids: &[u32],
-    keep_text: &[bool],
-    on: DedupOn,
-) -> Curated<'p> {
+pub fn dedup(texts: &DedupTexts, keep_text: &[bool], on: DedupOn) -> Curated {
     let col = match on {
         DedupOn::Anchor => "anchor",
         DedupOn::Positive => "positive",
@@ -306,7 +323,7 @@ pub fn dedup<'p>(
     let mut seen = vec![false; keep_text.len()];
     let mut keep = Vec::new();
     let mut dropped = BTreeMap::new();
-    for (row, &id) in ids.iter().enumerate().take(pairs.len()) {
+    for (row, &id) in texts.ids.iter().enumerate() {
         let id = id as usize;
         let reason = if !keep_text[id] {
             Some(format!("near-duplicate {col}"))
@@ -323,5 +340,5 @@ pub fn dedup<'p>(
             }
         }
     }
-    Curated::kept(pairs, keep, dropped)
+    Curated::kept(texts.ids.len(), keep, texts.arity, dropped)
 }

@@ -1,95 +1,89 @@
-//! Reading a pairs dataset (and an extra corpus) and writing the curated dataset: same layout
-//! as ingest writes (part files + manifest.json), built in a hidden folder and swapped in whole.
+//! Opening a pairs dataset (and an extra corpus) to read, and writing the curated dataset: same
+//! layout as ingest writes (part files + manifest.json), built in a hidden folder and swapped in
+//! whole.
 
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use schemas::{
-    part_files, DatasetWriter, InputFile, Manifest, OutputLock, PairReader, PairRecord,
-    PairWriterOptions,
-};
+use schemas::{DatasetReader, DatasetWriter, InputFile, Manifest, OutputLock, PairWriterOptions};
 
 use crate::error::{MineError, Result};
+use crate::source::{PairSource, TextSource};
 use crate::Curated;
 
-/// A dataset read whole: its rows, and its part files as manifest inputs.
-#[derive(Debug)]
-pub struct Dataset {
-    pub path: PathBuf,
-    pub records: Vec<PairRecord>,
-    pub files: Vec<InputFile>,
-}
-
-fn input_file(path: &Path) -> Result<InputFile> {
-    let bytes = std::fs::metadata(path)
-        .map_err(|e| MineError::io(path, e))?
-        .len();
-    Ok(InputFile {
-        path: path.display().to_string(),
-        bytes,
-        sha256: schemas::sha256_file(path)?,
-    })
-}
-
-/// Every row of a dataset folder (its part files in order) or of one pairs Parquet file.
-pub fn read_dataset(path: &Path) -> Result<Dataset> {
-    let parts = part_files(path)?;
-    if parts.is_empty() {
-        return Err(MineError::input(
-            path,
-            "no part-*.parquet files: not a pairs dataset",
-        ));
-    }
-    let mut records = Vec::new();
-    let mut files = Vec::new();
-    for part in &parts {
-        let reader = PairReader::open(part)?;
-        for rec in reader.records()? {
-            records.push(rec?);
-        }
-        files.push(input_file(part)?);
-    }
-    if records.is_empty() {
+/// The dataset to curate, opened for reading (as often as the run needs); one with no rows is
+/// an error naming it.
+pub fn open_pairs(path: &Path) -> Result<DatasetReader> {
+    let reader = DatasetReader::open(path)?;
+    if reader.rows()? == 0 {
         return Err(MineError::input(path, "the dataset has no rows"));
     }
-    Ok(Dataset {
-        path: path.to_owned(),
-        records,
-        files,
-    })
+    Ok(reader)
 }
 
-/// Extra candidate texts: a dataset (its positives, then its negatives) or a text file (one
-/// text per line, blank lines skipped).
-pub fn read_corpus(path: &Path) -> Result<(Vec<String>, Vec<InputFile>)> {
-    let is_text = path.is_file()
-        && path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
-    if !is_text {
-        let d = read_dataset(path)?;
-        let mut texts: Vec<String> = Vec::with_capacity(d.records.len());
-        let mut negatives = Vec::new();
-        for r in d.records {
-            texts.push(r.positive);
-            negatives.extend(r.negative.into_iter().chain(r.extra_negatives));
+/// Extra candidate texts, read from disk on each pass: a dataset (its positives, then its
+/// negatives) or a text file (one text per line, blank lines skipped).
+#[derive(Debug)]
+pub enum CorpusFile {
+    Dataset(DatasetReader),
+    Lines(PathBuf),
+}
+
+impl CorpusFile {
+    /// A `.txt` file is lines; anything else a pairs dataset.
+    pub fn open(path: &Path) -> Result<CorpusFile> {
+        let is_text = path.is_file()
+            && path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("txt"));
+        if is_text {
+            return Ok(CorpusFile::Lines(path.to_owned()));
         }
-        texts.extend(negatives);
-        return Ok((texts, d.files));
+        Ok(CorpusFile::Dataset(open_pairs(path)?))
     }
-    let file = std::fs::File::open(path).map_err(|e| MineError::io(path, e))?;
-    let mut texts = Vec::new();
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| MineError::input(path, format!("line {}: {e}", i + 1)))?;
-        if !line.trim().is_empty() {
-            texts.push(line);
+
+    /// The files read, as manifest inputs.
+    pub fn inputs(&self) -> Result<Vec<InputFile>> {
+        match self {
+            CorpusFile::Dataset(d) => Ok(d.inputs()?),
+            CorpusFile::Lines(path) => Ok(vec![InputFile {
+                path: path.display().to_string(),
+                bytes: std::fs::metadata(path)
+                    .map_err(|e| MineError::io(path, e))?
+                    .len(),
+                sha256: schemas::sha256_file(path)?,
+            }]),
         }
     }
-    if texts.is_empty() {
-        return Err(MineError::input(path, "the corpus file has no texts"));
+
+    fn for_each_line(path: &Path, f: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| MineError::io(path, e))?;
+        let mut texts = 0u64;
+        for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| MineError::input(path, format!("line {}: {e}", i + 1)))?;
+            if !line.trim().is_empty() {
+                texts += 1;
+                f(&line)?;
+            }
+        }
+        if texts == 0 {
+            return Err(MineError::input(path, "the corpus file has no texts"));
+        }
+        Ok(())
     }
-    Ok((texts, vec![input_file(path)?]))
+}
+
+impl TextSource for CorpusFile {
+    fn for_each_text(&self, f: &mut dyn FnMut(&str) -> Result<()>) -> Result<()> {
+        match self {
+            CorpusFile::Lines(path) => CorpusFile::for_each_line(path, f),
+            CorpusFile::Dataset(d) => {
+                d.for_each_pair(&mut |r| f(&r.positive))?;
+                d.for_each_pair(&mut |r| r.negatives().try_for_each(|n| f(n)))
+            }
+        }
+    }
 }
 
 /// What the manifest of a curated dataset records beside its rows.
@@ -101,9 +95,15 @@ pub struct Provenance {
     pub options: BTreeMap<String, serde_json::Value>,
 }
 
-/// Writes `curated` as dataset `out` (its folder name is the dataset id), replacing an earlier
-/// one only when complete; a run that produced no rows fails and leaves `out` untouched.
-pub fn write_dataset(out: &Path, curated: &Curated<'_>, prov: &Provenance) -> Result<Manifest> {
+/// Writes `curated`, built from `pairs` (read once more), as dataset `out` (its folder name is
+/// the dataset id), replacing an earlier one only when complete; a run that produced no rows
+/// fails and leaves `out` untouched.
+pub fn write_dataset(
+    out: &Path,
+    curated: &Curated,
+    pairs: &dyn PairSource,
+    prov: &Provenance,
+) -> Result<Manifest> {
     let dataset = out
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -140,9 +140,6 @@ pub fn write_dataset(out: &Path, curated: &Curated<'_>, prov: &Provenance) -> Re
     for (reason, count) in &curated.dropped {
         writer.skip(reason, *count);
     }
-    for r in curated.records() {
-        writer.push(&r)?;
-    }
-    let manifest = writer.finish()?;
-    Ok(manifest)
+    curated.for_each_record(pairs, &mut |r| Ok(writer.push(&r)?))?;
+    Ok(writer.finish()?)
 }

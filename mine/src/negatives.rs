@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use schemas::{Arity, PairRecord, Progress};
+use schemas::{Arity, Progress};
 use serde::Serialize;
 
 use crate::embed::dot;
@@ -314,12 +314,7 @@ pub(crate) fn positive_scores(
 ///
 /// Each anchor's negatives are stored once (as text ids into the problem's table, which the
 /// result keeps), however many rows share them.
-pub fn plan<'p>(
-    pairs: &'p [PairRecord],
-    problem: Problem<'p>,
-    chosen: &[Vec<Hit>],
-    opts: &NegativeOptions,
-) -> Curated<'p> {
+pub fn plan(problem: Problem, chosen: &[Vec<Hit>], opts: &NegativeOptions) -> Curated {
     let mut starts = Vec::with_capacity(chosen.len());
     let mut negative_ids = Vec::new();
     for c in chosen {
@@ -329,8 +324,8 @@ pub fn plan<'p>(
     let n = opts.num_negatives;
     let mut rows = Vec::new();
     let mut dropped = BTreeMap::new();
-    for row in 0..pairs.len() {
-        let q = problem.row_query[row] as usize;
+    for (row, &q) in problem.row_query.iter().enumerate() {
+        let q = q as usize;
         let (start, got) = (starts[q], chosen[q].len() as u32);
         let reason = match opts.output_format {
             _ if got == 0 => Some("no negative candidate left"),
@@ -359,7 +354,15 @@ pub fn plan<'p>(
         OutputFormat::Triplet => Arity::Triplet,
         OutputFormat::NTuple => Arity::with_negatives(n),
     };
-    Curated::with_negatives(pairs, rows, problem.table, negative_ids, arity, dropped)
+    let input_rows = problem.row_query.len();
+    Curated::with_negatives(
+        input_rows,
+        rows,
+        problem.texts,
+        negative_ids,
+        arity,
+        dropped,
+    )
 }
 
 /// Skip counts as manifest entries.

@@ -1,5 +1,5 @@
-//! Where a run's vectors live. Held in memory while they fit in half the run's memory budget
-//! ([`VectorStore::new`]); past it, written to an unnamed file (created in a folder the caller
+//! Where a run's vectors live. Held in memory while they fit in the room the run's memory budget
+//! leaves them ([`VectorStore::new`]: half of it, less the texts held); past it, written to an unnamed file (created in a folder the caller
 //! names, its name removed at once) and read back a block at a time. Every search reads them
 //! through [`Vectors`], blocked so that the same products are computed either way: a spilled
 //! run writes the same bytes as an in-memory one.
@@ -60,21 +60,9 @@ pub struct SpilledVectors {
 impl SpilledVectors {
     /// `rows` zero vectors of `dim` floats in a new file in `dir`.
     pub fn create(dir: &Path, rows: usize, dim: usize) -> Result<Self> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let path = dir.join(format!(
-            ".prep-vectors-{}-{}.f32",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let io = |e| MineError::io(&path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(io)?;
-        std::fs::remove_file(&path).map_err(io)?;
-        file.set_len((rows * dim * 4) as u64).map_err(io)?;
+        let (file, path) = unnamed_file(dir, "vectors.f32")?;
+        file.set_len((rows * dim * 4) as u64)
+            .map_err(|e| MineError::io(&path, e))?;
         Ok(SpilledVectors {
             file,
             path,
@@ -141,6 +129,23 @@ impl Vectors for SpilledVectors {
     }
 }
 
+/// A new file in `dir` that only this process can reach: created under a hidden name
+/// (`.prep-<pid>-<n>-<what>`, returned for error messages) that is removed at once.
+pub(crate) fn unnamed_file(dir: &Path, what: &str) -> Result<(File, PathBuf)> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!(".prep-{}-{n}-{what}", std::process::id()));
+    let io = |e| MineError::io(&path, e);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(io)?;
+    std::fs::remove_file(&path).map_err(io)?;
+    Ok((file, path))
+}
+
 /// A run's vectors, in memory or spilled.
 #[derive(Debug)]
 pub enum VectorStore {
@@ -149,13 +154,13 @@ pub enum VectorStore {
 }
 
 impl VectorStore {
-    /// `rows` zero vectors: in memory if they take at most half of `budget` bytes (or there is
-    /// no `spill_dir`), else in a file in `spill_dir`.
-    pub fn new(rows: usize, dim: usize, budget: usize, spill_dir: Option<&Path>) -> Result<Self> {
+    /// `rows` zero vectors: in memory if they take at most `room` bytes (or there is no
+    /// `spill_dir`), else in a file in `spill_dir`.
+    pub fn new(rows: usize, dim: usize, room: usize, spill_dir: Option<&Path>) -> Result<Self> {
         match spill_dir {
-            Some(dir) if rows * dim * 4 > budget / 2 => Ok(VectorStore::Spilled(
-                SpilledVectors::create(dir, rows, dim)?,
-            )),
+            Some(dir) if rows * dim * 4 > room => Ok(VectorStore::Spilled(SpilledVectors::create(
+                dir, rows, dim,
+            )?)),
             _ => Ok(VectorStore::Memory(Embeddings::zeros(rows, dim))),
         }
     }

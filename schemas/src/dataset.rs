@@ -1,6 +1,6 @@
 //! One dataset folder of the pairs contract, `<pairs>/<dataset>/part-NNNNN.parquet` +
-//! `manifest.json`, written by one writer: [`DatasetWriter`]. It is read back with
-//! [`Manifest::read`], [`crate::part_files`] and [`crate::PairReader`].
+//! `manifest.json`, written by one writer: [`DatasetWriter`], and read row by row by one reader:
+//! [`DatasetReader`] (its manifest with [`Manifest::read`]).
 //!
 //! The folder is built under a hidden temporary name ([`AtomicDir`]) and swapped in whole when
 //! finished, so a reader never sees half a dataset and a failed run leaves an earlier one as it
@@ -10,11 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::atomic::AtomicDir;
-use crate::error::Result;
+use crate::error::{Result, SchemaError};
 use crate::manifest::{InputFile, Manifest};
-use crate::pairs::{Arity, PairRecord, PairWriter, PairWriterOptions};
+use crate::pairs::{part_files, Arity, PairReader, PairRecord, PairWriter, PairWriterOptions};
 
 /// Writes one dataset folder: its part files, then its manifest, atomically.
 pub struct DatasetWriter {
@@ -128,6 +129,113 @@ impl DatasetWriter {
     }
 }
 
+/// Reads a dataset folder (or one pairs file) row by row, part after part, holding one record
+/// batch at a time, as many times as asked: a stage that needs its input twice reads it twice
+/// rather than keeping it.
+///
+/// Each pass first checks that every part still has the size and modification time it had when
+/// opened, so a dataset replaced between two passes is an error, not rows of two datasets.
+#[derive(Debug, Clone)]
+pub struct DatasetReader {
+    path: PathBuf,
+    parts: Vec<PartStamp>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct PartStamp {
+    path: PathBuf,
+    bytes: u64,
+    modified: Option<SystemTime>,
+}
+
+impl PartStamp {
+    fn of(path: &Path) -> Result<PartStamp> {
+        let meta = std::fs::metadata(path).map_err(|e| SchemaError::io(path, e))?;
+        Ok(PartStamp {
+            path: path.to_owned(),
+            bytes: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+}
+
+impl DatasetReader {
+    /// The part files of `path` (a dataset folder, or one pairs Parquet file); none is an error.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path = path.into();
+        let files = part_files(&path)?;
+        if files.is_empty() {
+            return Err(SchemaError::invalid(
+                &path,
+                "no part-*.parquet files: not a pairs dataset",
+            ));
+        }
+        let parts = files
+            .iter()
+            .map(|f| PartStamp::of(f))
+            .collect::<Result<_>>()?;
+        Ok(DatasetReader { path, parts })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn parts(&self) -> impl Iterator<Item = &Path> + '_ {
+        self.parts.iter().map(|p| p.path.as_path())
+    }
+
+    /// Rows in all parts (from their footers: nothing else is read).
+    pub fn rows(&self) -> Result<u64> {
+        self.parts().map(|p| Ok(PairReader::open(p)?.rows())).sum()
+    }
+
+    /// The parts as manifest inputs: path, size and sha256 (each part read once).
+    pub fn inputs(&self) -> Result<Vec<InputFile>> {
+        self.parts
+            .iter()
+            .map(|p| {
+                Ok(InputFile {
+                    path: p.path.display().to_string(),
+                    bytes: p.bytes,
+                    sha256: crate::sha256_file(&p.path)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Hands `f` every row, in order; stops at the first error (`f`'s or a part's).
+    pub fn for_each<E: From<SchemaError>>(
+        &self,
+        mut f: impl FnMut(PairRecord) -> Result<(), E>,
+    ) -> Result<(), E> {
+        for part in &self.parts {
+            if PartStamp::of(&part.path)? != *part {
+                return Err(SchemaError::invalid(
+                    &part.path,
+                    "changed since it was opened (the dataset was replaced while being read)",
+                )
+                .into());
+            }
+            let reader = PairReader::open(&part.path)?;
+            for record in reader.records()? {
+                f(record?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every row, in memory (for small datasets and tests).
+    pub fn read_all(&self) -> Result<Vec<PairRecord>> {
+        let mut rows = Vec::new();
+        self.for_each(|r| {
+            rows.push(r);
+            Ok::<_, SchemaError>(())
+        })?;
+        Ok(rows)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +309,47 @@ mod tests {
         assert_eq!((m.rows, m.files.len()), (0, 0));
         assert_eq!(Manifest::read(&target).unwrap().rows, 3, "discard kept it");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn the_reader_gives_every_part_in_order_on_every_pass_and_refuses_a_replaced_dataset() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("d");
+        let write = |rows: usize, tag: &str| {
+            let mut w = DatasetWriter::create(&target, "d", "test", Arity::Pair, small()).unwrap();
+            for i in 0..rows {
+                w.push(&PairRecord::pair(format!("{tag}{i}"), "p")).unwrap();
+            }
+            w.finish().unwrap()
+        };
+        let m = write(9, "a");
+        let r = DatasetReader::open(&target).unwrap();
+        assert_eq!((r.parts().count(), r.rows().unwrap()), (3, 9));
+        let anchors = |r: &DatasetReader| -> Result<Vec<String>> {
+            Ok(r.read_all()?.into_iter().map(|x| x.anchor).collect())
+        };
+        let want: Vec<String> = (0..9).map(|i| format!("a{i}")).collect();
+        assert_eq!(anchors(&r).unwrap(), want);
+        assert_eq!(
+            anchors(&r).unwrap(),
+            want,
+            "a second pass reads the same rows"
+        );
+        let inputs = r.inputs().unwrap();
+        assert_eq!(
+            inputs.iter().map(|i| &i.sha256).collect::<Vec<_>>(),
+            m.files.iter().map(|f| &f.sha256).collect::<Vec<_>>()
+        );
+
+        // Another run replaces the dataset (more rows in its first part) between two passes.
+        write(10, "bb");
+        let err = anchors(&r).unwrap_err().to_string();
+        assert!(err.contains("changed since it was opened"), "{err}");
+        assert!(err.contains("part-00000"), "names the part: {err}");
+
+        let empty = tmp.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = DatasetReader::open(&empty).unwrap_err().to_string();
+        assert!(err.contains("not a pairs dataset"), "{err}");
     }
 }

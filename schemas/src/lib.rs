@@ -18,7 +18,7 @@ pub mod progress;
 pub mod shards;
 
 pub use atomic::{AtomicDir, AtomicFile};
-pub use dataset::DatasetWriter;
+pub use dataset::{DatasetReader, DatasetWriter};
 pub use error::SchemaError;
 pub use hash::{sha256_file, Sha256Writer};
 pub use index::{

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use ingest::{IngestOptions, IngestReport};
-use schemas::{part_files, Manifest, NoProgress, PairReader, PairRecord};
+use schemas::{Manifest, NoProgress, PairRecord};
 
 pub struct Run {
     pub dir: tempfile::TempDir,
@@ -25,13 +25,9 @@ impl Run {
 }
 
 pub fn read_rows(dataset_dir: &Path) -> Vec<PairRecord> {
-    let mut rows = Vec::new();
-    for f in part_files(dataset_dir).unwrap() {
-        for r in PairReader::open(&f).unwrap().records().unwrap() {
-            rows.push(r.unwrap());
-        }
-    }
-    rows
+    schemas::DatasetReader::open(dataset_dir)
+        .and_then(|r| r.read_all())
+        .unwrap()
 }
 
 pub fn try_ingest(

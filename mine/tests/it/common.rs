@@ -27,7 +27,9 @@ fn ingest_fixture(fixture: &str, file: &str, source: &str, dataset: &str) -> Opt
     };
     ingest::run(source, &[input], &out, &opts, &schemas::NoProgress).expect("ingest fixture");
     let dir = out.join(dataset);
-    let records = mine::io::read_dataset(&dir).expect("read fixture").records;
+    let records = schemas::DatasetReader::open(&dir)
+        .and_then(|r| r.read_all())
+        .expect("read fixture");
     Some(Fixture { tmp, dir, records })
 }
 

@@ -1,6 +1,6 @@
 //! Curated datasets on disk: same layout as ingest's, atomic, byte-identical on rerun.
 
-use mine::io::{read_dataset, write_dataset, Provenance};
+use mine::io::{open_pairs, write_dataset, Provenance};
 use mine::knn::Index;
 use mine::negatives::{NegativeOptions, OutputFormat, Sampling};
 use mine::{curate, Mode, SearchOptions};
@@ -52,7 +52,7 @@ fn mined_datasets_are_written_whole_and_identical_on_rerun() {
             &NoProgress,
         )
         .unwrap();
-        let m = write_dataset(&out, &c, &prov).unwrap();
+        let m = write_dataset(&out, &c, &fx.records, &prov).unwrap();
         assert_eq!(m.rows, c.len() as u64);
         assert_eq!(m.columns, schemas::Arity::Triplet);
         assert_eq!(m.source, "mine");
@@ -63,11 +63,11 @@ fn mined_datasets_are_written_whole_and_identical_on_rerun() {
         bytes[0], bytes[1],
         "same inputs and seed: byte-identical dataset"
     );
-    let back = read_dataset(&out).unwrap();
-    assert_eq!(
-        back.records.len() as u64,
-        Manifest::read(&out).unwrap().rows
-    );
+    let back = schemas::DatasetReader::open(&out)
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert_eq!(back.len() as u64, Manifest::read(&out).unwrap().rows);
     let m = Manifest::read(&out).unwrap();
     assert_eq!(m.options["mode"]["num_negatives"], 2);
     assert!(m.options["counts"]["anchors"].as_u64().unwrap() > 0);
@@ -95,7 +95,7 @@ fn a_run_that_keeps_nothing_fails_and_leaves_the_earlier_dataset() {
         &NoProgress,
     )
     .unwrap();
-    write_dataset(&out, &ok, &Provenance::default()).unwrap();
+    write_dataset(&out, &ok, &fx.records, &Provenance::default()).unwrap();
     let before = folder_bytes(&out);
     // min_score above any cosine: no candidate survives, no row is written.
     let none = Mode::Negatives(NegativeOptions {
@@ -112,7 +112,7 @@ fn a_run_that_keeps_nothing_fails_and_leaves_the_earlier_dataset() {
     )
     .unwrap();
     assert!(empty.is_empty());
-    let err = write_dataset(&out, &empty, &Provenance::default())
+    let err = write_dataset(&out, &empty, &fx.records, &Provenance::default())
         .unwrap_err()
         .to_string();
     assert!(
@@ -125,7 +125,7 @@ fn a_run_that_keeps_nothing_fails_and_leaves_the_earlier_dataset() {
 #[test]
 fn reading_a_folder_without_parts_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let err = read_dataset(dir.path()).unwrap_err().to_string();
+    let err = open_pairs(dir.path()).unwrap_err().to_string();
     assert!(
         err.contains(&dir.path().display().to_string()) && err.contains("not a pairs dataset"),
         "{err}"
@@ -155,7 +155,7 @@ fn the_hnsw_index_writes_the_exact_searchs_dataset_on_a_small_fixture() {
             ..Default::default()
         };
         let c = curate(&embedder, &fx.records, None, &mode, search, &NoProgress).unwrap();
-        write_dataset(&out, &c, &Provenance::default()).unwrap();
+        write_dataset(&out, &c, &fx.records, &Provenance::default()).unwrap();
         bytes.push(folder_bytes(&out));
     }
     // A graph over a few dozen candidates finds every true neighbour, and its hits are
@@ -177,7 +177,7 @@ fn a_spilling_run_with_a_tiny_memory_budget_writes_the_same_bytes_in_every_mode(
         corpus_block: 8,
         ..Default::default()
     };
-    // One byte: every vector spills, and each search holds one query block at a time.
+    // One byte: every text and vector spills, and each search holds one query block at a time.
     let tiny = SearchOptions { memory: 1, ..roomy };
     let modes = [
         Mode::Negatives(NegativeOptions {
@@ -195,7 +195,7 @@ fn a_spilling_run_with_a_tiny_memory_budget_writes_the_same_bytes_in_every_mode(
         for (search, spill_dir) in [(roomy, None), (tiny, Some(spill.clone()))] {
             embedder.spill_dir = spill_dir;
             let c = curate(&embedder, &fx.records, None, mode, search, &NoProgress).unwrap();
-            write_dataset(&out, &c, &Provenance::default()).unwrap();
+            write_dataset(&out, &c, &fx.records, &Provenance::default()).unwrap();
             bytes.push(folder_bytes(&out));
         }
         assert_eq!(bytes[0], bytes[1], "{mode:?}");
@@ -205,13 +205,10 @@ fn a_spilling_run_with_a_tiny_memory_budget_writes_the_same_bytes_in_every_mode(
             "nothing left"
         );
     }
-    // The spill really happens: a folder that cannot take it is named in the error.
+    // The spill really happens, texts first: a folder that cannot take it is named in the error.
     embedder.spill_dir = Some(root.path().join("missing"));
     let err = curate(&embedder, &fx.records, None, &modes[0], tiny, &NoProgress)
         .unwrap_err()
         .to_string();
-    assert!(
-        err.contains("missing") && err.contains(".prep-vectors-"),
-        "{err}"
-    );
+    assert!(err.contains("missing") && err.contains("-texts"), "{err}");
 }

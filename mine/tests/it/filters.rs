@@ -3,7 +3,7 @@
 use mine::embed::dot;
 use mine::filter::{dedup_texts, keep_distinct, positive_ranks};
 use mine::knn::{top_k, SearchOptions};
-use mine::{curate, DedupOn, Mode, Problem};
+use mine::{curate, DedupOn, Mode, Problem, TextStore};
 use schemas::NoProgress;
 
 use crate::common;
@@ -13,8 +13,8 @@ fn consistency_keeps_exactly_the_rows_whose_positive_ranks_in_the_top_k() {
     let Some((fx, embedder)) = common::squad_and_model() else {
         return;
     };
-    let p = Problem::new(&fx.records, None);
-    let emb = embedder.embed(p.table.texts(), &NoProgress).unwrap();
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
+    let emb = embedder.embed(&p.texts, &NoProgress).unwrap();
     let full = top_k(
         &emb,
         &p.queries,
@@ -67,11 +67,17 @@ fn consistency_keeps_exactly_the_rows_whose_positive_ranks_in_the_top_k() {
     let (k1, k3, all) = (run(1), run(3), run(p.corpus_len));
     assert!(k1.len() < k3.len(), "a wider top keeps more");
     assert!(
-        k1.records().all(|r| k3.records().any(|x| x == r)),
+        {
+            let k3 = k3.records(&fx.records).unwrap();
+            k1.records(&fx.records)
+                .unwrap()
+                .iter()
+                .all(|r| k3.contains(r))
+        },
         "K=1 keeps a subset of K=3"
     );
     assert_eq!(
-        all.records().collect::<Vec<_>>(),
+        all.records(&fx.records).unwrap(),
         fx.records,
         "top-k over the whole corpus keeps every row"
     );
@@ -92,12 +98,13 @@ fn dedup_keeps_no_two_close_texts_and_drops_only_close_ones() {
     let Some(embedder) = common::embedder() else {
         return;
     };
-    let (table, ids) = dedup_texts(&fx.records, DedupOn::Anchor);
+    let d = dedup_texts(&fx.records, DedupOn::Anchor, TextStore::in_memory()).unwrap();
+    let (table, ids) = (d.texts, d.ids);
     assert!(
         table.len() < fx.records.len(),
         "the fixture repeats questions"
     );
-    let emb = embedder.embed(table.texts(), &NoProgress).unwrap();
+    let emb = embedder.embed(&table, &NoProgress).unwrap();
     let t = 0.8;
     let keep = keep_distinct(
         &emb,
@@ -219,9 +226,11 @@ fn dedup_in_groups_over_spilled_vectors_keeps_what_dedup_in_memory_keeps() {
     let Some(embedder) = common::embedder() else {
         return;
     };
-    let (table, _) = dedup_texts(&fx.records, DedupOn::Anchor);
+    let table = dedup_texts(&fx.records, DedupOn::Anchor, TextStore::in_memory())
+        .unwrap()
+        .texts;
     let dir = tempfile::tempdir().unwrap();
-    let raw = embedder.embed(table.texts(), &NoProgress).unwrap();
+    let raw = embedder.embed(&table, &NoProgress).unwrap();
     let (emb, spilled) = crate::knn::both_stores(&raw, dir.path());
     let roomy = SearchOptions {
         query_block: 4,

@@ -4,7 +4,7 @@
 use mine::embed::{dot, Embeddings};
 use mine::knn::{top_k, Hit, SearchOptions};
 use mine::negatives::{choose, NegativeOptions, OutputFormat, Sampling};
-use mine::{curate, Mode, Problem};
+use mine::{curate, Mode, Problem, TextStore};
 use schemas::NoProgress;
 
 use crate::common;
@@ -53,15 +53,15 @@ fn expected(
 /// gives the same table again).
 fn setup() -> Option<(common::Fixture, Embeddings)> {
     let (fx, embedder) = common::squad_and_model()?;
-    let p = Problem::new(&fx.records, None);
-    let emb = embedder.embed(p.table.texts(), &NoProgress).unwrap();
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
+    let emb = embedder.embed(&p.texts, &NoProgress).unwrap();
     Some((fx, emb))
 }
 
 #[test]
 fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
     let Some((fx, emb)) = setup() else { return };
-    let p = Problem::new(&fx.records, None);
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
     assert!(fx.records.len() > 50 && p.corpus_len > 20, "a real dataset");
     let full = top_k(
         &emb,
@@ -134,7 +134,7 @@ fn top_negatives_follow_every_rule_of_mine_hard_negatives() {
 #[test]
 fn option_combinations_that_cannot_work_are_refused_by_name() {
     let Some((fx, emb)) = setup() else { return };
-    let p = Problem::new(&fx.records, None);
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
     let bad = [
         (
             NegativeOptions {
@@ -172,7 +172,7 @@ fn option_combinations_that_cannot_work_are_refused_by_name() {
 #[test]
 fn random_sampling_is_seeded_inside_the_window_and_thread_count_free() {
     let Some((fx, emb)) = setup() else { return };
-    let p = Problem::new(&fx.records, None);
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
     let o = NegativeOptions {
         num_negatives: 2,
         range_min: 1,
@@ -248,7 +248,7 @@ fn triplets_keep_input_order_and_never_use_a_positive_of_the_anchor() {
     assert!(written_rows > 0);
     // Each input row appears num_negatives times (or is dropped, counted), in input order.
     let mut next = 0;
-    for r in out.records() {
+    for r in out.records(&fx.records).unwrap() {
         while fx.records[next].anchor != r.anchor || fx.records[next].positive != r.positive {
             next += 1;
         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mine::knn::SearchOptions;
 use mine::negatives::{choose, NegativeOptions};
-use mine::Problem;
+use mine::{Problem, TextStore};
 use schemas::NoProgress;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -52,8 +52,8 @@ fn agreement(fixture: Option<common::Fixture>, reference: &str) {
         fx.records.len() as u64,
         "same fixture rows"
     );
-    let p = Problem::new(&fx.records, None);
-    let emb = embedder.embed(p.table.texts(), &NoProgress).unwrap();
+    let p = Problem::build(&fx.records, None, TextStore::in_memory()).unwrap();
+    let emb = embedder.embed(&p.texts, &NoProgress).unwrap();
     for cfg in reference["configs"].as_array().unwrap() {
         let o = options(&cfg["options"]);
         let (chosen, _, _) = choose(&p, &emb, &o, SearchOptions::default(), &NoProgress).unwrap();
@@ -62,10 +62,12 @@ fn agreement(fixture: Option<common::Fixture>, reference: &str) {
             .enumerate()
             .filter(|(_, c)| !c.is_empty())
             .map(|(q, c)| {
-                let anchor = sha(p.table.text(p.queries[q]));
+                let anchor = sha(&p.texts.text(p.queries[q]).unwrap());
                 (
                     anchor,
-                    c.iter().map(|h| sha(p.table.text(h.index))).collect(),
+                    c.iter()
+                        .map(|h| sha(&p.texts.text(h.index).unwrap()))
+                        .collect(),
                 )
             })
             .collect();

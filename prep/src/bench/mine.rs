@@ -11,7 +11,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use mine::knn::Hit;
 use mine::negatives::{choose, NegativeOptions};
-use mine::{EmbedOptions, Embedder, Problem, SearchOptions, VectorStore, Vectors};
+use mine::{EmbedOptions, Embedder, Problem, SearchOptions, TextStore, VectorStore, Vectors};
 use schemas::{Arity, NoProgress, PairRecord, PairWriter, PairWriterOptions};
 use serde_json::{json, Value};
 
@@ -222,7 +222,7 @@ fn measure_child(a: &Args, threads: usize) -> Result<Value> {
 /// Our measurement: embedding timed apart from search, selection and writing the dataset (as
 /// `prep mine` does); writes the chosen negatives' hashes.
 fn child(a: &Args) -> Result<()> {
-    let records = mine::io::read_dataset(&a.work.join("pairs"))?.records;
+    let records = mine::io::open_pairs(&a.work.join("pairs"))?;
     let encoder = crate::cmd::embed::load_encoder(
         &model_dir(a)?.display().to_string(),
         a.max_seq_length,
@@ -243,21 +243,26 @@ fn child(a: &Args) -> Result<()> {
         ..Default::default()
     };
     let (t0, c0) = (Instant::now(), cpu_seconds());
-    let problem = Problem::new(&records, None);
-    let (emb, _) = embedder.embed_stored(problem.table.texts(), search.memory, &NoProgress)?;
+    // As `mine::curate` does: texts held up to a quarter of the budget, vectors in the rest of
+    // the first half.
+    let store = TextStore::with_budget(search.memory / 4, Some(&a.work));
+    let problem = Problem::build(&records, None, store)?;
+    let room = (search.memory / 2).saturating_sub(problem.texts.held_bytes());
+    let (emb, _) = embedder.embed_stored(&problem.texts, room, &NoProgress)?;
     let embed_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let (queries, corpus_len, texts) = (
         problem.queries.clone(),
         problem.corpus_len,
-        problem.table.len(),
+        problem.texts.len(),
     );
     let (chosen, _, _) = choose(&problem, &emb, &opts, search, &NoProgress)?;
     // What `prep mine` does next: the rows planned and written as a dataset.
-    let curated = mine::negatives::plan(&records, problem, &chosen, &opts);
+    let curated = mine::negatives::plan(problem, &chosen, &opts);
     mine::io::write_dataset(
         &a.work.join("mined"),
         &curated,
+        &records,
         &mine::io::Provenance::default(),
     )?;
     let search_secs = t1.elapsed().as_secs_f64();
@@ -269,10 +274,12 @@ fn child(a: &Args) -> Result<()> {
     };
     let mut negatives: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (q, c) in chosen.iter().enumerate() {
-        let anchor = sha(curated.text(queries[q]));
+        let anchor = sha(&curated.text(queries[q])?);
         negatives.insert(
             anchor,
-            c.iter().map(|h| sha(curated.text(h.index))).collect(),
+            c.iter()
+                .map(|h| Ok(sha(&curated.text(h.index)?)))
+                .collect::<Result<_>>()?,
         );
     }
     std::fs::write(
@@ -452,7 +459,7 @@ fn synthetic_search(a: &Args, corpus: usize, threads: usize) -> Result<()> {
     let search = search_options(a)?;
     std::fs::create_dir_all(&a.work)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
-    let mut emb = VectorStore::new(corpus, dim, search.memory, Some(&a.work))?;
+    let mut emb = VectorStore::new(corpus, dim, search.memory / 2, Some(&a.work))?;
     let mut v = vec![0f32; dim];
     for i in 0..corpus {
         v.iter_mut().for_each(|x| *x = rng.random_range(-1.0..1.0));

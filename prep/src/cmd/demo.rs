@@ -390,13 +390,7 @@ pub(super) fn write_records(
 }
 
 pub(super) fn read_records(dir: &Path) -> Result<Vec<PairRecord>> {
-    let mut records = Vec::new();
-    for f in part_files(dir)? {
-        for r in PairReader::open(&f)?.records()? {
-            records.push(r?);
-        }
-    }
-    Ok(records)
+    Ok(schemas::DatasetReader::open(dir)?.read_all()?)
 }
 
 /// Holds out a seeded share of the queries ([`crate::holdout`]) and writes the rest as training

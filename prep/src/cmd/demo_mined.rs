@@ -99,10 +99,10 @@ pub fn mine_all(
             println!("   {id:<28} no row kept a negative: left out");
             continue;
         }
-        let manifest = write_dataset(&dir.join(id), &curated, &prov)
+        let manifest = write_dataset(&dir.join(id), &curated, &records, &prov)
             .with_context(|| format!("writing the mined {id}"))?;
         // The pairs run trains on the same rows: those that got a negative, without it.
-        let (pairs, arity) = as_pairs(curated.records());
+        let (pairs, arity) = as_pairs(curated.records(&records)?);
         let pairs_dir = train_pairs.join(id);
         let m = schemas::Manifest::read(&pairs_dir)?;
         let reason = "no mined negative (demo)";

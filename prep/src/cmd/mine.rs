@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mine::io::{read_corpus, read_dataset, write_dataset, Provenance};
+use mine::io::{open_pairs, write_dataset, CorpusFile, Provenance};
 use mine::{
     DedupOn, EmbedOptions, Embedder, Mode, NegativeOptions, OutputFormat, Sampling, SearchOptions,
+    TextSource,
 };
 use schemas::InputFile;
 
@@ -140,10 +141,12 @@ pub struct Args {
     /// output does not depend on the threads); every query searches every graph. 0: one graph.
     #[arg(long, default_value_t = 0)]
     pub hnsw_shard_size: usize,
-    /// The most memory (MiB) the vectors and the search's state take. Vectors past half of it
-    /// are written to a file in --spill-dir and read back a block at a time; the search holds as
-    /// many queries at once as fit in the other half. The output does not depend on it. (The
-    /// rows read, the model and an HNSW graph come on top.)
+    /// The most memory (MiB) the texts, the vectors and the search's state take. The rows are
+    /// read again rather than kept; their distinct texts are held up to a quarter of it, the
+    /// vectors up to what is left of the first half, the rest written to files in --spill-dir
+    /// and read back as needed; the search holds as many queries at once as fit in the other
+    /// half. The output does not depend on it. (The model, an HNSW graph and about 50 bytes of
+    /// index per distinct text come on top.)
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     pub max_memory: u64,
     /// Where vectors past --max-memory go (an unnamed file, gone when the run ends; default:
@@ -212,9 +215,9 @@ pub fn run(args: Args) -> Result<()> {
 fn run_inner(args: &Args) -> Result<()> {
     let started = Instant::now();
     let mode = args.mode();
-    let input = read_dataset(&args.pairs).context("reading --pairs")?;
+    let input = open_pairs(&args.pairs).context("reading --pairs")?;
     let corpus = match &args.corpus {
-        Some(p) => Some(read_corpus(p).context("reading --corpus")?),
+        Some(p) => Some(CorpusFile::open(p).context("reading --corpus")?),
         None => None,
     };
     let encoder = super::embed::load_encoder(&args.model, args.max_seq_length, &args.compute)?;
@@ -239,11 +242,13 @@ fn run_inner(args: &Args) -> Result<()> {
         memory: memory_bytes(args.max_memory)?,
     };
     let bar = Bar::new();
-    let texts = corpus.as_ref().map(|(t, _)| t.as_slice());
-    let curated = mine::curate(&embedder, &input.records, texts, &mode, search, &bar)?;
+    let texts = corpus.as_ref().map(|c| c as &dyn TextSource);
+    let curated = mine::curate(&embedder, &input, texts, &mode, search, &bar)?;
 
-    let mut inputs = input.files.clone();
-    inputs.extend(corpus.iter().flat_map(|(_, f)| f.iter().cloned()));
+    let mut inputs = input.inputs()?;
+    if let Some(c) = &corpus {
+        inputs.extend(c.inputs()?);
+    }
     inputs.push(InputFile {
         path: weights.display().to_string(),
         bytes: std::fs::metadata(&weights)?.len(),
@@ -253,7 +258,7 @@ fn run_inner(args: &Args) -> Result<()> {
         inputs,
         options: options(args, &mode, &model_sha256, encoder.max_seq_length()),
     };
-    let manifest = write_dataset(&args.out, &curated, &prov)
+    let manifest = write_dataset(&args.out, &curated, &input, &prov)
         .with_context(|| format!("writing {}", args.out.display()))?;
     let dropped: Vec<String> = manifest
         .skipped
@@ -264,7 +269,7 @@ fn run_inner(args: &Args) -> Result<()> {
         "{}: {} rows from {} in {:.1}s{}",
         args.out.display(),
         manifest.rows,
-        input.records.len(),
+        input.rows()?,
         started.elapsed().as_secs_f64(),
         if dropped.is_empty() {
             String::new()
@@ -276,9 +281,17 @@ fn run_inner(args: &Args) -> Result<()> {
         "  texts encoded: {}, read from the cache: {}",
         curated.embedded.encoded, curated.embedded.cached
     );
-    if curated.embedded.spilled {
+    let spilled: Vec<&str> = [
+        (curated.embedded.texts_spilled, "texts"),
+        (curated.embedded.spilled, "vectors"),
+    ]
+    .into_iter()
+    .filter_map(|(s, what)| s.then_some(what))
+    .collect();
+    if !spilled.is_empty() {
         eprintln!(
-            "  vectors: past half of --max-memory, spilled to a file in {}",
+            "  {}: past their share of --max-memory, spilled to files in {}",
+            spilled.join(" and "),
             spill_dir(args)?.display()
         );
     }

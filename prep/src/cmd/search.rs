@@ -131,7 +131,7 @@ fn embed_through_cache(
     let embedder = mine::Embedder::new(encoder, options)
         .with_cache(dir, &model_sha256(encoder.dir())?)
         .with_context(|| format!("opening the embedding cache {}", dir.display()))?;
-    let (vectors, counts) = embedder.embed_counted(texts, &Bar::new())?;
+    let (vectors, counts) = embedder.embed_counted(&texts, &Bar::new())?;
     eprintln!(
         "embedding cache {}: {} corpus texts found, {} encoded and added",
         dir.display(),

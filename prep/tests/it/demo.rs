@@ -76,13 +76,9 @@ fn demo_runs_anywhere_and_generalises_to_held_out_queries() {
 }
 
 fn records(dir: &Path) -> Vec<schemas::PairRecord> {
-    let mut out = Vec::new();
-    for f in schemas::part_files(dir).unwrap() {
-        for r in schemas::PairReader::open(&f).unwrap().records().unwrap() {
-            out.push(r.unwrap());
-        }
-    }
-    out
+    schemas::DatasetReader::open(dir)
+        .and_then(|r| r.read_all())
+        .unwrap()
 }
 
 fn shard_rows(dir: &Path) -> Vec<schemas::shards::ShardRow> {

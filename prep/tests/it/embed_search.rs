@@ -274,7 +274,8 @@ fn embed_and_search_at_bf16_and_int8_stay_close_to_f32() {
 
 /// `prep mine --max-memory 1 --spill-dir D`: 800 distinct texts (1.2 MiB of vectors) are past
 /// half of 1 MiB, so they spill to an unnamed file in D (empty afterwards), and the mined dataset
-/// is byte for byte the one of a run with the default budget.
+/// is byte for byte the one of a run with the default budget; so it is with an extra corpus whose
+/// texts are past a quarter of 1 MiB.
 #[test]
 fn mine_spilling_past_max_memory_writes_the_same_dataset() {
     let Some(Setup { model, dir, .. }) = setup() else {
@@ -321,8 +322,51 @@ fn mine_spilling_past_max_memory_writes_the_same_dataset() {
     let (roomy, said_roomy) = run("roomy", &[]);
     let (tight, said_tight) = run("tight", &["--max-memory", "1"]);
     assert!(!said_roomy.contains("spilled"), "{said_roomy}");
-    assert!(said_tight.contains("spilled to a file in"), "{said_tight}");
+    assert!(
+        said_tight.contains("  vectors: past their share of --max-memory, spilled to files in"),
+        "{said_tight}"
+    );
     assert_eq!(roomy, tight, "the same mined rows, byte for byte");
+
+    // With an extra --corpus file (read on each pass) of 300 KB of long texts, past a quarter
+    // of 1 MiB: the texts spill too. (Encoded at 16 tokens, which keeps the test quick.)
+    let extra = dir.path().join("extra.txt");
+    let lines: Vec<String> = (0..300)
+        .map(|i| {
+            let topic = ["rivers", "bread"][i % 2];
+            // Like the positives in their first 16 tokens, marked past them.
+            let more = "More words. ".repeat(80);
+            format!("Answer {i}: a passage about {topic}, number {i}. {more} (extra corpus)")
+        })
+        .collect();
+    std::fs::write(&extra, lines.join("\n\n")).unwrap();
+    let corpus = [
+        "--max-seq-length",
+        "16",
+        "--corpus",
+        extra.to_str().unwrap(),
+    ];
+    let (roomy, said) = run("roomy-corpus", &corpus);
+    assert!(!said.contains("spilled"), "{said}");
+    let (tight, said) = run(
+        "tight-corpus",
+        &[&corpus[..], &["--max-memory", "1"]].concat(),
+    );
+    assert!(
+        said.contains("texts and vectors: past their share"),
+        "{said}"
+    );
+    assert_eq!(roomy, tight, "the same rows with a corpus, byte for byte");
+    let rows = schemas::DatasetReader::open(dir.path().join("tight-corpus"))
+        .unwrap()
+        .read_all()
+        .unwrap();
+    assert!(
+        rows.iter()
+            .flat_map(|r| r.negatives())
+            .any(|n| n.ends_with("(extra corpus)")),
+        "some negatives come from the corpus file"
+    );
     assert_eq!(
         std::fs::read_dir(&spill).unwrap().count(),
         0,
