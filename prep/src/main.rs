@@ -61,6 +61,10 @@ enum Command {
 /// page faults and page clearing). Keeping freed memory in the heap (trim threshold 2 GiB, 256
 /// MiB top pad) took the bench step from 3.14 to 2.61 s (`prep bench train`, mean of 3 alternating runs
 /// each). `PREP_MALLOC_DEFAULTS=1` keeps glibc's defaults; `MALLOC_*_` variables still apply.
+///
+/// Only commands that train set it: elsewhere it would keep every freed buffer in the
+/// process's memory for the rest of the run (`prep mine --max-memory` counts on freed memory
+/// going back: with these settings a 300k-pair mining run peaked ~60 MiB higher).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     if std::env::var_os("PREP_MALLOC_DEFAULTS").is_some() {
@@ -86,7 +90,6 @@ fn main() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
-    keep_freed_memory();
     // The ingest help lists every source with what it expects, built from the sources themselves.
     let command =
         Cli::command().mut_subcommand("ingest", |c| c.after_long_help(cmd::ingest::sources_help()));
@@ -94,6 +97,15 @@ fn main() {
         Ok(cli) => cli,
         Err(e) => e.exit(),
     };
+    let trains = match &cli.command {
+        Command::Train(_) | Command::Demo(_) => true,
+        Command::Bench(b) => b.trains(),
+        _ => false,
+    };
+    if trains {
+        // Still before any other thread exists: parsing the command line starts none.
+        keep_freed_memory();
+    }
     cli.storage.configure();
     let result = match cli.command {
         Command::Download(a) => cmd::download::run(a),

@@ -52,9 +52,10 @@ pub struct Args {
     pub synthetic_corpus: Option<usize>,
     #[arg(long, default_value_t = 1000)]
     pub synthetic_queries: usize,
-    /// Our runs' memory budget in MiB, as `prep mine --max-memory`: past half of it the vectors
-    /// spill to a file in --work and are read back a block at a time; the search holds as many
-    /// queries as fit in the other half.
+    /// Our runs' memory budget in MiB, as `prep mine --max-memory`: the rows are read again
+    /// rather than kept; texts past a quarter of it and vectors past the rest of the first half
+    /// spill to files in --work and are read back as needed; the search holds as many queries as
+    /// fit in the other half.
     #[arg(long, default_value_t = 4096)]
     pub max_memory: u64,
     /// Python with sentence-transformers, for the peer.

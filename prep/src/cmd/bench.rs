@@ -30,6 +30,16 @@ enum Stage {
     Collective(crate::bench::collective::Args),
 }
 
+impl Args {
+    /// Whether this benchmark trains (and so wants [`crate::keep_freed_memory`]'s heap).
+    pub fn trains(&self) -> bool {
+        matches!(
+            self.stage,
+            Stage::Train(_) | Stage::Store(_) | Stage::Parity(_)
+        )
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.stage {
         Stage::Ingest(a) => crate::bench::ingest::run(a),
