@@ -186,3 +186,114 @@ fn bert_prefix_is_accepted() {
     let m2 = BertModel::load(vb, &tiny()).unwrap();
     assert_eq!(want, vec3(&m2.forward(&ids, &mask, None).unwrap()));
 }
+
+/// Attention runs per group of sequences of similar lengths, each padded only to its group's
+/// longest: every sequence's hidden states and gradients must be those it has alone. Lengths 3
+/// to 210 make the grouping split the batch (one group would pad all five rows to 210).
+#[test]
+fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
+    let cfg = BertConfig {
+        max_position_embeddings: 256,
+        hidden_dropout_prob: 0.0,
+        attention_probs_dropout_prob: 0.0,
+        ..tiny()
+    };
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let m = BertModel::load(vb, &cfg).unwrap();
+    let lengths = [200usize, 4, 0, 3, 210, 5];
+    let t = 210;
+    let row = |len: usize, at: usize| -> Vec<u32> {
+        (0..len)
+            .map(|j| ((at * 7 + j * 3) % 49 + 1) as u32)
+            .collect()
+    };
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for (at, &len) in lengths.iter().enumerate() {
+        let r = row(len, at);
+        ids.extend(r.iter().copied().chain(std::iter::repeat_n(0, t - len)));
+        mask.extend((0..t).map(|j| u32::from(j < len)));
+    }
+    let ids = Tensor::from_vec(ids, (lengths.len(), t), &Device::Cpu).unwrap();
+    let mask = Tensor::from_vec(mask, (lengths.len(), t), &Device::Cpu).unwrap();
+    let weights = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap();
+    let loss_of = |hidden: &Tensor, mask: &Tensor| {
+        let pooled = l2_normalize(&mean_pool(hidden, mask).unwrap()).unwrap();
+        pooled.broadcast_mul(&weights).unwrap().sum_all().unwrap()
+    };
+    let batched = m.forward(&ids, &mask, None).unwrap();
+    let real = mask.narrow(0, 0, 2).unwrap();
+    let (kept_rows, kept_mask) = (
+        Tensor::cat(
+            &[
+                &batched.narrow(0, 0, 2).unwrap(),
+                &batched.narrow(0, 3, 3).unwrap(),
+            ],
+            0,
+        )
+        .unwrap(),
+        Tensor::cat(&[&real, &mask.narrow(0, 3, 3).unwrap()], 0).unwrap(),
+    );
+    let grads = loss_of(&kept_rows, &kept_mask).backward().unwrap();
+    assert!(
+        vec3(&batched.get(2).unwrap()).iter().all(|&x| x == 0.0),
+        "a row without tokens stays zeros"
+    );
+
+    let mut alone_grads: Vec<Option<Tensor>> = vec![None; varmap.all_vars().len()];
+    for (at, &len) in lengths.iter().enumerate().filter(|(_, &l)| l > 0) {
+        let one_ids = Tensor::new(row(len, at), &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let one_mask = Tensor::ones((1, len), DType::U32, &Device::Cpu).unwrap();
+        let alone = m.forward(&one_ids, &one_mask, None).unwrap();
+        let got = batched.get(at).unwrap().narrow(0, 0, len).unwrap();
+        let diff = (got - alone.get(0).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        let diff = diff.to_scalar::<f32>().unwrap();
+        assert!(
+            diff <= 1e-5,
+            "row {at} (length {len}): hidden states differ by {diff}"
+        );
+        let g = loss_of(&alone, &one_mask).backward().unwrap();
+        for (sum, var) in alone_grads.iter_mut().zip(varmap.all_vars()) {
+            let Some(gv) = g.get(var.as_tensor()) else {
+                continue;
+            };
+            *sum = Some(match sum.take() {
+                Some(s) => (s + gv).unwrap(),
+                None => gv.clone(),
+            });
+        }
+    }
+    for (sum, var) in alone_grads.iter().zip(varmap.all_vars()) {
+        let (Some(want), Some(got)) = (sum, grads.get(var.as_tensor())) else {
+            continue;
+        };
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let diff = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-4 * scale.max(1e-3),
+            "{:?}: gradient differs by {diff} (scale {scale})",
+            var.shape()
+        );
+    }
+}
