@@ -522,6 +522,14 @@ pub(super) fn mix(
                 println!("   leaving {dataset} out of the mix: {message}");
                 in_mix.retain(|d| d.0 != dataset);
             }
+            // The last one left cannot fill a batch either: say what to change.
+            Err(mixer::MixError::Dataset { dataset, message }) => bail!(
+                "mixing: every training dataset was left out (the last, {dataset}: {message}); \
+                 a batch needs distinct texts in every column (with --mine-negatives each row's \
+                 negative is another row's positive), so the bundled samples need a smaller \
+                 --batch-size than {} (e.g. 8)",
+                args.batch_size
+            ),
             Err(e) => return Err(e).context("mixing"),
         }
     };
