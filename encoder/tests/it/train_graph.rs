@@ -187,6 +187,16 @@ fn bert_prefix_is_accepted() {
     assert_eq!(want, vec3(&m2.forward(&ids, &mask, None).unwrap()));
 }
 
+/// The largest absolute value of `t`.
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Attention runs per group of sequences of similar lengths, each padded only to its group's
 /// longest: every sequence's hidden states and gradients must be those it has alone. Lengths 3
 /// to 210 make the grouping split the batch (one group would pad all five rows to 210).
@@ -249,13 +259,7 @@ fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
         let one_mask = Tensor::ones((1, len), DType::U32, &Device::Cpu).unwrap();
         let alone = m.forward(&one_ids, &one_mask, None).unwrap();
         let got = batched.get(at).unwrap().narrow(0, 0, len).unwrap();
-        let diff = (got - alone.get(0).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        let diff = diff.to_scalar::<f32>().unwrap();
+        let diff = max_abs(&(got - alone.get(0).unwrap()).unwrap());
         assert!(
             diff <= 1e-5,
             "row {at} (length {len}): hidden states differ by {diff}"
@@ -275,21 +279,7 @@ fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
         let (Some(want), Some(got)) = (sum, grads.get(var.as_tensor())) else {
             continue;
         };
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let diff = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let (scale, diff) = (max_abs(want), max_abs(&(got - want).unwrap()));
         assert!(
             diff <= 1e-4 * scale.max(1e-3),
             "{:?}: gradient differs by {diff} (scale {scale})",
