@@ -18,6 +18,7 @@ use candle_nn::{Init, VarBuilder};
 use rand::RngCore;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BertConfig, HiddenAct, PoolingMode};
@@ -71,6 +72,11 @@ impl Compute {
 
     fn fused(self, x: &Tensor) -> bool {
         self.ops == OpsPath::Fused && crate::ops::fused_ok(x)
+    }
+
+    /// Whether the fused path runs the products too: f32 ones (the fused ops multiply in f32).
+    fn fused_f32(self, x: &Tensor) -> bool {
+        self.fused(x) && self.matmul == DType::F32
     }
 }
 
@@ -137,18 +143,35 @@ impl DropoutRng {
             return self.device_mask(shape, p, dtype, device);
         }
         let n: usize = shape.iter().product();
-        // Keep when the 32-bit draw is at or above p·2³²: exact to 2⁻³².
-        let threshold = (p * 4294967296.0).round().min(u32::MAX as f64) as u32;
         let scale = (1.0 / (1.0 - p)) as f32;
-        let mut values = Vec::with_capacity(n);
-        for _ in 0..n {
-            values.push(if self.rng.next_u32() >= threshold {
-                scale
-            } else {
-                0.0
-            });
-        }
+        let values: Vec<f32> = self
+            .keep(n, p)
+            .into_iter()
+            .map(|k| if k != 0 { scale } else { 0.0 })
+            .collect();
         Tensor::from_vec(values, shape, device)?.to_dtype(dtype)
+    }
+
+    /// `n` keep flags (1 keep, 0 drop) for dropout at rate `p`, the next `n` words of the
+    /// stream: a value is kept when its 32-bit draw is at or above p·2³² (exact to 2⁻³²). Drawn in
+    /// parallel blocks, each from its own copy of the stream moved to the block's first word, so
+    /// the flags are the serial stream's whatever the thread count.
+    pub fn keep(&mut self, n: usize, p: f64) -> Vec<u8> {
+        const BLOCK: usize = 1 << 16;
+        let threshold = (p * 4294967296.0).round().min(u32::MAX as f64) as u32;
+        let start = self.rng.get_word_pos();
+        let mut keep = vec![0u8; n];
+        keep.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(i, block)| {
+                let mut rng = self.rng.clone();
+                rng.set_word_pos(start + (i * BLOCK) as u128);
+                for k in block {
+                    *k = (rng.next_u32() >= threshold) as u8;
+                }
+            });
+        self.rng.set_word_pos(start + n as u128);
+        keep
     }
 
     /// The mask drawn on a GPU by its own generator (cuRAND), seeded from this stream (one
@@ -185,14 +208,23 @@ fn dropout(x: Tensor, p: f64, rng: Option<&mut DropoutRng>) -> Result<Tensor> {
     }
 }
 
+/// The fused ops' dropout flags for `n` values at rate `p` (None: no dropout).
+fn keep_mask(rng: Option<&mut DropoutRng>, n: usize, p: f64) -> Option<crate::ops::KeepMask> {
+    let rng = rng.filter(|_| p > 0.0)?;
+    Some(crate::ops::KeepMask {
+        keep: Arc::new(rng.keep(n, p)),
+        scale: (1.0 / (1.0 - p)) as f32,
+    })
+}
+
 /// `y = x Wᵀ + b` over the last dimension, as one 2-D matmul (a batched matmul against a
 /// broadcast weight would run one small gemm per sequence).
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Tensor,
-    /// dtype of the product (see [`Compute::matmul`]).
-    matmul: DType,
+    /// The product's dtype and whether it runs as the fused CPU op ([`crate::ops::linear`]).
+    compute: Compute,
 }
 
 impl Linear {
@@ -206,11 +238,14 @@ impl Linear {
             },
         )?;
         let bias = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
-        let matmul = weight.dtype();
+        let compute = Compute {
+            matmul: weight.dtype(),
+            ..Compute::for_device(weight.device())
+        };
         Ok(Linear {
             weight,
             bias,
-            matmul,
+            compute,
         })
     }
 }
@@ -220,8 +255,13 @@ impl Module for Linear {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("non-scalar input");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = matmul_in(&x.reshape((rows, in_dim))?, &self.weight.t()?, self.matmul)?
-            .broadcast_add(&self.bias)?;
+        let x = x.reshape((rows, in_dim))?;
+        let y = match self.compute.fused_f32(&x) {
+            true => crate::ops::linear(&x, &self.weight, &self.bias)?,
+            false => {
+                matmul_in(&x, &self.weight.t()?, self.compute.matmul)?.broadcast_add(&self.bias)?
+            }
+        };
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = self.bias.dim(0)?;
         y.reshape(out_dims)
@@ -351,8 +391,20 @@ impl BertEmbeddings {
     ) -> Result<Tensor> {
         let word = self.word.index_select(ids, 0)?;
         let pos = self.position.index_select(positions, 0)?;
-        let x = (word + pos)?.broadcast_add(&self.token_type.narrow(0, 0, 1)?)?;
-        dropout(self.layer_norm.forward(&x)?, self.dropout, rng)
+        let token_type = self.token_type.narrow(0, 0, 1)?;
+        let ln = &self.layer_norm;
+        if ln.compute.fused(&word) {
+            // LayerNorm(word + (position + type)) as one node, then dropout as another.
+            let wb = Tensor::cat(&[&ln.weight, &ln.bias], 0)?;
+            let rest = pos.broadcast_add(&token_type)?;
+            let x = crate::ops::residual_norm(&word, &rest, &wb, ln.eps, None)?;
+            return match keep_mask(rng, x.elem_count(), self.dropout) {
+                Some(mask) => crate::ops::dropout(&x, mask),
+                None => Ok(x),
+            };
+        }
+        let x = (word + pos)?.broadcast_add(&token_type)?;
+        dropout(ln.forward(&x)?, self.dropout, rng)
     }
 }
 
@@ -362,6 +414,8 @@ impl BertEmbeddings {
 /// (its softmax masks the padded keys). Batches of texts of mixed lengths are mostly padding
 /// (32 bench-corpus pairs at length 128: 1,893 real tokens in 8,192 slots), a padded slot's
 /// output was never read, and attention's cost grows with the square of the padded length.
+/// The CPU's fused attention ([`crate::ops::attention`]) needs no groups: it runs over each
+/// sequence's own rows.
 #[derive(Debug, Clone)]
 pub struct BatchLayout {
     b: usize,
@@ -371,6 +425,9 @@ pub struct BatchLayout {
     groups: Vec<AttentionGroup>,
     /// Row of each real token in the groups' outputs concatenated (u32); None: the same order.
     order: Option<Tensor>,
+    /// (first row, length) of each sequence among the real tokens: the fused attention's and
+    /// pooling's view of the batch, which need no groups.
+    seqs: Arc<Vec<(usize, usize)>>,
 }
 
 /// Sequences attended together: `b` of them, each padded to `t` slots.
@@ -385,11 +442,13 @@ struct AttentionGroup {
     /// The slots holding real tokens, in the order of their rows (u32).
     real: Tensor,
     mask: AttentionMask,
+    /// The batch rows attended, in the group's order.
+    members: Vec<usize>,
 }
 
-/// Per-group cost of attention besides its products, in units of one sequence-slot² (about
-/// 0.2 ms of ~10 small ops per layer against ~30 ns per unit on a CPU core): a group is worth
-/// splitting when that saves more padding.
+/// Per-group cost of the composed attention besides its products, in units of one
+/// sequence-slot² (about 0.2 ms of ~10 small ops per layer against ~30 ns per unit, measured on
+/// a CPU core; not yet tuned on a GPU): a group is worth splitting when that saves more padding.
 const GROUP_COST: usize = 6_000;
 
 impl BatchLayout {
@@ -412,6 +471,19 @@ impl BatchLayout {
         for &len in &tokens.lengths {
             starts.push(at);
             at += len as u32;
+        }
+        let seqs: Vec<(usize, usize)> = (starts.iter().zip(&tokens.lengths))
+            .map(|(&s, &l)| (s as usize, l))
+            .collect();
+        if compute.fused_f32(like) {
+            return Ok(BatchLayout {
+                b,
+                t,
+                real,
+                groups: Vec::new(),
+                order: None,
+                seqs: Arc::new(seqs),
+            });
         }
         let mut order = vec![0u32; tokens.slots.len()];
         let mut row = 0u32;
@@ -441,6 +513,7 @@ impl BatchLayout {
                 gather: Tensor::new(gather.as_slice(), device)?,
                 real: Tensor::new(real.as_slice(), device)?,
                 mask: AttentionMask::new(members.len(), gt, keep, like, compute)?,
+                members,
             });
         }
         let in_order = order.iter().enumerate().all(|(i, &r)| i as u32 == r);
@@ -454,6 +527,7 @@ impl BatchLayout {
             real,
             groups,
             order,
+            seqs: Arc::new(seqs),
         })
     }
 
@@ -545,8 +619,9 @@ pub struct BertSelfAttention {
     heads: usize,
     head_dim: usize,
     dropout: f64,
-    /// dtype of the two attention products (see [`Compute::matmul`]).
-    matmul: DType,
+    /// dtype of the two attention products (see [`Compute::matmul`]), and whether attention
+    /// runs as the fused CPU op ([`crate::ops::attention`]).
+    compute: Compute,
 }
 
 impl BertSelfAttention {
@@ -560,7 +635,10 @@ impl BertSelfAttention {
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             dropout: cfg.attention_probs_dropout_prob,
-            matmul: vb.dtype(),
+            compute: Compute {
+                matmul: vb.dtype(),
+                ..Compute::for_device(vb.device())
+            },
         })
     }
 
@@ -570,6 +648,9 @@ impl BertSelfAttention {
         layout: &BatchLayout,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
+        if self.compute.fused_f32(x) {
+            return self.forward_fused(x, layout, rng);
+        }
         let h = x.dim(D::Minus1)?;
         let (q, k, v) = (
             self.query.forward(x)?,
@@ -578,6 +659,7 @@ impl BertSelfAttention {
         );
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut rng = rng;
+        let flags = self.host_probs_flags(x, layout, rng.as_deref_mut());
         let mut outs = Vec::with_capacity(layout.groups.len());
         for g in &layout.groups {
             let split = |y: &Tensor| -> Result<Tensor> {
@@ -587,15 +669,20 @@ impl BertSelfAttention {
                     .contiguous()
             };
             let (qg, kg, vg) = (split(&q)?, split(&k)?, split(&v)?);
-            let scores = matmul_in(&qg, &kg.t()?, self.matmul)?;
+            let scores = matmul_in(&qg, &kg.t()?, self.compute.matmul)?;
             let probs = g.mask.softmax(&scores, scale)?;
-            let probs = dropout(probs, self.dropout, rng.as_deref_mut())?;
-            let ctx = matmul_in(&probs, &vg, self.matmul)?
+            let probs = match &flags {
+                Some(flags) => probs.mul(&flags.group_mask(g, layout, &probs)?)?,
+                None => dropout(probs, self.dropout, rng.as_deref_mut())?,
+            };
+            let ctx = matmul_in(&probs, &vg, self.compute.matmul)?
                 .transpose(1, 2)?
                 .reshape((g.b * g.t, h))?;
             outs.push(ctx.index_select(&g.real, 0)?);
         }
         let ctx = match outs.len() {
+            // No sequence has a token: no rows.
+            0 => Tensor::zeros((0, h), x.dtype(), x.device())?,
             1 => outs.pop().expect("one"),
             _ => Tensor::cat(&outs, 0)?,
         };
@@ -603,6 +690,93 @@ impl BertSelfAttention {
             Some(order) => ctx.index_select(order, 0),
             None => Ok(ctx),
         }
+    }
+
+    /// On the CPU, the probabilities' dropout flags drawn as the fused path draws them (per
+    /// sequence, head, query and key), so both paths train with the same masks; None elsewhere
+    /// (a GPU draws its own) or without dropout.
+    fn host_probs_flags(
+        &self,
+        x: &Tensor,
+        layout: &BatchLayout,
+        rng: Option<&mut DropoutRng>,
+    ) -> Option<ProbsFlags> {
+        if !x.device().is_cpu() {
+            return None;
+        }
+        let count = crate::ops::probs_count(&layout.seqs, self.heads);
+        let mask = keep_mask(rng, count, self.dropout)?;
+        Some(ProbsFlags {
+            mask,
+            heads: self.heads,
+        })
+    }
+
+    /// The CPU's path: Q|K|V as one product, then attention over each sequence's own tokens.
+    fn forward_fused(
+        &self,
+        x: &Tensor,
+        layout: &BatchLayout,
+        rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let (q, k, v) = (&self.query, &self.key, &self.value);
+        let w = Tensor::cat(&[&q.weight, &k.weight, &v.weight], 0)?;
+        let b = Tensor::cat(&[&q.bias, &k.bias, &v.bias], 0)?;
+        let qkv = crate::ops::linear(x, &w, &b)?;
+        let probs = crate::ops::probs_count(&layout.seqs, self.heads);
+        let dropout = keep_mask(rng, probs, self.dropout).map(|m| crate::ops::ProbsDropout {
+            keep: m.keep,
+            scale: m.scale,
+        });
+        crate::ops::attention(
+            &qkv,
+            layout.seqs.clone(),
+            self.heads,
+            self.head_dim,
+            dropout,
+        )
+    }
+}
+
+/// The attention-probability dropout flags of a whole batch in the fused op's order
+/// ([`crate::ops::attention`]).
+struct ProbsFlags {
+    mask: crate::ops::KeepMask,
+    heads: usize,
+}
+
+impl ProbsFlags {
+    /// The multiplier `[b, heads, t, t]` of group `g`'s padded probabilities: each member's
+    /// flags at its real queries and keys, zero at the padding.
+    fn group_mask(
+        &self,
+        g: &AttentionGroup,
+        layout: &BatchLayout,
+        like: &Tensor,
+    ) -> Result<Tensor> {
+        let (t, heads) = (g.t, self.heads);
+        let mut first = Vec::with_capacity(layout.seqs.len());
+        let mut at = 0;
+        for &(_, len) in layout.seqs.iter() {
+            first.push(at);
+            at += heads * len * len;
+        }
+        let mut m = vec![0f32; g.b * heads * t * t];
+        for (i, &row) in g.members.iter().enumerate() {
+            let len = layout.seqs[row].1;
+            for h in 0..heads {
+                for q in 0..len {
+                    let from = first[row] + (h * len + q) * len;
+                    let to = ((i * heads + h) * t + q) * t;
+                    for k in 0..len {
+                        if self.mask.keep[from + k] != 0 {
+                            m[to + k] = self.mask.scale;
+                        }
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (g.b, heads, t, t), like.device())?.to_dtype(like.dtype())
     }
 }
 
@@ -633,8 +807,15 @@ impl ResidualNorm {
         residual: &Tensor,
         rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
-        let y = dropout(self.dense.forward(x)?, self.dropout, rng)?;
-        self.layer_norm.forward(&(y + residual)?)
+        let y = self.dense.forward(x)?;
+        let ln = &self.layer_norm;
+        if ln.compute.fused(&y) {
+            let wb = Tensor::cat(&[&ln.weight, &ln.bias], 0)?;
+            let mask = keep_mask(rng, y.elem_count(), self.dropout);
+            return crate::ops::residual_norm(&y, residual, &wb, ln.eps, mask);
+        }
+        let y = dropout(y, self.dropout, rng)?;
+        ln.forward(&(y + residual)?)
     }
 }
 
@@ -833,14 +1014,14 @@ impl BertModel {
         for layer in &mut self.encoder.layers {
             let att = &mut layer.attention;
             let sa = &mut att.self_attention;
-            sa.matmul = compute.matmul;
+            sa.compute = compute;
             for lin in [&mut sa.query, &mut sa.key, &mut sa.value] {
-                lin.matmul = compute.matmul;
+                lin.compute = compute;
             }
             layer.intermediate.compute = compute;
-            layer.intermediate.dense.matmul = compute.matmul;
+            layer.intermediate.dense.compute = compute;
             for rn in [&mut att.output.0, &mut layer.output.0] {
-                rn.dense.matmul = compute.matmul;
+                rn.dense.compute = compute;
                 rn.layer_norm.compute = compute;
             }
         }
@@ -867,8 +1048,34 @@ impl BertModel {
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
-        mut dropout_rng: Option<&mut DropoutRng>,
+        dropout_rng: Option<&mut DropoutRng>,
     ) -> Result<Tensor> {
+        let (x, layout) = self.forward_rows(input_ids, attention_mask, dropout_rng)?;
+        layout.unpack(&x)
+    }
+
+    /// The mean of each row's real tokens' last hidden states, `[B, H]` ([`mean_pool`] of
+    /// [`Self::forward`]), pooled straight from the real tokens where the fused ops run.
+    pub fn forward_mean_pooled(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        dropout_rng: Option<&mut DropoutRng>,
+    ) -> Result<Tensor> {
+        let (x, layout) = self.forward_rows(input_ids, attention_mask, dropout_rng)?;
+        if self.compute.fused(&x) {
+            return crate::ops::segment_mean(&x, layout.seqs.clone());
+        }
+        mean_pool(&layout.unpack(&x)?, attention_mask)
+    }
+
+    /// The real tokens' last hidden states `[N, H]` and where they sit in the batch.
+    fn forward_rows(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mut dropout_rng: Option<&mut DropoutRng>,
+    ) -> Result<(Tensor, BatchLayout)> {
         let (_, t) = input_ids.dims2()?;
         if t > self.config.max_position_embeddings {
             candle_core::bail!(
@@ -890,7 +1097,7 @@ impl BertModel {
             .forward(&ids, &positions, dropout_rng.as_deref_mut())?;
         let layout = BatchLayout::new(&tokens, b, t, &x, self.compute)?;
         let x = self.encoder.forward(&x, &layout, dropout_rng)?;
-        layout.unpack(&x)
+        Ok((x, layout))
     }
 }
 

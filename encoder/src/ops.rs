@@ -9,6 +9,14 @@
 
 use std::sync::Arc;
 
+mod attention;
+mod linear;
+mod residual;
+
+pub use attention::{attention, probs_count, ProbsDropout};
+pub use linear::linear;
+pub use residual::{dropout, residual_norm, segment_mean, KeepMask};
+
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -57,7 +65,7 @@ pub(crate) fn sum_of(row: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; LANES];
     let ca = a.chunks_exact(LANES);
     let cb = b.chunks_exact(LANES);

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use encoder::{
-    l2_normalize, mean_pool, BertConfig, BertModel, Compute, DropoutRng, OpsPath, Precision,
-};
+use encoder::{l2_normalize, BertConfig, BertModel, Compute, DropoutRng, OpsPath, Precision};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -159,8 +157,7 @@ impl Trainable {
         rng: Option<&mut DropoutRng>,
     ) -> candle_core::Result<Tensor> {
         let rng = if self.dropout > 0.0 { rng } else { None };
-        let hidden = self.model.forward(ids, mask, rng)?;
-        l2_normalize(&mean_pool(&hidden, mask)?)
+        l2_normalize(&self.model.forward_mean_pooled(ids, mask, rng)?)
     }
 
     /// Every parameter and the untouched extras, by HF name.

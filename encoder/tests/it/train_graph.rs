@@ -102,6 +102,81 @@ fn dropout_keeps_about_1_minus_p_scaled() {
     assert!(v.iter().all(|&x| x == 0.0 || (x - 1.0 / 0.9).abs() < 1e-6));
 }
 
+/// Pooling straight from the real tokens gives mean_pool's vectors and gradients, on the fused
+/// path and the composed one (a row without tokens: zeros).
+#[test]
+fn mean_pooled_forward_equals_mean_pool_of_the_forward() {
+    let varmap = VarMap::new();
+    let mut m = model(&varmap);
+    let (ids, mask) = batch();
+    let mask = Tensor::cat(
+        &[&mask, &mask.zeros_like().unwrap().narrow(0, 0, 1).unwrap()],
+        0,
+    )
+    .unwrap();
+    let ids = Tensor::cat(&[&ids, &ids.narrow(0, 0, 1).unwrap()], 0).unwrap();
+    let w = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap();
+    for ops in [OpsPath::Fused, OpsPath::Composed] {
+        m.set_compute(Compute {
+            ops,
+            matmul: DType::F32,
+        });
+        let pooled = m.forward_mean_pooled(&ids, &mask, None).unwrap();
+        let want = mean_pool(&m.forward(&ids, &mask, None).unwrap(), &mask).unwrap();
+        let d = max_abs(&(&pooled - &want).unwrap());
+        assert!(d < 1e-6, "{ops:?}: pooled vectors differ by {d}");
+        let last: Vec<f32> = pooled
+            .get(pooled.dim(0).unwrap() - 1)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(
+            last.iter().all(|&v| v == 0.0),
+            "a row without tokens pools to zeros"
+        );
+        let g = pooled
+            .broadcast_mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gw = want
+            .broadcast_mul(&w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for var in varmap.all_vars() {
+            let (a, b) = (g.get(&var).unwrap(), gw.get(&var).unwrap());
+            let d = max_abs(&(a - b).unwrap());
+            assert!(
+                d <= 1e-5 * max_abs(b).max(1e-3),
+                "{ops:?}: gradients differ by {d}"
+            );
+        }
+    }
+}
+
+/// The flags are drawn in parallel blocks, each from a copy of the stream moved to its first
+/// word: they must be the serial stream's, across block edges and from one call to the next.
+#[test]
+fn dropout_flags_are_the_serial_streams_draws() {
+    use rand::{RngCore, SeedableRng};
+    let p = 0.1;
+    let threshold = (p * 4294967296.0f64).round() as u32;
+    let mut serial = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut rng = DropoutRng::new(5);
+    for n in [150_001usize, 3, 70_000] {
+        let want: Vec<u8> = (0..n)
+            .map(|_| u8::from(serial.next_u32() >= threshold))
+            .collect();
+        assert_eq!(rng.keep(n, p), want, "{n} flags");
+    }
+    assert_eq!(rng.state().word_pos, serial.get_word_pos() as u64);
+}
+
 /// A loss touching every output dimension unevenly, with dropout, and the gradient norm of
 /// every parameter (panics where none flows).
 fn loss_and_grad_norms(m: &BertModel, varmap: &VarMap) -> (f32, Vec<(String, f32)>) {
@@ -197,11 +272,21 @@ fn max_abs(t: &Tensor) -> f32 {
         .unwrap()
 }
 
-/// Attention runs per group of sequences of similar lengths, each padded only to its group's
-/// longest: every sequence's hidden states and gradients must be those it has alone. Lengths 3
-/// to 210 make the grouping split the batch (one group would pad all five rows to 210).
+/// Attention runs over each sequence's own rows (the CPU's fused op) or per group of sequences
+/// of similar lengths, each padded only to its group's longest (the composed path): either way,
+/// every sequence's hidden states and gradients must be those it has alone. Lengths 3 to 210
+/// make the grouping split the batch (one group would pad all five rows to 210).
 #[test]
 fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
+    for ops in [OpsPath::Fused, OpsPath::Composed] {
+        each_sequence_gets_what_it_gets_alone(Compute {
+            ops,
+            matmul: DType::F32,
+        });
+    }
+}
+
+fn each_sequence_gets_what_it_gets_alone(compute: Compute) {
     let cfg = BertConfig {
         max_position_embeddings: 256,
         hidden_dropout_prob: 0.0,
@@ -210,7 +295,8 @@ fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
     };
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let m = BertModel::load(vb, &cfg).unwrap();
+    let mut m = BertModel::load(vb, &cfg).unwrap();
+    m.set_compute(compute);
     let lengths = [200usize, 4, 0, 3, 210, 5];
     let t = 210;
     let row = |len: usize, at: usize| -> Vec<u32> {
@@ -262,7 +348,8 @@ fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
         let diff = max_abs(&(got - alone.get(0).unwrap()).unwrap());
         assert!(
             diff <= 1e-5,
-            "row {at} (length {len}): hidden states differ by {diff}"
+            "{:?}: row {at} (length {len}): hidden states differ by {diff}",
+            compute.ops
         );
         let g = loss_of(&alone, &one_mask).backward().unwrap();
         for (sum, var) in alone_grads.iter_mut().zip(varmap.all_vars()) {
@@ -282,7 +369,8 @@ fn grouped_attention_gives_each_sequence_what_it_gets_alone() {
         let (scale, diff) = (max_abs(want), max_abs(&(got - want).unwrap()));
         assert!(
             diff <= 1e-4 * scale.max(1e-3),
-            "{:?}: gradient differs by {diff} (scale {scale})",
+            "{:?}: {:?}: gradient differs by {diff} (scale {scale})",
+            compute.ops,
             var.shape()
         );
     }

@@ -114,6 +114,23 @@ impl BenchBatch {
             .sum()
     }
 
+    /// The matrix products' floating-point operations in one training step: per sequence of L
+    /// tokens and per layer, 2·L·(4H² + 2HI) in the Linears and 4·L²·H in attention forward,
+    /// twice that backward. Padding is not counted (the CPU's step computes none).
+    fn step_flop(&self, cfg: &encoder::BertConfig) -> f64 {
+        let (h, i) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
+        let forward: f64 = self
+            .anchors
+            .iter()
+            .chain(&self.positives)
+            .map(|row| {
+                let l = row.len() as f64;
+                2.0 * l * (4.0 * h * h + 2.0 * h * i) + 4.0 * l * l * h
+            })
+            .sum();
+        3.0 * forward * cfg.num_hidden_layers as f64
+    }
+
     /// Tokens the step computes on (padded to each column's longest row).
     fn padded_tokens(&self) -> usize {
         self.a.ids.elem_count() + self.p.ids.elem_count()
@@ -219,6 +236,11 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let mean = report(&args, &batch, &times, cpu)?;
+    println!(
+        "  matrix products: {:.1} GFLOP per step, {:.1} GFLOP/s",
+        batch.step_flop(model.model.config()) / 1e9,
+        batch.step_flop(model.model.config()) / 1e9 / mean
+    );
     if let Some(python) = &args.peer_python {
         if args.compute.device != encoder::DeviceSpec::Cpu {
             bail!("--peer-python times PyTorch on the CPU: leave out --device");
