@@ -106,7 +106,9 @@ impl AttentionOp {
     }
 
     /// The probabilities of head `h` of the sequence whose `qkv` rows start at `q`, `len` long,
-    /// into `p` (`len × len`); returns them as dropout leaves them in `pd` (or `p` without it).
+    /// into `p` (`len × len`). Inlined into the callers' `simd::dispatch` frames, so `exp`
+    /// vectorises there.
+    #[inline(always)]
     fn probs(&self, q: &[f32], len: usize, h: usize, p: &mut [f32]) {
         let (hw, d) = (self.hidden(), self.head_dim);
         let query = MatRef {
@@ -142,6 +144,8 @@ impl AttentionOp {
         }
     }
 
+    /// `p` as dropout leaves it, in `pd` (or `p` itself without dropout).
+    #[inline(always)]
     fn dropped<'a>(&self, p: &'a [f32], flag: usize, pd: &'a mut [f32]) -> &'a [f32] {
         match &self.dropout {
             Some(drop) => {
