@@ -203,25 +203,14 @@ impl CustomOp3 for LayerNormOp {
                                 || {
                                     let mut dw = vec![0f32; h];
                                     let mut db = vec![0f32; h];
-                                    let mut xhat = vec![0f32; h];
-                                    let mut g = vec![0f32; h];
+                                    let mut scratch = NormScratch::new(h);
                                     for ((dxr, xr), dyr) in dxc
                                         .chunks_exact_mut(h)
                                         .zip(xc.chunks_exact(h))
                                         .zip(dyc.chunks_exact(h))
                                     {
-                                        let (mean, inv) = moments(xr, eps);
-                                        for i in 0..h {
-                                            xhat[i] = (xr[i] - mean) * inv;
-                                            g[i] = dyr[i] * w[i];
-                                            dw[i] += dyr[i] * xhat[i];
-                                            db[i] += dyr[i];
-                                        }
-                                        let a = sum_of(&g) / h as f32;
-                                        let c = dot(&g, &xhat) / h as f32;
-                                        for i in 0..h {
-                                            dxr[i] = inv * (g[i] - a - xhat[i] * c);
-                                        }
+                                        let grads = (dxr, &mut dw[..], &mut db[..]);
+                                        scratch.backward_row(xr, dyr, w, eps, grads);
                                     }
                                     (dw, db)
                                 },
@@ -246,6 +235,47 @@ impl CustomOp3 for LayerNormOp {
             Some(Tensor::from_vec(dw, h, dev)?),
             Some(Tensor::from_vec(db, h, dev)?),
         ))
+    }
+}
+
+/// Scratch rows for LayerNorm's backward, one row at a time.
+pub(crate) struct NormScratch {
+    xhat: Vec<f32>,
+    g: Vec<f32>,
+}
+
+impl NormScratch {
+    pub(crate) fn new(h: usize) -> Self {
+        NormScratch {
+            xhat: vec![0f32; h],
+            g: vec![0f32; h],
+        }
+    }
+
+    /// One row of `LayerNorm(x) · w + b`'s backward: writes dx from the row `x` and its output
+    /// gradient `dy`, and adds the row's share into dw and db.
+    #[inline(always)]
+    pub(crate) fn backward_row(
+        &mut self,
+        x: &[f32],
+        dy: &[f32],
+        w: &[f32],
+        eps: f32,
+        (dx, dw, db): (&mut [f32], &mut [f32], &mut [f32]),
+    ) {
+        let (xhat, g, h) = (&mut self.xhat, &mut self.g, w.len());
+        let (mean, inv) = moments(x, eps);
+        for i in 0..h {
+            xhat[i] = (x[i] - mean) * inv;
+            g[i] = dy[i] * w[i];
+            dw[i] += dy[i] * xhat[i];
+            db[i] += dy[i];
+        }
+        let a = sum_of(g) / h as f32;
+        let c = dot(g, xhat) / h as f32;
+        for i in 0..h {
+            dx[i] = inv * (g[i] - a - xhat[i] * c);
+        }
     }
 }
 
@@ -414,6 +444,19 @@ impl CustomOp1 for GeluErf {
     }
 }
 
+/// The largest absolute difference between two tensors (the ops' tests).
+#[cfg(test)]
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -425,19 +468,6 @@ mod tests {
         let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
         let xn = xc.broadcast_div(&(var + eps)?.sqrt()?)?;
         xn.broadcast_mul(w)?.broadcast_add(b)
-    }
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
     }
 
     /// Fused ops agree with the composed candle ops, values and gradients, on random data.

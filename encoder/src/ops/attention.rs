@@ -105,33 +105,27 @@ impl AttentionOp {
         parts
     }
 
+    /// Columns `at..` of rows `stride` apart, as a matrix (`transposed`: read as its transpose).
+    #[inline(always)]
+    fn view(data: &[f32], at: usize, stride: usize, transposed: bool) -> MatRef<'_> {
+        let (row_stride, col_stride) = if transposed { (1, stride) } else { (stride, 1) };
+        MatRef {
+            data: &data[at..],
+            row_stride,
+            col_stride,
+        }
+    }
+
     /// The probabilities of head `h` of the sequence whose `qkv` rows start at `q`, `len` long,
     /// into `p` (`len × len`). Inlined into the callers' `simd::dispatch` frames, so `exp`
     /// vectorises there.
     #[inline(always)]
     fn probs(&self, q: &[f32], len: usize, h: usize, p: &mut [f32]) {
         let (hw, d) = (self.hidden(), self.head_dim);
-        let query = MatRef {
-            data: &q[h * d..],
-            row_stride: 3 * hw,
-            col_stride: 1,
-        };
-        let key_t = MatRef {
-            data: &q[hw + h * d..],
-            row_stride: 1,
-            col_stride: 3 * hw,
-        };
+        let query = Self::view(q, h * d, 3 * hw, false);
+        let key_t = Self::view(q, hw + h * d, 3 * hw, true);
         let scale = 1.0 / (d as f32).sqrt();
-        gemm(
-            (len, len, d),
-            p,
-            len,
-            query,
-            key_t,
-            false,
-            scale,
-            Parallelism::None,
-        );
+        gemm((len, len, d), p, len, query, key_t, false, scale, SERIAL);
         for row in p.chunks_exact_mut(len) {
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             for v in row.iter_mut() {
@@ -158,7 +152,82 @@ impl AttentionOp {
             None => p,
         }
     }
+
+    /// Head `h` of one sequence, backward: from its `qkv` rows `q` and context gradient rows
+    /// `dc`, writes the head's dQ, dK and dV into its rows `dq` of the `[N, 3H]` gradient.
+    #[inline(always)]
+    fn backward_head(
+        &self,
+        (q, dc, dq): (&[f32], &[f32], &mut [f32]),
+        len: usize,
+        h: usize,
+        flag: usize,
+        buf: &mut [Vec<f32>; 3],
+    ) {
+        let (hw, d) = (self.hidden(), self.head_dim);
+        let [p, pd, g] = buf;
+        self.probs(q, len, h, p);
+        let probs = self.dropped(p, flag, pd);
+        let dctx = Self::view(dc, h * d, hw, false);
+        // dV = P'ᵀ dC; dP' = dC Vᵀ.
+        let probs_t = Self::view(probs, 0, len, true);
+        gemm(
+            (len, d, len),
+            &mut dq[2 * hw + h * d..],
+            3 * hw,
+            probs_t,
+            dctx,
+            false,
+            1.0,
+            SERIAL,
+        );
+        let value_t = Self::view(q, 2 * hw + h * d, 3 * hw, true);
+        gemm((len, len, d), g, len, dctx, value_t, false, 1.0, SERIAL);
+        // Through dropout, then the softmax: dS = P ⊙ (dP − rowsum(dP ⊙ P)).
+        if let Some(drop) = &self.dropout {
+            for (v, &k) in g.iter_mut().zip(&drop.keep[flag..flag + len * len]) {
+                *v = if k != 0 { *v * drop.scale } else { 0.0 };
+            }
+        }
+        for (gr, pr) in g.chunks_exact_mut(len).zip(p.chunks_exact(len)) {
+            let s = dot(gr, pr);
+            for (v, &pv) in gr.iter_mut().zip(pr.iter()) {
+                *v = pv * (*v - s);
+            }
+        }
+        // dQ = scale · dS K, dK = scale · dSᵀ Q.
+        let scale = 1.0 / (d as f32).sqrt();
+        let (key, query) = (
+            Self::view(q, hw + h * d, 3 * hw, false),
+            Self::view(q, h * d, 3 * hw, false),
+        );
+        let ds = MatRef::rows(g, len);
+        gemm(
+            (len, d, len),
+            &mut dq[h * d..],
+            3 * hw,
+            ds,
+            key,
+            false,
+            scale,
+            SERIAL,
+        );
+        let ds_t = Self::view(g, 0, len, true);
+        gemm(
+            (len, d, len),
+            &mut dq[hw + h * d..],
+            3 * hw,
+            ds_t,
+            query,
+            false,
+            scale,
+            SERIAL,
+        );
+    }
 }
+
+/// Each (sequence, head) is one task's pair of small products: the tasks run in parallel.
+const SERIAL: Parallelism = Parallelism::None;
 
 impl CustomOp1 for AttentionOp {
     fn name(&self) -> &'static str {
@@ -182,11 +251,7 @@ impl CustomOp1 for AttentionOp {
                         for h in 0..self.heads {
                             self.probs(q, len, h, &mut p);
                             let probs = self.dropped(&p, flag + h * len * len, &mut pd);
-                            let value = MatRef {
-                                data: &q[2 * hw + h * d..],
-                                row_stride: 3 * hw,
-                                col_stride: 1,
-                            };
+                            let value = Self::view(q, 2 * hw + h * d, 3 * hw, false);
                             let probs = MatRef::rows(probs, len);
                             gemm(
                                 (len, d, len),
@@ -196,7 +261,7 @@ impl CustomOp1 for AttentionOp {
                                 value,
                                 false,
                                 1.0,
-                                Parallelism::None,
+                                SERIAL,
                             );
                         }
                     },
@@ -207,8 +272,7 @@ impl CustomOp1 for AttentionOp {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
         let (n, _) = arg.dims2()?;
-        let (hw, d) = (self.hidden(), self.head_dim);
-        let scale = 1.0 / (d as f32).sqrt();
+        let hw = self.hidden();
         let dqkv = with_data(arg, |qkv| {
             with_data(dy, |dy| {
                 let mut dqkv = vec![0f32; n * 3 * hw];
@@ -219,101 +283,16 @@ impl CustomOp1 for AttentionOp {
                         crate::simd::dispatch(
                             #[inline(always)]
                             || {
-                                let q = &qkv[start * 3 * hw..];
-                                let dc = &dy[start * hw..];
-                                let mut p = vec![0f32; len * len];
-                                let mut pd = vec![0f32; len * len];
-                                let mut g = vec![0f32; len * len];
+                                let rows = (&qkv[start * 3 * hw..], &dy[start * hw..]);
+                                let mut buf = [0; 3].map(|_| vec![0f32; len * len]);
                                 for h in 0..self.heads {
                                     let at = flag + h * len * len;
-                                    self.probs(q, len, h, &mut p);
-                                    let probs = self.dropped(&p, at, &mut pd);
-                                    let dctx = MatRef {
-                                        data: &dc[h * d..],
-                                        row_stride: hw,
-                                        col_stride: 1,
-                                    };
-                                    // dV = P'ᵀ dC
-                                    let probs_t = MatRef {
-                                        data: probs,
-                                        row_stride: 1,
-                                        col_stride: len,
-                                    };
-                                    gemm(
-                                        (len, d, len),
-                                        &mut dq[2 * hw + h * d..],
-                                        3 * hw,
-                                        probs_t,
-                                        dctx,
-                                        false,
-                                        1.0,
-                                        Parallelism::None,
-                                    );
-                                    // dP' = dC Vᵀ, then through dropout and the softmax.
-                                    let value_t = MatRef {
-                                        data: &q[2 * hw + h * d..],
-                                        row_stride: 1,
-                                        col_stride: 3 * hw,
-                                    };
-                                    gemm(
-                                        (len, len, d),
-                                        &mut g,
+                                    self.backward_head(
+                                        (rows.0, rows.1, &mut *dq),
                                         len,
-                                        dctx,
-                                        value_t,
-                                        false,
-                                        1.0,
-                                        Parallelism::None,
-                                    );
-                                    if let Some(drop) = &self.dropout {
-                                        for (v, &k) in
-                                            g.iter_mut().zip(&drop.keep[at..at + len * len])
-                                        {
-                                            *v = if k != 0 { *v * drop.scale } else { 0.0 };
-                                        }
-                                    }
-                                    for (gr, pr) in g.chunks_exact_mut(len).zip(p.chunks_exact(len))
-                                    {
-                                        let s = dot(gr, pr);
-                                        for (v, &pv) in gr.iter_mut().zip(pr) {
-                                            *v = pv * (*v - s);
-                                        }
-                                    }
-                                    // dQ = scale · dS K, dK = scale · dSᵀ Q.
-                                    let key = MatRef {
-                                        data: &q[hw + h * d..],
-                                        row_stride: 3 * hw,
-                                        col_stride: 1,
-                                    };
-                                    gemm(
-                                        (len, d, len),
-                                        &mut dq[h * d..],
-                                        3 * hw,
-                                        MatRef::rows(&g, len),
-                                        key,
-                                        false,
-                                        scale,
-                                        Parallelism::None,
-                                    );
-                                    let query = MatRef {
-                                        data: &q[h * d..],
-                                        row_stride: 3 * hw,
-                                        col_stride: 1,
-                                    };
-                                    let g_t = MatRef {
-                                        data: &g,
-                                        row_stride: 1,
-                                        col_stride: len,
-                                    };
-                                    gemm(
-                                        (len, d, len),
-                                        &mut dq[hw + h * d..],
-                                        3 * hw,
-                                        g_t,
-                                        query,
-                                        false,
-                                        scale,
-                                        Parallelism::None,
+                                        h,
+                                        at,
+                                        &mut buf,
                                     );
                                 }
                             },
@@ -328,19 +307,9 @@ impl CustomOp1 for AttentionOp {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// The same attention from candle's composed ops, one (sequence, head) at a time.
     fn composed(

@@ -162,19 +162,9 @@ pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::{Device, Var};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     /// Values and all three gradients equal candle's matmul + broadcast add (over more rows
     /// than one bias-sum block, so the blocks' partial sums are exercised).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, dot, moments, sum_of, with_data, CHUNK, ROWS};
+use super::{cpu_slice, moments, with_data, NormScratch, CHUNK, ROWS};
 
 /// Inverted dropout's keep flags (1 keep, 0 drop) for a tensor's elements, in order, and the
 /// scale of a kept value (1/(1-p)).
@@ -222,25 +222,13 @@ impl ResidualNormOp {
                     #[inline(always)]
                     || {
                         let mut dwb = vec![0f32; 2 * h];
-                        let (mut xhat, mut g) = (vec![0f32; h], vec![0f32; h]);
+                        let (mut z, mut scratch) = (vec![0f32; h], NormScratch::new(h));
                         for (i, dzr) in dzc.chunks_exact_mut(h).enumerate() {
                             let r = c * ROWS + i;
                             let span = r * h..(r + 1) * h;
-                            self.sum_into(&mut xhat, &y[span.clone()], &res[span.clone()], r);
-                            let (mean, inv) = moments(&xhat, self.eps);
-                            let dor = &dout[span];
+                            self.sum_into(&mut z, &y[span.clone()], &res[span.clone()], r);
                             let (dw, db) = dwb.split_at_mut(h);
-                            for j in 0..h {
-                                xhat[j] = (xhat[j] - mean) * inv;
-                                g[j] = dor[j] * w[j];
-                                dw[j] += dor[j] * xhat[j];
-                                db[j] += dor[j];
-                            }
-                            let a = sum_of(&g) / h as f32;
-                            let cc = dot(&g, &xhat) / h as f32;
-                            for j in 0..h {
-                                dzr[j] = inv * (g[j] - a - xhat[j] * cc);
-                            }
+                            scratch.backward_row(&z, &dout[span], w, self.eps, (dzr, dw, db));
                         }
                         dwb
                     },
@@ -330,19 +318,9 @@ impl CustomOp1 for SegmentMean {
 
 #[cfg(test)]
 mod tests {
+    use super::super::max_diff;
     use super::*;
     use candle_core::{Device, Var, D};
-
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     fn var(shape: &[usize], mean: f32) -> Var {
         Var::from_tensor(&Tensor::randn(mean, 1.0, shape, &Device::Cpu).unwrap()).unwrap()
