@@ -245,20 +245,14 @@ impl<'p> Sink<'p> {
         let digests = self.digests.lock().unwrap().clone();
         let mut files = Vec::new();
         for path in inputs {
-            let (bytes, sha256) = match digests.get(path) {
-                Some(d) => d.clone(),
+            files.push(match digests.get(path) {
+                Some((bytes, sha256)) => InputFile {
+                    path: path.display().to_string(),
+                    bytes: *bytes,
+                    sha256: sha256.clone(),
+                },
                 // A source that stopped before EOF (or never opened the file): hash it now.
-                None => {
-                    let bytes = std::fs::metadata(path)
-                        .map_err(|e| IngestError::io(path, e))?
-                        .len();
-                    (bytes, schemas::sha256_file(path)?)
-                }
-            };
-            files.push(InputFile {
-                path: path.display().to_string(),
-                bytes,
-                sha256,
+                None => InputFile::of(path)?,
             });
         }
         Ok(files)

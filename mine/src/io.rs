@@ -47,13 +47,7 @@ impl CorpusFile {
     pub fn inputs(&self) -> Result<Vec<InputFile>> {
         match self {
             CorpusFile::Dataset(d) => Ok(d.inputs()?),
-            CorpusFile::Lines(path) => Ok(vec![InputFile {
-                path: path.display().to_string(),
-                bytes: std::fs::metadata(path)
-                    .map_err(|e| MineError::io(path, e))?
-                    .len(),
-                sha256: schemas::sha256_file(path)?,
-            }]),
+            CorpusFile::Lines(path) => Ok(vec![InputFile::of(path)?]),
         }
     }
 

@@ -192,16 +192,7 @@ impl DatasetReader {
 
     /// The parts as manifest inputs: path, size and sha256 (each part read once).
     pub fn inputs(&self) -> Result<Vec<InputFile>> {
-        self.parts
-            .iter()
-            .map(|p| {
-                Ok(InputFile {
-                    path: p.path.display().to_string(),
-                    bytes: p.bytes,
-                    sha256: crate::sha256_file(&p.path)?,
-                })
-            })
-            .collect()
+        self.parts.iter().map(|p| InputFile::of(&p.path)).collect()
     }
 
     /// Hands `f` every row, in order; stops at the first error (`f`'s or a part's).

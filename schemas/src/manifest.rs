@@ -18,6 +18,18 @@ pub struct InputFile {
     pub sha256: String,
 }
 
+impl InputFile {
+    /// `path` as a manifest input: its size and sha256, from one read of the file.
+    pub fn of(path: &std::path::Path) -> crate::error::Result<Self> {
+        let (sha256, bytes) = crate::hash::sha256_and_len(path)?;
+        Ok(InputFile {
+            path: path.display().to_string(),
+            bytes,
+            sha256,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Dataset id (snake_case, as in UPSTREAM.md), also the folder name.
