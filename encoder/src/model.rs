@@ -704,11 +704,17 @@ impl BertSelfAttention {
         if !x.device().is_cpu() {
             return None;
         }
-        let count = crate::ops::probs_count(&layout.seqs, self.heads);
+        let mut first = Vec::with_capacity(layout.seqs.len());
+        let mut count = 0;
+        for &(_, len) in layout.seqs.iter() {
+            first.push(count);
+            count += self.heads * len * len;
+        }
         let mask = keep_mask(rng, count, self.dropout)?;
         Some(ProbsFlags {
             mask,
             heads: self.heads,
+            first,
         })
     }
 
@@ -743,6 +749,8 @@ impl BertSelfAttention {
 struct ProbsFlags {
     mask: crate::ops::KeepMask,
     heads: usize,
+    /// Where each batch row's flags start.
+    first: Vec<usize>,
 }
 
 impl ProbsFlags {
@@ -754,13 +762,7 @@ impl ProbsFlags {
         layout: &BatchLayout,
         like: &Tensor,
     ) -> Result<Tensor> {
-        let (t, heads) = (g.t, self.heads);
-        let mut first = Vec::with_capacity(layout.seqs.len());
-        let mut at = 0;
-        for &(_, len) in layout.seqs.iter() {
-            first.push(at);
-            at += heads * len * len;
-        }
+        let (t, heads, first) = (g.t, self.heads, &self.first);
         let mut m = vec![0f32; g.b * heads * t * t];
         for (i, &row) in g.members.iter().enumerate() {
             let len = layout.seqs[row].1;

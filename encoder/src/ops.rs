@@ -167,10 +167,8 @@ impl CustomOp3 for LayerNormOp {
                     #[inline(always)]
                     || {
                         for (yr, xr) in yc.chunks_exact_mut(h).zip(xc.chunks_exact(h)) {
-                            let (mean, inv) = moments(xr, eps);
-                            for i in 0..h {
-                                yr[i] = (xr[i] - mean) * inv * w[i] + b[i];
-                            }
+                            yr.copy_from_slice(xr);
+                            normalize_in_place(yr, w, b, eps);
                         }
                     },
                 )
@@ -235,6 +233,15 @@ impl CustomOp3 for LayerNormOp {
             Some(Tensor::from_vec(dw, h, dev)?),
             Some(Tensor::from_vec(db, h, dev)?),
         ))
+    }
+}
+
+/// One row of `LayerNorm(row) · w + b`, in place.
+#[inline(always)]
+pub(crate) fn normalize_in_place(row: &mut [f32], w: &[f32], b: &[f32], eps: f32) {
+    let (mean, inv) = moments(row, eps);
+    for ((v, &wi), &bi) in row.iter_mut().zip(w).zip(b) {
+        *v = (*v - mean) * inv * wi + bi;
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::{cpu_slice, moments, with_data, NormScratch, CHUNK, ROWS};
+use super::{cpu_slice, normalize_in_place, with_data, NormScratch, CHUNK, ROWS};
 
 /// Inverted dropout's keep flags (1 keep, 0 drop) for a tensor's elements, in order, and the
 /// scale of a kept value (1/(1-p)).
@@ -164,10 +164,7 @@ impl CustomOp3 for ResidualNormOp {
                         for (i, o) in oc.chunks_exact_mut(h).enumerate() {
                             let r = c * ROWS + i;
                             self.sum_into(o, &y[r * h..(r + 1) * h], &res[r * h..(r + 1) * h], r);
-                            let (mean, inv) = moments(o, self.eps);
-                            for j in 0..h {
-                                o[j] = (o[j] - mean) * inv * w[j] + b[j];
-                            }
+                            normalize_in_place(o, w, b, self.eps);
                         }
                     },
                 )

@@ -134,20 +134,11 @@ fn mean_pooled_forward_equals_mean_pool_of_the_forward() {
             last.iter().all(|&v| v == 0.0),
             "a row without tokens pools to zeros"
         );
-        let g = pooled
-            .broadcast_mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let gw = want
-            .broadcast_mul(&w)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let grads = |t: &Tensor| {
+            let loss = t.broadcast_mul(&w).unwrap().sum_all().unwrap();
+            loss.backward().unwrap()
+        };
+        let (g, gw) = (grads(&pooled), grads(&want));
         for var in varmap.all_vars() {
             let (a, b) = (g.get(&var).unwrap(), gw.get(&var).unwrap());
             let d = max_abs(&(a - b).unwrap());
