@@ -131,13 +131,11 @@ impl CpuBert {
     /// As [`CpuBert::from_model`], with the Linear layers' weights in `precision`'s format,
     /// packed by [`crate::lowp`]: bf16 all of them; int8 Q|K|V, the attention output and the
     /// feed-forward input projection, with the feed-forward output projection at bf16 (see
-    /// below). f32 and tf32 keep f32. Embeddings, LayerNorm, softmax, GELU and pooling stay f32.
+    /// below). f32 and tf32 keep f32; bf16 runs as f32 products of bf16-rounded values where the
+    /// CPU has no bf16 dot product ([`crate::lowp::has_bf16_dot`]). Embeddings, LayerNorm,
+    /// softmax, GELU and pooling stay f32.
     pub fn from_model_at(model: &BertModel, precision: Precision) -> Result<Self> {
-        let format = match precision {
-            Precision::Bf16 => Some(Format::Bf16),
-            Precision::Int8 => Some(Format::Int8),
-            Precision::F32 | Precision::Tf32 => None,
-        };
+        let format = precision.cpu_format();
         let dense = |parts: &[&crate::model::Linear]| Dense::from_linears(parts, format);
         // The feed-forward output projection reads GELU's outputs, the widest and most
         // heavy-tailed activations: at int8 it alone brings the blank-ish texts ("No.", "yes.",

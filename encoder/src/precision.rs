@@ -33,6 +33,30 @@ impl Precision {
             Self::Int8 => "int8",
         }
     }
+
+    /// The packed CPU format of this precision's Linear weights ([`crate::lowp`]): bf16 or
+    /// int8; `None` for f32 (and tf32, which the CPU runs as f32).
+    pub fn cpu_format(self) -> Option<crate::lowp::Format> {
+        match self {
+            Self::Bf16 => Some(crate::lowp::Format::Bf16),
+            Self::Int8 => Some(crate::lowp::Format::Int8),
+            Self::F32 | Self::Tf32 => None,
+        }
+    }
+
+    /// What runs this precision's products in CPU encoding on this machine, for the user (the
+    /// bf16 and int8 kernels are picked at run time); `None` for f32.
+    pub fn cpu_kernels(self) -> Option<String> {
+        use crate::lowp::{kernel_name, Format};
+        Some(match self.cpu_format()? {
+            Format::Bf16 => format!("bf16 products by {}", kernel_name(Format::Bf16)),
+            Format::Int8 => format!(
+                "int8 products by {}; the feed-forward output projection at bf16, by {}",
+                kernel_name(Format::Int8),
+                kernel_name(Format::Bf16)
+            ),
+        })
+    }
 }
 
 impl Precision {

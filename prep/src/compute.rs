@@ -20,7 +20,9 @@ pub struct ComputeArgs {
     /// Number format of the matrix products: f32; tf32 (GPU: TF32 tensor cores for f32
     /// products); bf16 (bf16 products with f32 accumulation; LayerNorm, softmax and the loss
     /// stay f32); int8 (CPU encoding: int8 weights and activations). On the CPU, bf16 and int8
-    /// are for encoding only (embed, search, eval, mine); training there takes f32.
+    /// are for encoding only (embed, search, eval, mine); training there takes f32. Without
+    /// AVX512_BF16 a CPU runs bf16 as f32 products of bf16-rounded values (f32's speed); the
+    /// commands print which kernels run.
     #[arg(long, default_value = "f32", help_heading = "Compute")]
     pub precision: Precision,
 }

@@ -93,11 +93,6 @@ fn encode_flops(cfg: &encoder::BertConfig, lens: impl Iterator<Item = usize>) ->
     .sum()
 }
 
-/// Resets the peak-RSS high-water mark (`VmHWM`) so each configuration reports its own.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
-
 /// Times configurations over one corpus and keeps a [`Row`] for each.
 struct Bench<'a> {
     texts: &'a [&'a str],
@@ -119,7 +114,7 @@ impl Bench<'_> {
     ) -> Result<f64> {
         let mut best = f64::INFINITY;
         let mut best_cpu = f64::INFINITY;
-        reset_peak_rss();
+        super::reset_peak_rss();
         for _ in 0..self.rounds {
             let (secs, cpu) = with_threads(threads, || -> Result<(f64, f64)> {
                 let t = Instant::now();
@@ -262,6 +257,7 @@ pub fn run(args: Args) -> Result<()> {
         peer.bench(&mut bench, &reference)?;
     }
     print_peak(&bench.rows, all);
+    print_fma_peak(&bench.rows, all);
     if let Some(path) = &args.json {
         let report = serde_json::json!({
             "corpus": corpus.display().to_string(),
@@ -319,6 +315,9 @@ fn bench_low_precision(
     batches.dedup();
     for p in [encoder::Precision::Bf16, encoder::Precision::Int8] {
         enc.set_precision(p)?;
+        if let Some(kernels) = p.cpu_kernels() {
+            println!("  {kernels}");
+        }
         let engine = format!("prep packed {p} (ours)");
         for &b in &batches {
             bench.time(&engine, all, b, &|| {
@@ -407,6 +406,36 @@ fn print_peak(rows: &[Row], all: usize) {
             .map(|b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)))
             .unwrap_or_else(peak_rss_mib)
     );
+}
+
+/// Each engine's best rate on all cores against the machine's f32 FMA peak (bf16 and int8
+/// products can pass it: their instructions do 2× and 4× the multiply-adds).
+fn print_fma_peak(rows: &[Row], all: usize) {
+    let Some((peak, how)) = super::fma_peak(all) else {
+        println!("f32 FMA peak: unknown here (no FMA, or no clock in /proc/cpuinfo)");
+        return;
+    };
+    println!("f32 FMA peak ≈ {peak:.0} GFLOP/s ({how}); best rate on all cores:");
+    let mut engines: Vec<&str> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.threads == all && r.gflop_per_s > 0.0)
+    {
+        if !engines.contains(&r.engine.as_str()) {
+            engines.push(&r.engine);
+        }
+    }
+    for engine in engines {
+        let best = rows
+            .iter()
+            .filter(|r| r.engine == engine && r.threads == all)
+            .map(|r| r.gflop_per_s)
+            .fold(0.0, f64::max);
+        println!(
+            "  {engine:<50} {best:>6.1} GFLOP/s = {:>3.0}% of the f32 peak",
+            100.0 * best / peak
+        );
+    }
 }
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {

@@ -54,6 +54,32 @@ pub fn peak_rss_mib() -> String {
     }
 }
 
+/// The f32 FMA peak of `threads` cores in GFLOP/s, and how it was estimated: 2 FMA pipes (Zen
+/// 3 to 5 and recent Intel server cores have two) × the f32 lanes of the widest vectors
+/// `encoder::simd` runs × 2 FLOP × the clock `/proc/cpuinfo` reports (in a VM the base clock:
+/// turbo is not visible). `None` without FMA or a reported clock.
+pub fn fma_peak(threads: usize) -> Option<(f64, String)> {
+    let lanes = match encoder::simd::level() {
+        encoder::simd::Level::Avx512 => 16,
+        encoder::simd::Level::Avx2Fma => 8,
+        encoder::simd::Level::Baseline => return None,
+    };
+    let mhz = cpu_mhz(&std::fs::read_to_string("/proc/cpuinfo").ok()?)?;
+    let peak = threads as f64 * 2.0 * lanes as f64 * 2.0 * mhz / 1e3;
+    let how = format!(
+        "{threads} cores × 2 FMA pipes × {lanes} f32 lanes × 2 FLOP × {mhz:.0} MHz \
+         (/proc/cpuinfo; turbo not visible in a VM)"
+    );
+    Some((peak, how))
+}
+
+/// The first `cpu MHz` figure of a `/proc/cpuinfo` text.
+fn cpu_mhz(cpuinfo: &str) -> Option<f64> {
+    let line = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    (mhz > 0.0).then_some(mhz)
+}
+
 /// Runs `f` on a rayon pool of `threads` threads (the measurement's "cores").
 #[allow(dead_code)]
 pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
@@ -68,4 +94,19 @@ pub fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T 
 /// where the kernel refuses (the figure then covers every phase so far).
 pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The clock comes from the first processor's `cpu MHz` line; a text without one (or with
+    /// a zero clock, as some VMs report) gives no peak.
+    #[test]
+    fn cpu_mhz_reads_the_first_processors_clock() {
+        let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\n\
+                    cpu MHz\t\t: 2450.004\ncache size\t: 512 KB\n\nprocessor\t: 1\n\
+                    cpu MHz\t\t: 3100.000\n";
+        assert_eq!(super::cpu_mhz(text), Some(2450.004));
+        assert_eq!(super::cpu_mhz("processor\t: 0\nflags\t: fpu avx2\n"), None);
+        assert_eq!(super::cpu_mhz("cpu MHz\t\t: 0.000\n"), None);
+    }
 }

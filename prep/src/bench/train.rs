@@ -236,10 +236,20 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let mean = report(&args, &batch, &times, cpu)?;
+    let rate = batch.step_flop(model.model.config()) / 1e9 / mean;
+    let of_peak = match (args.compute.device == encoder::DeviceSpec::Cpu)
+        .then(|| crate::bench::fma_peak(threads))
+        .flatten()
+    {
+        Some((peak, how)) => format!(
+            " = {:.0}% of the f32 FMA peak ≈ {peak:.0} GFLOP/s ({how})",
+            100.0 * rate / peak
+        ),
+        None => String::new(),
+    };
     println!(
-        "  matrix products: {:.1} GFLOP per step, {:.1} GFLOP/s",
+        "  matrix products: {:.1} GFLOP per step, {rate:.1} GFLOP/s{of_peak}",
         batch.step_flop(model.model.config()) / 1e9,
-        batch.step_flop(model.model.config()) / 1e9 / mean
     );
     if let Some(python) = &args.peer_python {
         if args.compute.device != encoder::DeviceSpec::Cpu {

@@ -90,6 +90,11 @@ pub fn load_encoder(
     let mut enc = SentenceEncoder::load(&dir, &device)
         .with_context(|| format!("loading model from {}", dir.display()))?;
     enc.set_precision(compute.precision)?;
+    if device.is_cpu() {
+        if let Some(kernels) = compute.precision.cpu_kernels() {
+            eprintln!("{kernels}");
+        }
+    }
     if let Some(m) = max_seq_length {
         enc.set_max_seq_length(m)?;
     }

@@ -236,10 +236,19 @@ fn embed_and_search_at_bf16_and_int8_stay_close_to_f32() {
     let m = model.as_str();
     let embed = |precision: &str| {
         let out = dir.path().join(format!("{precision}.npy"));
-        ok(&prep(
+        let run = prep(
             &["embed", "--model", m, "--precision", precision, "--input"],
             &[&corpus, Path::new("--out"), &out],
-        ));
+        );
+        ok(&run);
+        // The user is told which kernels this CPU runs the products with (f32: nothing to say).
+        let said = String::from_utf8_lossy(&run.stderr);
+        let note = format!("{precision} products by ");
+        assert_eq!(
+            said.contains(&note),
+            precision != "f32",
+            "{precision}: {said}"
+        );
         read_npy(&out).unwrap()
     };
     let f32 = embed("f32");
