@@ -468,8 +468,9 @@ mod kernels {
         cfg!(target_arch = "x86_64") && crate::simd::level() != crate::simd::Level::Baseline
     }
 
-    /// bf16: the best kernel this CPU runs ([`super::PackedWeight::pack`] builds panels for the
-    /// portable one only where asked to explicitly, as the tests do).
+    /// bf16: the best kernel this CPU runs. Without AVX512_BF16, [`super::PackedWeight::pack`]
+    /// keeps bf16 weights widened to f32 instead of packing panels, so the portable kernel runs
+    /// only on panels the tests pack explicitly.
     pub fn bf16(a: &[u32], mr: usize, panels: &[u32], kw: usize) -> Tile {
         #[cfg(target_arch = "x86_64")]
         if super::has_bf16_dot() {
