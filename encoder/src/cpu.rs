@@ -508,10 +508,7 @@ pub(crate) mod simd {
                 *a += x;
             }
         }
-        let (mean, inv) = crate::ops::moments(row, eps);
-        for ((v, w), b) in row.iter_mut().zip(w).zip(b) {
-            *v = (*v - mean) * inv * w + b;
-        }
+        crate::ops::normalize_in_place(row, w, b, eps);
     }
 
     /// Residual add + LayerNorm of one row, at the widest SIMD width available.

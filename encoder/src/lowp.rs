@@ -10,7 +10,7 @@
 //!
 //! - bf16: weights and activations rounded to bf16 (nearest-even); the product of two bf16
 //!   values is exact in f32, accumulated in f32. With AVX512_BF16 the inner step is one
-//!   `vdpbf16ps`; elsewhere each pair is widened to f32 (a 16-bit shift) and multiplied with FMA.
+//!   `vdpbf16ps`; elsewhere see the last paragraph (the portable loop widens each pair to f32).
 //! - int8: symmetric per-output-column weight scales `sw[j] = max|W[:, j]| / 127` and dynamic
 //!   activation scales per row and group of 32 inputs, `sa[r, g] = max|x[r, g]| / 127`;
 //!   `q = round(v / s)` in [-127, 127]. Products accumulate exactly in i32 per group, each
@@ -73,14 +73,13 @@ pub fn has_bf16_dot() -> bool {
 
 /// What runs `format`'s products on this CPU, for the user (e.g. "vdpbf16ps (AVX512_BF16)").
 pub fn kernel_name(format: Format) -> &'static str {
-    let avx2 = kernels::avx2();
     match format {
         Format::Bf16 if has_bf16_dot() => "vdpbf16ps (AVX512_BF16)",
         Format::Bf16 => {
             "f32 FMAs on bf16-rounded values (this CPU has no AVX512_BF16; bf16 runs at f32's rate)"
         }
         Format::Int8 if kernels::unsigned_activations() => "vpdpbusd (AVX512_VNNI)",
-        Format::Int8 if avx2 => "vpmaddubsw/vpmaddwd (AVX2; no AVX512_VNNI on this CPU)",
+        Format::Int8 if kernels::avx2() => "vpmaddubsw/vpmaddwd (AVX2; no AVX512_VNNI on this CPU)",
         Format::Int8 => "portable integer loops (no AVX2 on this CPU)",
     }
 }
@@ -115,21 +114,32 @@ thread_local! {
     static ROUNDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// A `[k, n]` weight in [`Format`], packed in 32-bit words (see the module docs).
+/// A `[k, n]` weight in [`Format`], stored for the kernels this CPU runs (see the module docs).
 pub struct PackedWeight {
     format: Format,
-    /// bf16 without [`has_bf16_dot`]: the weight's bf16 values widened to f32, row-major `[k, n]`
-    /// (and `panels` empty); empty otherwise.
-    widened: Vec<f32>,
+    storage: Storage,
+    k: usize,
+    n: usize,
+}
+
+/// How a [`PackedWeight`] holds its values.
+enum Storage {
+    /// Packed 32-bit words for the kernels.
+    Panels(Panels),
+    /// bf16 without [`has_bf16_dot`]: the weight's bf16 values widened to f32, row-major
+    /// `[k, n]`, for the `gemm` crate.
+    Widened(Vec<f32>),
+}
+
+/// A weight packed in panels of 32-bit words.
+struct Panels {
     /// `n.div_ceil(NR)` panels of `words(k) × NR` words.
-    panels: Vec<u32>,
+    words: Vec<u32>,
     /// int8: per-column scales (`n` of them); bf16: empty.
     scales: Vec<f32>,
     /// int8: `128 · Σ_group w[k, j]` per panel, group and column (`vpdpbusd`'s offset); bf16:
     /// empty.
     offsets: Vec<i32>,
-    k: usize,
-    n: usize,
 }
 
 impl Format {
@@ -273,12 +283,10 @@ impl PackedWeight {
             assert_eq!(w.len(), k * n, "pack: weight is not k × n");
             let mut widened = Vec::new();
             bf16_values(w, &mut widened, false);
+            let storage = Storage::Widened(widened);
             return PackedWeight {
                 format,
-                widened,
-                panels: Vec::new(),
-                scales: Vec::new(),
-                offsets: Vec::new(),
+                storage,
                 k,
                 n,
             };
@@ -314,12 +322,14 @@ impl PackedWeight {
             Format::Bf16 => Vec::new(),
             Format::Int8 => int8_offsets(&panels, kw),
         };
-        PackedWeight {
-            format,
-            widened: Vec::new(),
-            panels,
+        let storage = Storage::Panels(Panels {
+            words: panels,
             scales,
             offsets,
+        });
+        PackedWeight {
+            format,
+            storage,
             k,
             n,
         }
@@ -329,18 +339,30 @@ impl PackedWeight {
         self.format
     }
 
+    /// The panels of a weight packed by [`PackedWeight::pack_panels`].
+    #[cfg(test)]
+    fn panels(&self) -> &Panels {
+        match &self.storage {
+            Storage::Panels(p) => p,
+            Storage::Widened(_) => panic!("a widened weight has no panels"),
+        }
+    }
+
     /// `y[m, n] = x[m, k] · W + bias`, rows in parallel tasks when `threaded`.
     pub fn forward(&self, x: &[f32], y: &mut [f32], bias: &[f32], m: usize, threaded: bool) {
         let (k, n) = (self.k, self.n);
         assert!(x.len() >= m * k && y.len() >= m * n && bias.len() == n);
-        if !self.widened.is_empty() {
-            return self.forward_widened(&x[..m * k], &mut y[..m * n], bias, threaded);
-        }
+        let panels = match &self.storage {
+            Storage::Panels(p) => p,
+            Storage::Widened(w) => {
+                return self.forward_widened(w, &x[..m * k], &mut y[..m * n], bias, threaded)
+            }
+        };
         let work = |(block, ys): (usize, &mut [f32])| {
             let rows = ys.len() / n;
             let xs = &x[block * ROWS * k..][..rows * k];
             let (a, row_scales) = self.pack_rows(xs, rows);
-            self.block(&a, &row_scales, ys, bias);
+            self.block(panels, &a, &row_scales, ys, bias);
         };
         let y = &mut y[..m * n];
         if threaded {
@@ -350,8 +372,15 @@ impl PackedWeight {
         }
     }
 
-    /// bf16 without [`has_bf16_dot`]: `x` rounded to bf16, times the widened weight, in f32.
-    fn forward_widened(&self, x: &[f32], y: &mut [f32], bias: &[f32], threaded: bool) {
+    /// bf16 without [`has_bf16_dot`]: `x` rounded to bf16, times the `widened` weight, in f32.
+    fn forward_widened(
+        &self,
+        widened: &[f32],
+        x: &[f32],
+        y: &mut [f32],
+        bias: &[f32],
+        threaded: bool,
+    ) {
         let (k, n) = (self.k, self.n);
         let m = x.len() / k;
         for row in y.chunks_exact_mut(n) {
@@ -364,7 +393,7 @@ impl PackedWeight {
         };
         ROUNDED.with_borrow_mut(|rounded| {
             bf16_values(x, rounded, threaded);
-            let (x, w) = (MatRef::rows(rounded, k), MatRef::rows(&self.widened, n));
+            let (x, w) = (MatRef::rows(rounded, k), MatRef::rows(widened, n));
             linalg::gemm((m, n, k), y, n, x, w, true, 1.0, par);
         });
     }
@@ -413,16 +442,16 @@ impl PackedWeight {
         (a, scales)
     }
 
-    /// One row block against every pair of panels.
-    fn block(&self, a: &[u32], act_scales: &[f32], ys: &mut [f32], bias: &[f32]) {
+    /// One row block against every pair of `p`'s panels.
+    fn block(&self, p: &Panels, a: &[u32], act_scales: &[f32], ys: &mut [f32], bias: &[f32]) {
         let (n, kw) = (self.n, self.format.words(self.k));
         let groups = kw.div_ceil(GROUP);
         let rows = ys.len() / n;
-        for (t, panels) in self.panels.chunks(NP * kw * NR).enumerate() {
+        for (t, panels) in p.words.chunks(NP * kw * NR).enumerate() {
             let c0 = t * NP * NR;
             let cols = (NP * NR).min(n - c0);
-            let (b, sw) = (&bias[c0..][..cols], self.scales.get(c0..c0 + cols));
-            let offsets = self.offsets.get(t * NP * groups * NR..).unwrap_or(&[]);
+            let (b, sw) = (&bias[c0..][..cols], p.scales.get(c0..c0 + cols));
+            let offsets = p.offsets.get(t * NP * groups * NR..).unwrap_or(&[]);
             for r0 in (0..rows).step_by(MR) {
                 let mr = MR.min(rows - r0);
                 let a = &a[r0 * kw..(r0 + mr) * kw];
@@ -957,7 +986,7 @@ mod tests {
             let x = random(mr * k, 5);
             let bf = PackedWeight::pack_panels(&w, k, n, Format::Bf16);
             let (a, _) = bf.pack_rows(&x, mr);
-            let want = kernels::bf16_portable_tile(&a, mr, &bf.panels, kp);
+            let want = kernels::bf16_portable_tile(&a, mr, &bf.panels().words, kp);
             let i8w = PackedWeight::pack(&w, k, n, Format::Int8);
             let (mut q, scales) = i8w.pack_rows(&x, mr);
             let unsigned = kernels::unsigned_activations();
@@ -965,7 +994,7 @@ mod tests {
             if unsigned {
                 flip(&mut q);
             }
-            let want8 = kernels::int8_portable_tile(&q, mr, &i8w.panels, kq, &scales);
+            let want8 = kernels::int8_portable_tile(&q, mr, &i8w.panels().words, kq, &scales);
             assert!(want[mr - 1][n - 1] != 0.0 && want8[mr - 1][n - 1] != 0.0);
             let close = |got: Tile, want: &Tile, what: &str| {
                 let (got, want) = (&got[..mr], &want[..mr]);
@@ -979,13 +1008,13 @@ mod tests {
                 use std::arch::is_x86_feature_detected as has;
                 if has!("avx2") && has!("fma") {
                     // SAFETY: AVX2 and FMA detected just above.
-                    let i = unsafe { kernels::int8_avx2(&q, mr, &i8w.panels, kq, &scales) };
+                    let i = unsafe { kernels::int8_avx2(&q, mr, &i8w.panels().words, kq, &scales) };
                     close(i, &want8, "int8 avx2");
                     ran.push("avx2");
                 }
                 if has!("avx512bf16") {
                     // SAFETY: AVX512_BF16 detected just above.
-                    let b = unsafe { kernels::bf16_avx512(&a, mr, &bf.panels, kp) };
+                    let b = unsafe { kernels::bf16_avx512(&a, mr, &bf.panels().words, kp) };
                     close(b, &want, "bf16 avx512bf16");
                     ran.push("avx512bf16");
                 }
@@ -993,7 +1022,14 @@ mod tests {
                     flip(&mut q);
                     // SAFETY: AVX512_VNNI detected there.
                     let i = unsafe {
-                        kernels::int8_avx512(&q, mr, &i8w.panels, kq, &scales, &i8w.offsets)
+                        kernels::int8_avx512(
+                            &q,
+                            mr,
+                            &i8w.panels().words,
+                            kq,
+                            &scales,
+                            &i8w.panels().offsets,
+                        )
                     };
                     close(i, &want8, "int8 avx512vnni");
                     ran.push("avx512vnni");

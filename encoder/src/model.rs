@@ -704,13 +704,9 @@ impl BertSelfAttention {
         if !x.device().is_cpu() {
             return None;
         }
-        let mut first = Vec::with_capacity(layout.seqs.len());
-        let mut count = 0;
-        for &(_, len) in layout.seqs.iter() {
-            first.push(count);
-            count += self.heads * len * len;
-        }
+        let count = crate::ops::probs_count(&layout.seqs, self.heads);
         let mask = keep_mask(rng, count, self.dropout)?;
+        let first = crate::ops::probs_first(&layout.seqs, self.heads);
         Some(ProbsFlags {
             mask,
             heads: self.heads,

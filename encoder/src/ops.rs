@@ -13,7 +13,7 @@ mod attention;
 mod linear;
 mod residual;
 
-pub use attention::{attention, probs_count, ProbsDropout};
+pub use attention::{attention, probs_count, probs_first, ProbsDropout};
 pub use linear::linear;
 pub use residual::{dropout, residual_norm, segment_mean, KeepMask};
 
@@ -80,7 +80,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Mean and 1/sqrt(var + eps) of one row (two-pass, as PyTorch).
 #[inline(always)]
-pub(crate) fn moments(row: &[f32], eps: f32) -> (f32, f32) {
+fn moments(row: &[f32], eps: f32) -> (f32, f32) {
     let n = row.len() as f32;
     let mean = sum_of(row) / n;
     let mut acc = [0f32; LANES];

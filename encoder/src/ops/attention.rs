@@ -38,6 +38,19 @@ pub fn probs_count(seqs: &[(usize, usize)], heads: usize) -> usize {
     seqs.iter().map(|&(_, l)| heads * l * l).sum()
 }
 
+/// Where each sequence's flags start among those [`probs_count`] counts (they run per sequence,
+/// head, query and key).
+pub fn probs_first(seqs: &[(usize, usize)], heads: usize) -> Vec<usize> {
+    let mut at = 0;
+    seqs.iter()
+        .map(|&(_, l)| {
+            let first = at;
+            at += heads * l * l;
+            first
+        })
+        .collect()
+}
+
 /// Per-head `softmax(q kᵀ/√d) v` for every sequence, from `qkv` `[N, 3H]` (query | key | value
 /// columns, each `heads × head_dim`) to the context `[N, H]`. `seqs` lists each sequence's
 /// (first row, length); together they cover the rows in order. CPU, f32.
@@ -76,7 +89,7 @@ impl AttentionOp {
                 l.dims()
             );
         }
-        let flags: usize = self.seqs.iter().map(|&(_, l)| self.heads * l * l).sum();
+        let flags = probs_count(&self.seqs, self.heads);
         if let Some(d) = &self.dropout {
             if d.keep.len() != flags {
                 bail!(
@@ -95,12 +108,12 @@ impl AttentionOp {
         width: usize,
     ) -> Vec<(usize, usize, usize, &'a mut [f32])> {
         let mut parts = Vec::with_capacity(self.seqs.len());
-        let (mut rest, mut flag) = (out, 0);
-        for &(start, len) in self.seqs.iter() {
+        let mut rest = out;
+        let first = probs_first(&self.seqs, self.heads);
+        for (&(start, len), flag) in self.seqs.iter().zip(first) {
             let (mine, tail) = rest.split_at_mut(len * width);
             parts.push((start, len, flag, mine));
             rest = tail;
-            flag += self.heads * len * len;
         }
         parts
     }

@@ -416,24 +416,21 @@ fn print_fma_peak(rows: &[Row], all: usize) {
         return;
     };
     println!("f32 FMA peak ≈ {peak:.0} GFLOP/s ({how}); best rate on all cores:");
-    let mut engines: Vec<&str> = Vec::new();
+    // Each engine's best row, in the order the engines were first measured.
+    let mut best: Vec<(&str, f64)> = Vec::new();
     for r in rows
         .iter()
         .filter(|r| r.threads == all && r.gflop_per_s > 0.0)
     {
-        if !engines.contains(&r.engine.as_str()) {
-            engines.push(&r.engine);
+        match best.iter_mut().find(|(e, _)| *e == r.engine) {
+            Some((_, g)) => *g = g.max(r.gflop_per_s),
+            None => best.push((&r.engine, r.gflop_per_s)),
         }
     }
-    for engine in engines {
-        let best = rows
-            .iter()
-            .filter(|r| r.engine == engine && r.threads == all)
-            .map(|r| r.gflop_per_s)
-            .fold(0.0, f64::max);
+    for (engine, g) in best {
         println!(
-            "  {engine:<50} {best:>6.1} GFLOP/s = {:>3.0}% of the f32 peak",
-            100.0 * best / peak
+            "  {engine:<50} {g:>6.1} GFLOP/s = {:>3.0}% of the f32 peak",
+            100.0 * g / peak
         );
     }
 }

@@ -236,7 +236,8 @@ pub fn run(args: Args) -> Result<()> {
         _ => None,
     };
     let mean = report(&args, &batch, &times, cpu)?;
-    let rate = batch.step_flop(model.model.config()) / 1e9 / mean;
+    let gflop = batch.step_flop(model.model.config()) / 1e9;
+    let rate = gflop / mean;
     let of_peak = match (args.compute.device == encoder::DeviceSpec::Cpu)
         .then(|| crate::bench::fma_peak(threads))
         .flatten()
@@ -247,10 +248,7 @@ pub fn run(args: Args) -> Result<()> {
         ),
         None => String::new(),
     };
-    println!(
-        "  matrix products: {:.1} GFLOP per step, {rate:.1} GFLOP/s{of_peak}",
-        batch.step_flop(model.model.config()) / 1e9,
-    );
+    println!("  matrix products: {gflop:.1} GFLOP per step, {rate:.1} GFLOP/s{of_peak}");
     if let Some(python) = &args.peer_python {
         if args.compute.device != encoder::DeviceSpec::Cpu {
             bail!("--peer-python times PyTorch on the CPU: leave out --device");
